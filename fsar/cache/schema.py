@@ -1,0 +1,145 @@
+"""The on-disk layout of a feature cache: the only place that knows array names, dtypes and chunks.
+
+One Zarr v3 store per (dataset, backbone, weights, preprocessing)::
+
+    attrs                    {"fsar_cache": CacheSpec as JSON}
+    videos/id       [N] str  the split-file ids (episode lists refer to videos by these)
+    videos/label    [N] i4   class index into classes/name
+    videos/split    [N] i1   0 train, 1 val, 2 test
+    videos/n_frames [N] i4   decoded frame count (0 until extracted)
+    classes/name    [C] str
+    <m>/frames      [N, V, T, D]    f2   per-frame pooled features, view 0 = deterministic test view
+    <m>/patches     [N, V, T, P, D] f2   optional n x n adaptive-pooled map, P = n * n
+    <m>/done        [N] bool  the chunk holding this video was committed
+    <m>/status      [N] i1    Status
+    <m>/error       [N] str   why a video failed ("" when ok)
+
+with ``<m>`` in :data:`MODALITIES`. Every array is chunked along N in blocks of
+``CacheSpec.chunk_videos`` whole videos, so writers owning disjoint chunk-aligned row ranges never
+touch the same file. No sharding codec is used: a shard shared by two writers loses rows silently.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from enum import IntEnum
+from typing import Any
+
+SCHEMA_VERSION = 1
+ATTRS_KEY = "fsar_cache"
+
+MODALITIES = ("rgb", "flow")
+SPLITS = ("train", "val", "test")
+FEATURE_DTYPE = "float16"
+DEFAULT_CHUNK_VIDEOS = 16
+
+
+class Status(IntEnum):
+    """Per-video extraction outcome; failures are recorded, never silently dropped."""
+
+    OK = 0
+    UNREADABLE = 1
+    PADDED = 2  # fewer decodable frames than T: frames repeated to fill the segments
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """Everything that makes two caches comparable; stored as the store's attributes.
+
+    Preprocessing travels with the features (like a model's pretrained config), so a reader
+    never guesses how they were made.
+    """
+
+    dataset: str
+    backbone: str
+    weights: str
+    weights_sha256: str
+    feature_dim: int
+    frames: int = 8
+    views: int = 1
+    patches: int = 0  # n of the n x n patch grid; 0 = no patch arrays
+    modalities: tuple[str, ...] = ("rgb",)
+    input_size: int = 224
+    short_side: int = 256
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    sampling: str = "tsn-segment-centres"
+    flow_method: str = ""
+    split_set: str = ""
+    chunk_videos: int = DEFAULT_CHUNK_VIDEOS
+    schema_version: int = SCHEMA_VERSION
+    fsar_version: str = ""
+    created: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown or not self.modalities:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}")
+        for name in ("feature_dim", "frames", "views", "chunk_videos"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.patches < 0:
+            raise ValueError(f"patches must be >= 0, got {self.patches}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CacheSpec:
+        names = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in data.items() if k in names}
+        for key in ("modalities", "mean", "std"):
+            if key in kept:
+                kept[key] = tuple(kept[key])
+        return cls(**kept)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that must match for features to be appended to an existing store."""
+        data: dict[str, Any] = json.loads(json.dumps(self.to_json()))  # tuples and lists compare alike
+        for volatile in ("created", "fsar_version", "modalities"):
+            data.pop(volatile)
+        return data
+
+    def identity_json(self) -> str:
+        return json.dumps(self.identity(), sort_keys=True)
+
+
+# Array paths. Only this module spells them.
+VIDEO_ID = "videos/id"
+VIDEO_LABEL = "videos/label"
+VIDEO_SPLIT = "videos/split"
+VIDEO_N_FRAMES = "videos/n_frames"
+CLASS_NAME = "classes/name"
+
+
+def frames_path(modality: str) -> str:
+    return f"{modality}/frames"
+
+
+def patches_path(modality: str) -> str:
+    return f"{modality}/patches"
+
+
+def done_path(modality: str) -> str:
+    return f"{modality}/done"
+
+
+def status_path(modality: str) -> str:
+    return f"{modality}/status"
+
+
+def error_path(modality: str) -> str:
+    return f"{modality}/error"
+
+
+def feature_shapes(spec: CacheSpec, n_videos: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(shape, chunks) of each float16 feature array for one modality, keyed by 'frames'/'patches'."""
+    c = spec.chunk_videos
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {"frames": ((n_videos, spec.views, spec.frames, spec.feature_dim),
+                         (c, spec.views, spec.frames, spec.feature_dim))}
+    if spec.patches:
+        p = spec.patches * spec.patches
+        shapes["patches"] = ((n_videos, spec.views, spec.frames, p, spec.feature_dim),
+                             (c, spec.views, spec.frames, p, spec.feature_dim))
+    return shapes

@@ -1,0 +1,333 @@
+"""Open, create, write and read feature caches (layout in :mod:`fsar.cache.schema`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from numpy.typing import NDArray
+
+from fsar import __version__
+from fsar.cache import schema
+from fsar.cache.schema import CacheSpec, Status
+
+
+class CacheError(Exception):
+    """A cache that cannot be used as asked; the message says what to do."""
+
+
+def _get(group: zarr.Group, path: str) -> Any:
+    return group[path]
+
+
+def _strings(values: Any) -> NDArray[np.str_]:
+    """A fixed-width str array from a Zarr variable-length string array."""
+    return np.asarray(list(values.tolist()), dtype=str)
+
+
+class FeatureCache:
+    """A feature cache opened for reading (and, with ``mode="a"``, for writing chunks).
+
+    The video table (ids, labels, splits, class names) is read once; feature arrays are read
+    on demand. Rows are positions in ``videos/id``.
+    """
+
+    def __init__(self, path: str | Path, group: zarr.Group, spec: CacheSpec, writable: bool) -> None:
+        self.path = str(path)
+        self.group = group
+        self.spec = spec
+        self.writable = writable
+        self.ids: NDArray[np.str_] = _strings(_get(group, schema.VIDEO_ID)[:])
+        self.labels: NDArray[np.int32] = np.asarray(_get(group, schema.VIDEO_LABEL)[:], dtype=np.int32)
+        self.split_codes: NDArray[np.int8] = np.asarray(_get(group, schema.VIDEO_SPLIT)[:], dtype=np.int8)
+        self.class_names: tuple[str, ...] = tuple(str(c) for c in _get(group, schema.CLASS_NAME)[:])
+        self._row_of = {vid: i for i, vid in enumerate(self.ids.tolist())}
+
+    # -- the video table -------------------------------------------------------------------
+    @property
+    def n_videos(self) -> int:
+        return len(self.ids)
+
+    @property
+    def splits(self) -> NDArray[np.str_]:
+        return np.asarray(schema.SPLITS, dtype=str)[self.split_codes]
+
+    def rows_of_split(self, split: str) -> NDArray[np.int64]:
+        if split not in schema.SPLITS:
+            raise CacheError(f"unknown split {split!r}; expected one of {schema.SPLITS}")
+        return np.flatnonzero(self.split_codes == schema.SPLITS.index(split)).astype(np.int64)
+
+    def class_of(self, rows: NDArray[np.int64]) -> NDArray[np.str_]:
+        return np.asarray(self.class_names, dtype=str)[self.labels[rows]]
+
+    def rows_for(self, ids: Sequence[str] | NDArray[np.str_]) -> NDArray[np.int64]:
+        """Row of each id; a :class:`CacheError` naming the ids this cache does not hold."""
+        flat = np.asarray(ids, dtype=str).ravel().tolist()
+        missing = [v for v in flat if v not in self._row_of]
+        if missing:
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise CacheError(
+                f"{len(set(missing))} video id(s) are not in cache {self.path} (e.g. {shown}); the episode "
+                f"list was made for another dataset or split set: make a new one with `fsar episodes --cache "
+                f"{self.path}`"
+            )
+        return np.asarray([self._row_of[v] for v in flat], dtype=np.int64).reshape(np.shape(ids))
+
+    # -- modalities ------------------------------------------------------------------------
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in schema.MODALITIES if schema.frames_path(m) in self.group)
+
+    def has_patches(self, modality: str) -> bool:
+        return schema.patches_path(modality) in self.group
+
+    def require(self, modality: str, patches: bool = False) -> None:
+        """Raise a :class:`CacheError` saying what to run if a modality (or its patches) is absent."""
+        if modality not in self.modalities:
+            raise CacheError(
+                f"cache {self.path} has no {modality!r} features (it has {', '.join(self.modalities)}); "
+                f"extract them with `fsar extract ... --modality {modality} --out {self.path}`"
+            )
+        if patches and not self.has_patches(modality):
+            raise CacheError(
+                f"cache {self.path} has no {modality} patch features; re-extract with `--patches 2` "
+                f"(or 4) into a new cache to use spatial matchers"
+            )
+
+    def _array(self, path: str) -> Any:
+        return _get(self.group, path)
+
+    def done(self, modality: str) -> NDArray[np.bool_]:
+        return np.asarray(self._array(schema.done_path(modality))[:], dtype=bool)
+
+    def status(self, modality: str) -> NDArray[np.int8]:
+        return np.asarray(self._array(schema.status_path(modality))[:], dtype=np.int8)
+
+    def errors(self, modality: str) -> dict[str, str]:
+        """Error message of each failed video, keyed by id."""
+        status = self.status(modality)
+        failed = np.flatnonzero(status == Status.UNREADABLE)
+        if not len(failed):
+            return {}
+        messages = self._array(schema.error_path(modality))[:]
+        return {str(self.ids[i]): str(messages[i]) for i in failed}
+
+    def n_frames(self) -> NDArray[np.int32]:
+        return np.asarray(self._array(schema.VIDEO_N_FRAMES)[:], dtype=np.int32)
+
+    # -- features --------------------------------------------------------------------------
+    def frames(self, modality: str, rows: NDArray[np.int64] | None = None, view: int = 0) -> NDArray[np.float16]:
+        """Pooled frame features, float16 [len(rows), T, D] (all rows when ``rows`` is None)."""
+        self.require(modality)
+        return self._read(schema.frames_path(modality), rows, view)
+
+    def patches(self, modality: str, rows: NDArray[np.int64] | None = None, view: int = 0) -> NDArray[np.float16]:
+        """Patch features, float16 [len(rows), T, P, D]."""
+        self.require(modality, patches=True)
+        return self._read(schema.patches_path(modality), rows, view)
+
+    def _read(self, path: str, rows: NDArray[np.int64] | None, view: int) -> NDArray[np.float16]:
+        if not 0 <= view < self.spec.views:
+            raise CacheError(f"view {view} out of range: cache {self.path} has {self.spec.views} view(s)")
+        array = self._array(path)
+        if rows is None:
+            return np.asarray(array[:, view])
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return np.zeros((0, *array.shape[2:]), dtype=np.float16)
+        order = np.argsort(rows, kind="stable")
+        unique, inverse = np.unique(rows[order], return_inverse=True)
+        block = np.asarray(array.get_orthogonal_selection((unique, view)))
+        out = np.empty((len(rows), *block.shape[1:]), dtype=block.dtype)
+        out[order] = block[inverse]
+        return out
+
+    # -- writing ---------------------------------------------------------------------------
+    def chunk_ranges(self) -> list[tuple[int, int]]:
+        c = self.spec.chunk_videos
+        return [(s, min(s + c, self.n_videos)) for s in range(0, self.n_videos, c)]
+
+    def write_chunk(
+        self,
+        modality: str,
+        start: int,
+        frames: NDArray[np.floating[Any]],
+        status: NDArray[np.int8],
+        errors: Sequence[str],
+        n_frames: NDArray[np.int32],
+        patches: NDArray[np.floating[Any]] | None = None,
+    ) -> None:
+        """Commit one whole chunk of videos: features first, then ``done`` as the commit marker.
+
+        frames: [n, V, T, D]; patches: [n, V, T, P, D]; n = the chunk's length. ``start`` must be a
+        chunk boundary, so that concurrent writers of other chunks never share a file.
+        """
+        if not self.writable:
+            raise CacheError(f"cache {self.path} was opened read-only")
+        c = self.spec.chunk_videos
+        stop = min(start + c, self.n_videos)
+        if start % c or len(frames) != stop - start:
+            raise ValueError(f"write_chunk needs a whole chunk: rows {start}:{stop}, got {len(frames)} rows")
+        self._array(schema.frames_path(modality))[start:stop] = np.asarray(frames, dtype=np.float16)
+        if self.has_patches(modality):
+            if patches is None:
+                raise ValueError(f"cache {self.path} stores patches: write_chunk needs them")
+            self._array(schema.patches_path(modality))[start:stop] = np.asarray(patches, dtype=np.float16)
+        self._array(schema.status_path(modality))[start:stop] = np.asarray(status, dtype=np.int8)
+        self._array(schema.error_path(modality))[start:stop] = np.asarray(list(errors), dtype=str)
+        self._array(schema.VIDEO_N_FRAMES)[start:stop] = np.asarray(n_frames, dtype=np.int32)
+        self._array(schema.done_path(modality))[start:stop] = np.ones(stop - start, dtype=bool)
+
+    def content_hash(self) -> str:
+        """sha256 of what identifies the features: the spec and the video table (not the values)."""
+        h = hashlib.sha256(self.spec.identity_json().encode())
+        h.update("\n".join(self.ids.tolist()).encode())
+        h.update(self.labels.tobytes())
+        h.update(self.split_codes.tobytes())
+        h.update("\n".join(self.class_names).encode())
+        return h.hexdigest()
+
+
+def _open_group(path: str | Path, mode: str) -> zarr.Group:
+    try:
+        return zarr.open_group(str(path), mode=mode)  # type: ignore[arg-type]
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
+        raise CacheError(
+            f"no feature cache at {path}; create one with `fsar extract --dataset NAME --out {path}`"
+        ) from err
+
+
+def _read_spec(group: zarr.Group, path: str | Path) -> CacheSpec:
+    raw = group.attrs.get(schema.ATTRS_KEY)
+    if not isinstance(raw, dict):
+        raise CacheError(f"{path} is a Zarr store but not an fsar feature cache (no '{schema.ATTRS_KEY}' attrs)")
+    version = raw.get("schema_version")
+    if version != schema.SCHEMA_VERSION:
+        raise CacheError(
+            f"cache {path} has schema version {version}, this fsar (version {__version__}) reads version "
+            f"{schema.SCHEMA_VERSION}: re-extract it with this fsar, or use the fsar release that wrote it"
+        )
+    return CacheSpec.from_json(raw)
+
+
+def open_cache(path: str | Path, mode: str = "r") -> FeatureCache:
+    """Open an existing cache; ``mode="a"`` allows :meth:`FeatureCache.write_chunk`."""
+    if mode not in ("r", "a"):
+        raise ValueError("mode must be 'r' or 'a'")
+    if not str(path).startswith(("s3://", "gs://", "memory://", "http")) and not Path(path).exists():
+        raise CacheError(f"no feature cache at {path}; create one with `fsar extract --dataset NAME --out {path}`")
+    group = _open_group(path, "r" if mode == "r" else "r+")
+    return FeatureCache(path, group, _read_spec(group, path), writable=mode == "a")
+
+
+def create_cache(
+    path: str | Path,
+    spec: CacheSpec,
+    ids: Sequence[str],
+    labels: Sequence[int],
+    splits: Sequence[str],
+    class_names: Sequence[str],
+) -> FeatureCache:
+    """Create a cache, or open a compatible existing one and add the spec's missing modalities.
+
+    An existing store made with another backbone, weights, preprocessing, schema version or video
+    table is refused: features of two setups must never mix in one store.
+    """
+    ids_arr = np.asarray(list(ids), dtype=str)
+    if len(set(ids_arr.tolist())) != len(ids_arr):
+        raise CacheError("video ids must be unique within a cache")
+    unknown = set(splits) - set(schema.SPLITS)
+    if unknown:
+        raise CacheError(f"unknown split name(s) {sorted(unknown)}; expected {schema.SPLITS}")
+    split_codes = np.asarray([schema.SPLITS.index(s) for s in splits], dtype=np.int8)
+    if Path(str(path)).exists() or str(path).startswith("memory://"):
+        try:
+            existing = open_cache(path, mode="a")
+        except CacheError:
+            if Path(str(path)).exists():
+                raise
+        else:
+            _check_compatible(existing, spec, ids_arr, np.asarray(labels, dtype=np.int32), split_codes)
+            for modality in spec.modalities:
+                if modality not in existing.modalities:
+                    _create_modality(existing.group, spec, modality, len(ids_arr))
+            _write_spec(existing.group, replace(existing.spec, modalities=_merged(existing, spec)))
+            return open_cache(path, mode="a")
+    group = zarr.open_group(str(path), mode="w-")
+    c = spec.chunk_videos
+    n = len(ids_arr)
+    group.create_array(schema.VIDEO_ID, shape=(n,), dtype=str, chunks=(c,))[:] = ids_arr
+    group.create_array(schema.VIDEO_LABEL, shape=(n,), dtype="int32", chunks=(c,))[:] = np.asarray(labels)
+    group.create_array(schema.VIDEO_SPLIT, shape=(n,), dtype="int8", chunks=(c,))[:] = split_codes
+    group.create_array(schema.VIDEO_N_FRAMES, shape=(n,), dtype="int32", chunks=(c,), fill_value=0)
+    names = np.asarray(list(class_names), dtype=str)
+    group.create_array(schema.CLASS_NAME, shape=(len(names),), dtype=str, chunks=(max(len(names), 1),))[:] = names
+    for modality in spec.modalities:
+        _create_modality(group, spec, modality, n)
+    _write_spec(group, spec)
+    return open_cache(path, mode="a")
+
+
+def _merged(existing: FeatureCache, spec: CacheSpec) -> tuple[str, ...]:
+    present = set(existing.spec.modalities) | set(spec.modalities)
+    return tuple(m for m in schema.MODALITIES if m in present)
+
+
+def _write_spec(group: zarr.Group, spec: CacheSpec) -> None:
+    data = spec.to_json()
+    data["fsar_version"] = __version__
+    data["created"] = spec.created or datetime.now(UTC).isoformat(timespec="seconds")
+    group.attrs[schema.ATTRS_KEY] = json.loads(json.dumps(data))
+
+
+def _create_modality(group: zarr.Group, spec: CacheSpec, modality: str, n: int) -> None:
+    c = spec.chunk_videos
+    for kind, (shape, chunks) in schema.feature_shapes(spec, n).items():
+        path = schema.frames_path(modality) if kind == "frames" else schema.patches_path(modality)
+        group.create_array(path, shape=shape, dtype=schema.FEATURE_DTYPE, chunks=chunks, fill_value=0)
+    group.create_array(schema.done_path(modality), shape=(n,), dtype="bool", chunks=(c,), fill_value=False)
+    group.create_array(schema.status_path(modality), shape=(n,), dtype="int8", chunks=(c,), fill_value=0)
+    group.create_array(schema.error_path(modality), shape=(n,), dtype=str, chunks=(c,), fill_value="")
+
+
+def _check_compatible(
+    existing: FeatureCache,
+    spec: CacheSpec,
+    ids: NDArray[np.str_],
+    labels: NDArray[np.int32],
+    split_codes: NDArray[np.int8],
+) -> None:
+    old, new = existing.spec.identity(), spec.identity()
+    differing = sorted(k for k in old if old[k] != new.get(k))
+    if differing:
+        detail = "; ".join(f"{k}: cache has {old[k]!r}, this run {new.get(k)!r}" for k in differing)
+        raise CacheError(
+            f"cache {existing.path} was made with other settings ({detail}); features of different setups "
+            f"cannot share a store: write to a new --out path"
+        )
+    same_table = (
+        np.array_equal(existing.ids, ids)
+        and np.array_equal(existing.labels, labels)
+        and np.array_equal(existing.split_codes, split_codes)
+    )
+    if not same_table:
+        raise CacheError(
+            f"cache {existing.path} lists other videos ({existing.n_videos} rows) than this run ({len(ids)}); "
+            f"it was made from another dataset root or split set: write to a new --out path"
+        )
+
+
+def shard_ranges(cache: FeatureCache, index: int, count: int) -> list[tuple[int, int]]:
+    """The chunk-aligned row ranges owned by shard ``index`` of ``count`` (contiguous blocks of chunks)."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index must be in [0, {count}), got {index}")
+    chunks = cache.chunk_ranges()
+    bounds = np.linspace(0, len(chunks), count + 1).round().astype(int)
+    return chunks[bounds[index] : bounds[index + 1]]

@@ -1,0 +1,230 @@
+"""Read the sampled frames of a video file (PyAV) or of a frame folder.
+
+Frame ``i`` of a video file is the ``i``-th frame the decoder outputs (presentation order, from 0).
+A frame folder is ``<video_dir>/*.jpg`` (also ``.jpeg``/``.png``) in natural sort order
+(``img_2.jpg`` before ``img_10.jpg``; zero-padded names sort the same either way), the layout most
+FSAR repositories extract to.
+
+Every failure to read — missing path, garbage bytes, truncated file, a decoder error, a video that
+ends before a requested index — raises :class:`VideoReadError`, so the extraction loop can record
+the video as unreadable and go on.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: Containers whose per-stream frame count (``nb_frames``) is written from the index and trusted.
+_TRUSTED_COUNT_FORMATS = ("mov", "mp4", "avi")
+#: Containers whose packet timestamps map one-to-one to decoded frames, so seeking is safe.
+_SEEKABLE_FORMATS = ("mov", "mp4", "matroska", "webm")
+
+
+class VideoReadError(Exception):
+    """A video (file or frame folder) could not be read; ``reason`` says why."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read video {self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.path, self.reason))
+
+
+class _SeekUnreliable(Exception):
+    """Timestamps did not map to frame indices; decode sequentially instead."""
+
+
+def list_frame_files(video_dir: str | Path) -> list[Path]:
+    """The frame images of a frame folder in natural sort order."""
+    path = Path(video_dir)
+    if not path.is_dir():
+        raise VideoReadError(path, "frame folder does not exist")
+    files = [p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()]
+    if not files:
+        raise VideoReadError(path, f"frame folder holds no {'/'.join(FRAME_SUFFIXES)} images")
+    return sorted(files, key=_natural_key)
+
+
+def count_frames(path: str | Path, *, exact: bool = False) -> int:
+    """Number of frames of a video file or frame folder.
+
+    Uses the container's frame count for mp4/mov/avi when it is positive; otherwise (webm/mkv, which
+    usually carry none, or ``exact=True``) counts by decoding every frame.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return len(list_frame_files(path))
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        if not exact and stream.frames > 0 and _format_in(container, _TRUSTED_COUNT_FORMATS):
+            return int(stream.frames)
+        try:
+            n = sum(1 for _ in container.decode(stream))
+        except (av.FFmpegError, ValueError) as exc:
+            raise VideoReadError(path, f"decoding failed while counting frames: {exc}") from exc
+    if n == 0:
+        raise VideoReadError(path, "the video stream holds no decodable frame")
+    return n
+
+
+def read_frames(path: str | Path, indices: Sequence[int] | NDArray[np.integer], *, seek: bool = True) -> NDArray:
+    """Frames ``indices`` of a video as RGB.
+
+    indices: (K,) frame numbers from 0, in any order, repeats allowed.
+    seek: for mp4/mov/webm/mkv, jump to the keyframe before a target when that skips more than a
+        GOP of decoding; otherwise decode sequentially and stop after the last target.
+    Returns (K, H, W, 3) uint8, row k = frame ``indices[k]``.
+    """
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size == 0:
+        raise ValueError("indices is empty")
+    if idx.min() < 0:
+        raise ValueError(f"frame indices must be >= 0, got {idx.min()}")
+    wanted = sorted({int(i) for i in idx})
+    path = Path(path)
+    frames = _read_folder(path, wanted) if path.is_dir() else _read_video(path, wanted, seek)
+    try:
+        return np.stack([frames[int(i)] for i in idx])
+    except ValueError as exc:
+        raise VideoReadError(path, f"frames differ in size: {exc}") from exc
+
+
+def pair_indices(indices: Sequence[int] | NDArray[np.integer], n_frames: int) -> NDArray[np.int64]:
+    """Each index and its successor, clamped to the last frame. Returns (K, 2) int64."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    return np.stack([idx, np.minimum(idx + 1, n_frames - 1)], axis=1)
+
+
+def read_frame_pairs(
+    path: str | Path, indices: Sequence[int] | NDArray[np.integer], n_frames: int, *, seek: bool = True
+) -> NDArray:
+    """Frames ``i`` and ``min(i + 1, n_frames - 1)`` for each index (input of optical flow).
+
+    Returns (K, 2, H, W, 3) uint8.
+    """
+    pairs = pair_indices(indices, n_frames)
+    frames = read_frames(path, pairs.reshape(-1), seek=seek)
+    return frames.reshape(pairs.shape[0], 2, *frames.shape[1:])
+
+
+def _read_folder(path: Path, wanted: list[int]) -> dict[int, NDArray]:
+    files = list_frame_files(path)
+    if wanted[-1] >= len(files):
+        raise VideoReadError(path, f"frame {wanted[-1]} requested but the folder holds {len(files)} frames")
+    out = {}
+    for i in wanted:
+        image = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
+        if image is None:
+            raise VideoReadError(path, f"cannot decode image {files[i].name}")
+        out[i] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return out
+
+
+def _read_video(path: Path, wanted: list[int], seek: bool) -> dict[int, NDArray]:
+    try:
+        if seek:
+            with _open(path) as container:
+                if _format_in(container, _SEEKABLE_FORMATS):
+                    try:
+                        return _decode_seeking(container, container.streams.video[0], wanted)
+                    except _SeekUnreliable:
+                        pass
+        with _open(path) as container:
+            return _decode_sequential(container.decode(container.streams.video[0]), wanted, path)
+    except (av.FFmpegError, ValueError) as exc:
+        raise VideoReadError(path, f"decoding failed: {exc}") from exc
+
+
+def _decode_sequential(frames: Iterator[av.VideoFrame], wanted: list[int], path: Path) -> dict[int, NDArray]:
+    out: dict[int, NDArray] = {}
+    pos = 0
+    n = 0
+    for frame in frames:
+        if n == wanted[pos]:
+            out[n] = frame.to_ndarray(format="rgb24")
+            pos += 1
+            if pos == len(wanted):
+                return out
+        n += 1
+    raise VideoReadError(path, f"frame {wanted[pos]} requested but the video ended after {n} frames")
+
+
+def _packet_map(container: av.container.InputContainer, stream: av.VideoStream) -> tuple[list[int], list[int]]:
+    """(pts of every frame in presentation order, indices of keyframes) from one demux pass."""
+    pts: list[int] = []
+    key_pts: list[int] = []
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue
+        if packet.pts is None:
+            raise _SeekUnreliable
+        pts.append(packet.pts)
+        if packet.is_keyframe:
+            key_pts.append(packet.pts)
+    pts.sort()
+    if len(set(pts)) != len(pts) or not key_pts or (stream.frames > 0 and stream.frames != len(pts)):
+        raise _SeekUnreliable
+    index_of = {p: i for i, p in enumerate(pts)}
+    return pts, sorted(index_of[p] for p in key_pts)
+
+
+def _decode_seeking(
+    container: av.container.InputContainer, stream: av.VideoStream, wanted: list[int]
+) -> dict[int, NDArray]:
+    """Decode ``wanted`` frames, seeking to a keyframe whenever that skips decoding frames."""
+    pts, keys = _packet_map(container, stream)
+    if wanted[-1] >= len(pts):
+        raise _SeekUnreliable  # the sequential pass reports the short video
+    index_of = {p: i for i, p in enumerate(pts)}
+    out: dict[int, NDArray] = {}
+    frames: Iterator[av.VideoFrame] | None = None
+    position = -1  # index of the last decoded frame
+    for target in wanted:
+        key = keys[max(bisect.bisect_right(keys, target) - 1, 0)]
+        if frames is None or key > position + 1:
+            container.seek(pts[key], stream=stream, backward=True, any_frame=False)
+            frames = container.decode(stream)
+            position = -1
+        for frame in frames:
+            i = index_of.get(frame.pts) if frame.pts is not None else None
+            if i is None or i <= position or i > target:
+                raise _SeekUnreliable
+            position = i
+            if i == target:
+                out[i] = frame.to_ndarray(format="rgb24")
+                break
+        else:
+            raise _SeekUnreliable
+    return out
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.exists():
+        raise VideoReadError(path, "file does not exist")
+    try:
+        container = av.open(str(path), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoReadError(path, f"not a readable video container ({exc})") from exc
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(path, "the file holds no video stream")
+    return container
+
+
+def _format_in(container: av.container.InputContainer, names: tuple[str, ...]) -> bool:
+    return any(name in names for name in container.format.name.split(","))
+
+
+def _natural_key(path: Path) -> list[int | str]:
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", path.name)]

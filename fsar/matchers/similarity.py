@@ -1,0 +1,136 @@
+"""Batched cosine similarities and episode bookkeeping shared by the parameter-free matchers.
+
+Features may be stored as float16; everything here computes in float32. Similarities come from one
+batched GEMM per call over a whole batch of episodes:
+
+    query [E, Q, T, D] x support [E, S, T, D] -> [E, Q, S, T, T]
+
+Episode helpers turn per-(query, support) pair scores into per-class scores (mean over the K shots)
+and build class prototypes (frame-by-frame mean of the K supports), given ``support_labels [E, S]``
+with values in 0..way-1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "check_episode",
+    "class_prototypes",
+    "frame_similarity",
+    "l2_normalize",
+    "pairwise_cosine",
+    "patch_similarity",
+    "shot_counts",
+    "shot_mean",
+    "shot_weights",
+]
+
+F32 = NDArray[np.float32]
+
+_EPS = 1e-8
+
+
+def l2_normalize(x: NDArray[np.floating], axis: int = -1) -> F32:
+    """``x`` in float32 scaled to unit L2 norm along ``axis`` (zero vectors stay zero)."""
+    x32 = np.asarray(x, dtype=np.float32)
+    norm = np.sqrt(np.einsum("...d,...d->...", np.moveaxis(x32, axis, -1), np.moveaxis(x32, axis, -1)))
+    return x32 / np.maximum(np.expand_dims(norm, axis), _EPS)
+
+
+def pairwise_cosine(a: NDArray[np.floating], b: NDArray[np.floating]) -> F32:
+    """Cosine similarity of every pair of vectors. a: [E, Q, D], b: [E, S, D] -> [E, Q, S] float32."""
+    return np.matmul(l2_normalize(a), np.swapaxes(l2_normalize(b), 1, 2))
+
+
+def frame_similarity(query: NDArray[np.floating], support: NDArray[np.floating]) -> F32:
+    """Frame-to-frame cosine similarity of every (query, support) pair of an episode batch.
+
+    query: [E, Q, T1, D], support: [E, S, T2, D] -> [E, Q, S, T1, T2] float32 (C-contiguous),
+    computed as one batched GEMM on L2-normalised frames.
+    """
+    e, q, t1, d = query.shape
+    s, t2 = support.shape[1], support.shape[2]
+    qn = l2_normalize(query).reshape(e, q * t1, d)
+    sn = l2_normalize(support).reshape(e, s * t2, d)
+    sim = np.matmul(qn, np.swapaxes(sn, 1, 2)).reshape(e, q, t1, s, t2)
+    return np.ascontiguousarray(sim.transpose(0, 1, 3, 2, 4))
+
+
+def patch_similarity(query: NDArray[np.floating], support: NDArray[np.floating]) -> F32:
+    """Patch-to-patch cosine similarity of every (query, support) pair.
+
+    query: [E, Q, T1, P1, D], support: [E, S, T2, P2, D] -> [E, Q, S, T1, P1, T2, P2] float32.
+    """
+    e, q, t1, p1, d = query.shape
+    s, t2, p2 = support.shape[1], support.shape[2], support.shape[3]
+    qn = l2_normalize(query).reshape(e, q * t1 * p1, d)
+    sn = l2_normalize(support).reshape(e, s * t2 * p2, d)
+    sim = np.matmul(qn, np.swapaxes(sn, 1, 2)).reshape(e, q, t1 * p1, s, t2 * p2)
+    return np.ascontiguousarray(sim.transpose(0, 1, 3, 2, 4)).reshape(e, q, s, t1, p1, t2, p2)
+
+
+def check_episode(
+    query: NDArray[np.floating],
+    support: NDArray[np.floating],
+    support_labels: NDArray[np.integer],
+    way: int,
+    *,
+    feature_ndim: int = 2,
+) -> NDArray[np.int64]:
+    """Validate one batch of episodes; return the labels as int64.
+
+    query: [E, Q, T, ...], support: [E, S, T, ...] with ``feature_ndim`` trailing axes after E and the
+    video axis (2 for frames [T, D], 3 for patches [T, P, D]); support_labels: [E, S] in 0..way-1,
+    every class present in every episode. Raises ValueError otherwise.
+    """
+    q, s = np.asarray(query), np.asarray(support)
+    labels = np.asarray(support_labels)
+    ndim = 2 + feature_ndim
+    if q.ndim != ndim or s.ndim != ndim:
+        raise ValueError(f"query and support must have {ndim} axes, got {q.shape} and {s.shape}")
+    if q.shape[0] != s.shape[0] or q.shape[3:] != s.shape[3:]:
+        raise ValueError(f"query {q.shape} and support {s.shape} disagree on episodes or feature shape")
+    if min(q.shape) < 1 or min(s.shape) < 1:
+        raise ValueError(f"empty axis in query {q.shape} or support {s.shape}")
+    if not np.issubdtype(q.dtype, np.floating) or not np.issubdtype(s.dtype, np.floating):
+        raise ValueError(f"features must be floating point, got {q.dtype} and {s.dtype}")
+    if labels.shape != s.shape[:2] or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"support_labels must be integers of shape {s.shape[:2]}, got {labels.shape}")
+    if way < 1 or labels.min() < 0 or labels.max() >= way:
+        raise ValueError(f"support_labels must lie in 0..{way - 1}")
+    counts = shot_counts(labels, way)
+    if (counts == 0).any():
+        raise ValueError("every class needs at least one support video in every episode")
+    if not (np.isfinite(q).all() and np.isfinite(s).all()):
+        raise ValueError("features contain NaN or inf")
+    return labels.astype(np.int64)
+
+
+def shot_counts(support_labels: NDArray[np.integer], way: int) -> NDArray[np.int64]:
+    """Number of supports of each class. support_labels: [E, S] -> [E, way]."""
+    onehot = np.asarray(support_labels)[..., None] == np.arange(way)
+    return onehot.sum(axis=1).astype(np.int64)
+
+
+def shot_weights(support_labels: NDArray[np.integer], way: int) -> F32:
+    """Averaging matrix A [E, S, way] with A[e, s, w] = 1/K_w if support s is of class w, else 0."""
+    onehot = (np.asarray(support_labels)[..., None] == np.arange(way)).astype(np.float32)
+    return onehot / np.maximum(onehot.sum(axis=1, keepdims=True), 1.0)
+
+
+def shot_mean(pair_scores: NDArray[np.floating], support_labels: NDArray[np.integer], way: int) -> F32:
+    """Class score = mean of the pair scores over the class's K supports.
+
+    pair_scores: [E, Q, S], support_labels: [E, S] -> [E, Q, way] float32.
+    """
+    return np.matmul(np.asarray(pair_scores, dtype=np.float32), shot_weights(support_labels, way))
+
+
+def class_prototypes(support: NDArray[np.floating], support_labels: NDArray[np.integer], way: int) -> F32:
+    """Element-wise mean of each class's supports. support: [E, S, ...] -> [E, way, ...] float32."""
+    e, s = support.shape[:2]
+    flat = np.asarray(support, dtype=np.float32).reshape(e, s, -1)
+    proto = np.matmul(np.swapaxes(shot_weights(support_labels, way), 1, 2), flat)
+    return proto.reshape(e, way, *support.shape[2:])

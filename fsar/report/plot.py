@@ -1,0 +1,114 @@
+"""Figures from result records (matplotlib, Agg backend, PNG).
+
+- :func:`plot_vs_way`: accuracy against way (e.g. 5..10) at a fixed shot, one line per matcher with
+  95% CI error bars, one panel per dataset (like TSJM's Fig. 3, N-way 1-shot).
+- :func:`plot_vs_shot`: the same against shot at a fixed way.
+- :func:`plot_bars`: grouped bars, accuracy ± CI per matcher for each shot at a fixed way.
+
+For each (matcher, dataset, way, shot) only the newest record is drawn, as in the tables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fsar.report.results import Record, latest  # noqa: E402
+
+Axis = Literal["way", "shot"]
+
+
+def _select(records: Iterable[Record], fixed: dict[str, int], dataset: str | None) -> list[Record]:
+    chosen = [
+        r for r in records
+        if all(getattr(r, k) == v for k, v in fixed.items()) and (dataset is None or r.dataset == dataset)
+    ]
+    if not chosen:
+        want = ", ".join(f"{k}={v}" for k, v in fixed.items())
+        raise ValueError(f"no records with {want}" + (f" on {dataset}" if dataset else ""))
+    cells = latest(chosen, lambda r: (r.matcher, r.dataset, r.way, r.shot))
+    return sorted(cells.values(), key=lambda r: (r.dataset, r.matcher, r.way, r.shot))
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def _panels(datasets: list[str]) -> tuple[Any, list[Any]]:
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.8 * len(datasets), 3.8), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _line_plot(
+    records: Iterable[Record], path: str | os.PathLike[str], x: Axis, fixed: dict[str, int],
+    dataset: str | None,
+) -> Path:
+    chosen = _select(records, fixed, dataset)
+    datasets = sorted({r.dataset for r in chosen})
+    fig, axes = _panels(datasets)
+    for ax, ds in zip(axes, datasets, strict=True):
+        here = [r for r in chosen if r.dataset == ds]
+        for matcher in sorted({r.matcher for r in here}):
+            pts = sorted((getattr(r, x), r.accuracy, r.ci95) for r in here if r.matcher == matcher)
+            xs, ys, cis = (np.array(v) for v in zip(*pts, strict=True))
+            ax.errorbar(xs, ys, yerr=cis, marker="o", capsize=3, label=matcher)
+        fixed_text = ", ".join(f"{v}-{k}" for k, v in fixed.items())
+        ax.set_title(f"{ds} ({fixed_text})" if ds else fixed_text)
+        ax.set_xlabel(f"{x} (N)" if x == "way" else f"{x} (K)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_xticks(sorted({getattr(r, x) for r in here}))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_vs_way(
+    records: Iterable[Record], path: str | os.PathLike[str], *, shot: int = 1, dataset: str | None = None
+) -> Path:
+    """PNG of accuracy against way at ``shot``; one panel per dataset (or only ``dataset``)."""
+    return _line_plot(records, path, "way", {"shot": shot}, dataset)
+
+
+def plot_vs_shot(
+    records: Iterable[Record], path: str | os.PathLike[str], *, way: int = 5, dataset: str | None = None
+) -> Path:
+    """PNG of accuracy against shot at ``way``; one panel per dataset (or only ``dataset``)."""
+    return _line_plot(records, path, "shot", {"way": way}, dataset)
+
+
+def plot_bars(
+    records: Iterable[Record], path: str | os.PathLike[str], *, way: int = 5, dataset: str | None = None
+) -> Path:
+    """PNG of grouped bars: for each shot, accuracy ± 95% CI of every matcher, at ``way``."""
+    chosen = _select(records, {"way": way}, dataset)
+    datasets = sorted({r.dataset for r in chosen})
+    fig, axes = _panels(datasets)
+    for ax, ds in zip(axes, datasets, strict=True):
+        here = {(r.matcher, r.shot): r for r in chosen if r.dataset == ds}
+        matchers = sorted({m for m, _ in here})
+        shots = sorted({s for _, s in here})
+        width = 0.8 / len(matchers)
+        for i, m in enumerate(matchers):
+            xs = [j + (i - (len(matchers) - 1) / 2) * width for j, s in enumerate(shots) if (m, s) in here]
+            recs = [here[m, s] for s in shots if (m, s) in here]
+            ax.bar(xs, [r.accuracy for r in recs], width, yerr=[r.ci95 for r in recs], capsize=3, label=m)
+        ax.set_xticks(range(len(shots)), [f"{s}-shot" for s in shots])
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{ds} ({way}-way)" if ds else f"{way}-way")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)
