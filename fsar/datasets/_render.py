@@ -274,8 +274,9 @@ def render_video(primitives: tuple[str, ...], size: int, rng: np.random.Generato
     frames[index] = patch
     alpha = np.zeros(frames.shape[:3], np.float32)
     alpha[index] = body
-    noise_amp = rng.uniform(1.0, 8.0)  # uniform noise of +-noise_amp grey levels
-    noise = np.frombuffer(rng.bytes(frames.size), np.uint8).reshape(frames.shape)
+    # grey (luma) noise of +-noise_amp levels, one draw per pixel: cheap to draw and to encode
+    noise_amp = rng.uniform(1.0, 5.0)
+    noise = np.frombuffer(rng.bytes(frames[..., 0].size), np.uint8).reshape(*frames.shape[:3], 1)
     frames += np.multiply(noise, np.float32(noise_amp / 127.5), dtype=np.float32)
     frames += np.float32(0.5 - noise_amp)
     return Rendered(np.clip(frames, 0, 255, out=frames).astype(np.uint8), alpha)

@@ -53,7 +53,7 @@ def list_frame_files(video_dir: str | Path) -> list[Path]:
     files = [p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()]
     if not files:
         raise VideoReadError(path, f"frame folder holds no {'/'.join(FRAME_SUFFIXES)} images")
-    return sorted(files, key=_natural_key)
+    return sorted(files, key=natural_key)
 
 
 def count_frames(path: str | Path, *, exact: bool = False) -> int:
@@ -226,5 +226,6 @@ def _format_in(container: av.container.InputContainer, names: tuple[str, ...]) -
     return any(name in names for name in container.format.name.split(","))
 
 
-def _natural_key(path: Path) -> list[int | str]:
+def natural_key(path: Path) -> list[int | str]:
+    """Sort key that orders the digit runs of a file name numerically (img_2 before img_10)."""
     return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", path.name)]

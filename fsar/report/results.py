@@ -154,7 +154,16 @@ def record_to_json(record: Record) -> str:
         "data": base64.b64encode(bits.tobytes()).decode("ascii"),
     }
     obj.update(format=FORMAT_NAME, format_version=FORMAT_VERSION)
-    return json.dumps(obj, sort_keys=True, indent=1) + "\n"
+    return json.dumps(obj, sort_keys=True, indent=1, default=_json_default) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    """NumPy scalars/arrays and paths in ``params``/``extra`` become plain JSON values."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a result record")
 
 
 def record_from_json(text: str, source: str = "<string>") -> Record:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fsar.report import RecordError, file_sha256, latest, load_record, load_records, make_record, write_record
-from report_fixtures import record
+from tests.report.report_fixtures import record
 
 
 def test_make_record_fields() -> None:
@@ -30,14 +30,15 @@ def test_make_record_fields() -> None:
 def test_round_trip(tmp_path: Path) -> None:
     correct = np.random.default_rng(2).random((37, 15)) < 0.6  # 555 bits: not a multiple of 8
     rec = dataclasses.replace(record("otam", correct, query=3), checkpoint="ck/otam.pt",
-                              extra={"note": "x"})
+                              extra={"note": "x"}, params={"lam": np.float32(0.5), "p": Path("a")})
     path = write_record(tmp_path / "results", rec)
     assert path.suffix == ".json" and "otam-ssv2-test-5w1s-custom" in path.name
     back = load_record(path)
     np.testing.assert_array_equal(back.correct, rec.correct)
     for f in dataclasses.fields(rec):
-        if f.name != "correct":
+        if f.name not in ("correct", "params"):
             assert getattr(back, f.name) == getattr(rec, f.name), f.name
+    assert back.params == {"lam": 0.5, "p": "a"}
     obj = json.loads(path.read_text())
     assert obj["format"] == "fsar-result" and obj["correct"]["encoding"] == "packbits-base64"
 

@@ -15,7 +15,7 @@ from fsar.report import (
     paired_bootstrap_ci,
     summarize,
 )
-from report_fixtures import record
+from tests.report.report_fixtures import record
 
 
 def test_accuracy_and_ci_hand_computed() -> None:

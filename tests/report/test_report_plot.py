@@ -1,0 +1,39 @@
+"""Plots: PNGs are written for way / shot sweeps and bar charts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fsar.report import Record
+from fsar.report.plot import plot_bars, plot_vs_shot, plot_vs_way
+from tests.report.report_fixtures import record
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def sweep() -> list[Record]:
+    out = []
+    for m, base in (("km", 60.0), ("otam", 55.0), ("proto", 50.0)):
+        for way in range(5, 11):
+            out.append(record(m, way=way, shot=1, accuracy=base - 3 * (way - 5), ci95=0.4))
+        for shot in (2, 3, 5):
+            out.append(record(m, way=5, shot=shot, accuracy=base + 4 * shot, ci95=0.3))
+    return out
+
+
+def test_plots_are_png(tmp_path: Path) -> None:
+    recs = sweep()
+    paths = [
+        plot_vs_way(recs, tmp_path / "way.png", shot=1),
+        plot_vs_shot(recs, tmp_path / "shot.png", way=5),
+        plot_bars(recs, tmp_path / "figs" / "bars.png", way=5, dataset="ssv2"),
+    ]
+    for path in paths:
+        assert path.read_bytes()[:8] == PNG
+
+
+def test_no_matching_records(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no records with shot=9"):
+        plot_vs_way(sweep(), tmp_path / "x.png", shot=9)

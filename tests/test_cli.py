@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from fsar import __version__
+from fsar.cache.store import create_cache
+from fsar.cli import main
+from fsar.matchers.registry import load_all
+from tests.cache.test_store import CLASSES, IDS, LABELS, SPLITS, fill, make_spec
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_help_and_version() -> None:
+    code, out = run("--help")
+    assert code == 0 and "synth" in out and "matchers" in out
+    code, out = run("--version")
+    assert code == 0 and __version__ in out
+
+
+def test_matchers_lists_the_registry() -> None:
+    code, out = run("matchers")
+    assert code == 0
+    for name, info in load_all().items():
+        line = next(row for row in out.splitlines() if row.split()[0] == name)
+        assert info.kind in line
+    assert "patches" in next(row for row in out.splitlines() if row.startswith("zoom"))
+
+
+def test_datasets_lists_split_sizes() -> None:
+    code, out = run("datasets")
+    assert code == 0
+    assert "ssv2" in out and "67013 videos" in out and "kinetics100" in out
+
+
+def test_cache_info_verify_and_h5(tmp_path: Path) -> None:
+    spec = make_spec(patches=0)
+    path = tmp_path / "c.zarr"
+    cache = create_cache(path, spec, IDS, LABELS, SPLITS, CLASSES)
+    code, out = run("cache", "verify", str(path))
+    assert code == 1 and "incomplete" in out
+    fill(path, spec, cache.chunk_ranges())
+    code, out = run("cache", "verify", str(path))
+    assert code == 0 and "ok" in out
+    code, out = run("cache", "info", str(path))
+    assert code == 0 and "11/11 extracted" in out
+    code, out = run("cache", "export-h5", str(path), str(tmp_path / "f.h5"), "--split", "test")
+    assert code == 0 and "wrote 3 videos" in out
+    code, out = run("cache", "import-h5", str(tmp_path / "f.h5"), str(tmp_path / "back.zarr"))
+    assert code == 0 and "imported 3 videos" in out
+
+
+def test_missing_cache_is_a_clear_error(tmp_path: Path) -> None:
+    code, out = run("cache", "info", str(tmp_path / "nope.zarr"))
+    assert code == 1
+    assert "no feature cache" in out and "fsar extract" in out
