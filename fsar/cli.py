@@ -22,9 +22,11 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from fsar.cache.store import CacheError
     from fsar.datasets.catalog import DatasetError
     from fsar.episodes import EpisodeError
+    from fsar.report.compare import ComparisonError
+    from fsar.report.results import RecordError
     from fsar.workspace import WorkspaceError
 
-    return (CacheError, DatasetError, EpisodeError, WorkspaceError)
+    return (CacheError, DatasetError, EpisodeError, WorkspaceError, RecordError, ComparisonError)
 
 
 def user_errors(func: F) -> F:
@@ -178,6 +180,13 @@ def cache_import(h5file: Path, out: Path, dataset: str, split: str | None, modal
     cache = import_h5(h5file, out, dataset=dataset, split=split, modality=modality)
     click.echo(f"imported {cache.n_videos} videos into {out}")
 
+
+def _register_commands() -> None:
+    """Import the modules whose commands attach themselves to :func:`main`."""
+    import fsar.cli_eval  # noqa: F401
+
+
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -80,7 +80,7 @@ def flow_to_uint8(flow: NDArray, bound: float = FLOW_BOUND) -> NDArray[np.uint8]
 
 
 def uint8_to_flow(image: NDArray[np.uint8], bound: float = FLOW_BOUND) -> NDArray[np.float32]:
-    """Inverse of :func:`flow_to_uint8` (up to quantisation, bound / 127.5 px). (..., 2) -> float32."""
+    """Inverse of :func:`flow_to_uint8` (to within half a quantisation step, bound / 255 px). (..., 2) -> float32."""
     return (image.astype(np.float32) * (2 * bound / 255.0) - bound).astype(np.float32)
 
 

@@ -60,23 +60,25 @@ def _dtw_batch(costs):
 
 # --------------------------------------------------------------------------- OTAM
 @njit(cache=True, nogil=True)
-def _otam_item(c, prev, cur):
-    # prev/cur hold rows of the cumulative matrix over the padded support axis (M + 2 columns).
+def _otam_item(c, row):
+    # ``row`` holds one row of the cumulative matrix over the padded support axis (M + 2 columns),
+    # updated in place; ``diag`` keeps the previous row's value of the column to the left.
     n, m = c.shape
     acc = 0.0
-    prev[0] = 0.0
+    row[0] = 0.0
     for j in range(m):
         acc += c[0, j]
-        prev[j + 1] = acc
-    prev[m + 1] = acc
+        row[j + 1] = acc
+    row[m + 1] = acc
     for i in range(1, n):
-        cur[0] = 0.0
-        cur[1] = c[i, 0] + min(prev[0], prev[1], cur[0])
+        diag = row[1]
+        row[1] = c[i, 0] + min(row[0], diag, 0.0)  # column 0 is 0 in every row
         for j in range(2, m + 1):
-            cur[j] = c[i, j - 1] + min(prev[j - 1], cur[j - 1])
-        cur[m + 1] = min(prev[m], prev[m + 1], cur[m])
-        prev, cur = cur, prev
-    return prev[m + 1]
+            up = row[j]
+            row[j] = c[i, j - 1] + min(diag, row[j - 1])
+            diag = up
+        row[m + 1] = min(diag, row[m + 1], row[m])
+    return row[m + 1]
 
 
 @njit(parallel=True, cache=True)
@@ -85,12 +87,11 @@ def _otam_batch(costs, symmetric):
     out = np.empty(b, dtype=np.float64)
     width = max(n, m) + 2
     for k in prange((b + _CHUNK - 1) // _CHUNK):
-        prev = np.empty(width, dtype=np.float64)
-        cur = np.empty(width, dtype=np.float64)
+        row = np.empty(width, dtype=np.float64)
         for i in range(k * _CHUNK, min(b, (k + 1) * _CHUNK)):
-            d = _otam_item(costs[i], prev, cur)
+            d = _otam_item(costs[i], row)
             if symmetric:
-                d += _otam_item(costs[i].T, prev, cur)
+                d += _otam_item(costs[i].T, row)
             out[i] = d
     return out
 

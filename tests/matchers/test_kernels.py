@@ -129,11 +129,10 @@ def test_parallel_batch_equals_serial_items() -> None:
     # 300 items span several parallel chunks; each item is recomputed alone and by the serial item code.
     batch = _costs((300, 8, 7), seed=5).astype(np.float32)
     row = np.empty(16)
-    other = np.empty(16)
     np.testing.assert_array_equal(kernels.dtw(batch), [kernels._dtw_item(c, row) for c in batch])
     np.testing.assert_array_equal(
         kernels.otam(batch, symmetric=True),
-        [kernels._otam_item(c, row, other) + kernels._otam_item(c.T, row, other) for c in batch],
+        [kernels._otam_item(c, row) + kernels._otam_item(c.T, row) for c in batch],
     )
     score, assign = kernels.max_weight_matching(batch)
     for i in (0, 63, 64, 150, 299):

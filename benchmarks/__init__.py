@@ -1,0 +1,1 @@
+"""Speed and memory measurements (run as modules, not as tests)."""

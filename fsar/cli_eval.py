@@ -1,0 +1,160 @@
+"""CLI commands of the evaluation stage: episodes, eval, compare, table, plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fsar.cli import main, user_errors, workspace_option
+from fsar.workspace import episodes_path, find_cache, workspace_dir
+
+PROTOCOL_CHOICES = ["otam", "ita", "m3net", "custom"]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError as err:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from err
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _weights(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError as err:
+            raise click.BadParameter(f"weights are name=value pairs, e.g. rgb-otam=1,flow-km=0.5; got {part!r}") from err
+    return out
+
+
+def _resolve_cache(workspace: Path | None, cache: Path | None, dataset: str | None) -> Path:
+    return cache if cache is not None else find_cache(workspace_dir(workspace), dataset)
+
+
+@main.command("episodes")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Draw from this cache's videos.")
+@click.option("--dataset", default=None, help="Use the workspace's cache of this dataset.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--way", type=click.IntRange(2), default=5, show_default=True)
+@click.option("--shot", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--query", type=click.IntRange(1), default=None, help="Queries per class [protocol's, else 1].")
+@click.option("--n", "n", type=click.IntRange(1), default=None, help="Episodes [protocol's, else 10000].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--protocol", type=click.Choice(PROTOCOL_CHOICES), default="otam", show_default=True,
+              help="otam: 10,000 episodes x 1 query; ita: 10 runs x 600 x 15 queries; m3net: 6,000.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Episode-list file [<workspace>/episodes/...].")
+@workspace_option
+@user_errors
+def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, shot: int, query: int | None,
+                 n: int | None, seed: int, protocol: str, out: Path | None, workspace: Path | None) -> None:
+    """Write a fixed, seeded episode list (refers to videos by id, so it fits every cache of a dataset)."""
+    from fsar.cache.store import open_cache
+    from fsar.matchers.evaluate import episodes_for, save_list
+
+    if protocol == "custom":
+        query, n = query or 1, n or 10_000
+    opened = open_cache(_resolve_cache(workspace, cache, dataset))
+    episodes = episodes_for(opened, split=split, way=way, shot=shot, seed=seed, protocol=protocol, query=query, n=n)
+    if out is None:
+        out = episodes_path(workspace_dir(workspace), opened.spec.dataset, split, way, shot, episodes.query, protocol)
+    save_list(out, episodes)
+    excluded = f", {episodes.excluded_missing} unusable videos excluded" if episodes.excluded_missing else ""
+    click.echo(f"wrote {episodes.n_episodes:,} {way}-way {shot}-shot episodes ({episodes.query} queries per class, "
+               f"{len(episodes.ids)} videos{excluded}) to {out}")
+
+
+@main.command("eval")
+@click.option("--matcher", "matcher_name", required=True, help="A registered matcher (see `fsar matchers`) or 'all'.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="[the workspace's cache]")
+@click.option("--dataset", default=None, help="Pick the workspace's cache of this dataset.")
+@click.option("--shots", default="1", show_default=True, help="Shots, comma-separated (e.g. 1,5).")
+@click.option("--way", type=click.IntRange(2), default=5, show_default=True)
+@click.option("--episodes", "episodes_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A fixed episode list [the workspace's list for the protocol, made on first use].")
+@click.option("--protocol", type=click.Choice(PROTOCOL_CHOICES[:-1]), default="otam", show_default=True)
+@click.option("--modality", default="rgb", show_default=True, help="rgb, flow or rgb+flow (z-normalised fusion).")
+@click.option("--weights", default=None, help="Fusion weights, e.g. rgb-otam=1,rgb-km=1,flow-otam=0.5,flow-km=0.5 "
+              "[chosen on val episodes].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of episode lists made on first use.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Results directory [<workspace>/results].")
+@click.option("--json", "as_json", is_flag=True, help="Print each result record as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workspace_option
+@user_errors
+def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: str, way: int,
+             episodes_file: Path | None, protocol: str, modality: str, weights: str | None, seed: int,
+             out: Path | None, as_json: bool, quiet: bool, workspace: Path | None) -> None:
+    """Score matchers on fixed test episodes and write one result record per run."""
+    from fsar.matchers.evaluate import EvalPlan, run_plan
+
+    plan = EvalPlan(matchers=matcher_name, cache=_resolve_cache(workspace, cache, dataset), shots=tuple(_int_list(shots)),
+                    way=way, episodes=episodes_file, protocol=protocol, modality=modality, weights=_weights(weights),
+                    seed=seed, workspace=workspace_dir(workspace), out=out)
+    for line in run_plan(plan, progress=not quiet, as_json=as_json):
+        click.echo(line)
+
+
+@main.command("compare")
+@click.argument("matcher_a")
+@click.argument("matcher_b")
+@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Results directory [<workspace>/results].")
+@click.option("--shot", type=int, default=None, help="Only runs with this shot.")
+@click.option("--way", type=int, default=None)
+@click.option("--modality", default=None, help="Only runs with this modality (default: any).")
+@workspace_option
+@user_errors
+def compare_cmd(matcher_a: str, matcher_b: str, results: Path | None, shot: int | None, way: int | None,
+                modality: str | None, workspace: Path | None) -> None:
+    """Paired difference of two matchers on identical episodes: bootstrap 95% CI and exact McNemar."""
+    from fsar.report.pairs import compare_latest
+
+    results = results or workspace_dir(workspace) / "results"
+    for line in compare_latest(results, matcher_a, matcher_b, shot=shot, way=way, modality=modality):
+        click.echo(line)
+
+
+@main.command("table")
+@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Results directory [<workspace>/results].")
+@click.option("--format", "fmt", type=click.Choice(["md", "latex", "csv"]), default="md", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write to this file.")
+@workspace_option
+@user_errors
+def table_cmd(results: Path | None, fmt: str, out: Path | None, workspace: Path | None) -> None:
+    """Regenerate a results table (matchers x dataset/way/shot, mean ± 95% CI, best in bold)."""
+    from fsar.report.pairs import table_from_dir
+
+    text = table_from_dir(results or workspace_dir(workspace) / "results", fmt)
+    click.echo(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
+@main.command("plot")
+@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Results directory [<workspace>/results].")
+@click.option("--kind", type=click.Choice(["way", "shot", "bars"]), default="bars", show_default=True,
+              help="Accuracy vs way (N-way curves), vs shot, or a bar chart per matcher.")
+@click.option("--shot", type=int, default=1, show_default=True, help="Shot of the vs-way plot.")
+@click.option("--way", type=int, default=5, show_default=True, help="Way of the vs-shot and bar plots.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG file.")
+@workspace_option
+@user_errors
+def plot_cmd(results: Path | None, kind: str, shot: int, way: int, out: Path, workspace: Path | None) -> None:
+    """Plot accuracy with 95% CIs from result records."""
+    from fsar.report.pairs import plot_from_dir
+
+    path = plot_from_dir(results or workspace_dir(workspace) / "results", kind, out, shot=shot, way=way)
+    click.echo(f"wrote {path}")

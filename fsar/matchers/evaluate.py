@@ -1,0 +1,284 @@
+"""Score a matcher on a fixed episode list read from a feature cache, and record the result.
+
+Features of every video the list uses are read once (float16, a split's worth fits in memory);
+episodes are then scored in chunks so that memory does not grow with their number.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from fsar.cache.schema import Status
+from fsar.cache.store import FeatureCache, open_cache
+from fsar.episodes import EpisodeError, EpisodeList, check_episodes_fit, iter_chunks, load_episodes, save_episodes
+from fsar.episodes import sample_episodes as draw_episodes
+from fsar.matchers import jmm
+from fsar.matchers.registry import MatcherInfo, get
+from fsar.report.results import Record, file_sha256, make_record
+
+Features = dict[str, NDArray[np.float16]]
+ComponentFn = Callable[[Features, Features, NDArray[np.int64], int], dict[str, NDArray[np.float32]]]
+
+# Pairs (query x support) scored per chunk: bounds the similarity tensor to tens of MB.
+PAIRS_PER_CHUNK = 60_000
+WEIGHT_GRID = (0.0, 0.5, 1.0)
+
+
+def parse_modality(modality: str) -> tuple[str, ...]:
+    parts = tuple(modality.split("+"))
+    if not parts or any(p not in ("rgb", "flow") for p in parts) or len(set(parts)) != len(parts):
+        raise EpisodeError(f"--modality must be rgb, flow or rgb+flow, got {modality!r}")
+    return parts
+
+
+def split_pool(cache: FeatureCache, split: str, modality: str = "rgb") -> tuple[list[str], list[str], int]:
+    """Ids and class names of a split's usable videos, and how many were left out (not done/unreadable)."""
+    rows = cache.rows_of_split(split)
+    if modality not in cache.modalities:
+        modality = cache.modalities[0]
+    usable = cache.done(modality)[rows] & (cache.status(modality)[rows] != Status.UNREADABLE)
+    kept = rows[usable]
+    return cache.ids[kept].tolist(), cache.class_of(kept).tolist(), int((~usable).sum())
+
+
+def episodes_for(cache: FeatureCache, *, split: str, way: int, shot: int, seed: int, protocol: str,
+                 query: int | None = None, n: int | None = None) -> EpisodeList:
+    """Draw an episode list over the usable videos of one split of ``cache``."""
+    ids, classes, missing = split_pool(cache, split)
+    return draw_episodes(ids, classes, way=way, shot=shot, query=query, n=n, seed=seed, protocol=protocol,
+                         dataset=cache.spec.dataset, split=split, excluded_missing=missing)
+
+
+def ensure_episodes(path: Path, cache: FeatureCache, **kwargs: Any) -> EpisodeList:
+    """Load the fixed list at ``path``, drawing and saving it on first use."""
+    if path.exists():
+        return load_episodes(path)
+    episodes = episodes_for(cache, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_episodes(episodes, path)
+    return episodes
+
+
+def _components_fn(info: MatcherInfo) -> ComponentFn:
+    """Named per-stream scores: jmm's four components, or one score per modality for other matchers."""
+    if info.name == "jmm":
+        return jmm.component_scores
+
+    def components(query: Features, support: Features, labels: NDArray[np.int64], way: int) -> dict[str, Any]:
+        return {f"{m}-{info.name}": info.obj(query[m], support[m], labels, way) for m in query}
+
+    return components
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    features: Features  # modality -> [len(episodes.ids), T, D] or [.., T, P, D]
+
+
+def _load_features(cache: FeatureCache, episodes: EpisodeList, modalities: tuple[str, ...],
+                   patches: bool) -> _Loaded:
+    check_episodes_fit(episodes, cache.ids)
+    rows = cache.rows_for(episodes.ids)
+    feats: Features = {}
+    for m in modalities:
+        cache.require(m, patches=patches)
+        feats[m] = cache.patches(m, rows) if patches else cache.frames(m, rows)
+    return _Loaded(feats)
+
+
+def _episode_inputs(loaded: _Loaded, chunk: EpisodeList) -> tuple[Features, Features, NDArray[np.int64]]:
+    e, way, shot = chunk.support_idx.shape
+    query = {m: f[chunk.query_idx.reshape(e, -1)] for m, f in loaded.features.items()}
+    support = {m: f[chunk.support_idx.reshape(e, -1)] for m, f in loaded.features.items()}
+    labels = np.broadcast_to(np.repeat(np.arange(way), shot), (e, way * shot)).astype(np.int64)
+    return query, support, labels
+
+
+def _score_all(
+    fn: ComponentFn, loaded: _Loaded, episodes: EpisodeList, progress: bool, desc: str
+) -> dict[str, NDArray[np.float32]]:
+    """Component scores of every episode, [E, way*query, way] each."""
+    per_episode = episodes.way * episodes.query * episodes.way * episodes.shot
+    chunk_size = max(1, PAIRS_PER_CHUNK // per_episode)
+    parts: dict[str, list[NDArray[np.float32]]] = {}
+    bar = tqdm(total=episodes.n_episodes, desc=desc, unit="ep", disable=not progress, leave=False)
+    for _, chunk in iter_chunks(episodes, chunk_size):
+        query, support, labels = _episode_inputs(loaded, chunk)
+        for name, scores in fn(query, support, labels, episodes.way).items():
+            parts.setdefault(name, []).append(np.asarray(scores, dtype=np.float32))
+        bar.update(chunk.n_episodes)
+    bar.close()
+    return {name: np.concatenate(p) for name, p in parts.items()}
+
+
+def _correct(scores: NDArray[np.float32], episodes: EpisodeList) -> NDArray[np.bool_]:
+    truth = np.repeat(np.arange(episodes.way), episodes.query)
+    return np.asarray(scores.argmax(axis=-1) == truth[None, :])
+
+
+def choose_weights(components: Mapping[str, NDArray[np.float32]], episodes: EpisodeList) -> dict[str, float]:
+    """Fusion weights with the best accuracy on (validation) episodes, over a small grid."""
+    names = sorted(components)
+    best: tuple[float, dict[str, float]] = (-1.0, dict.fromkeys(names, 1.0))
+    for combo in itertools.product(WEIGHT_GRID, repeat=len(names)):
+        if not any(combo):
+            continue
+        weights = dict(zip(names, combo, strict=True))
+        accuracy = float(_correct(jmm.fuse(components, weights), episodes).mean())
+        if accuracy > best[0] + 1e-12:
+            best = (accuracy, weights)
+    return best[1]
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """How one matcher is evaluated; ``weights`` fixes the fusion of several streams/components."""
+
+    matcher: str
+    modality: str = "rgb"
+    weights: Mapping[str, float] | None = None
+    val_episodes: int = 500
+    seed: int = 0
+
+
+def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
+             progress: bool = True) -> Record:
+    """Score ``run.matcher`` on every episode of the list at ``episodes_path``; the result record.
+
+    With several components (jmm, or two modalities) and no given weights, the weights are chosen
+    on validation-split episodes of the same way/shot — never on the test episodes.
+    """
+    info = get(run.matcher)
+    if info.kind != "parameter-free":
+        raise EpisodeError(f"matcher {run.matcher!r} is learned: train it with `fsar train --matcher "
+                           f"{run.matcher}` and evaluate with --checkpoint")
+    modalities = parse_modality(run.modality)
+    if info.needs_flow and "flow" not in modalities:
+        raise EpisodeError(f"matcher {run.matcher!r} needs flow features: use --modality rgb+flow")
+    cache = open_cache(cache_path)
+    episodes = load_episodes(episodes_path)
+    fn = _components_fn(info)
+    loaded = _load_features(cache, episodes, modalities, info.needs_patches)
+    start = time.perf_counter()
+    components = _score_all(fn, loaded, episodes, progress, run.matcher)
+    weights = dict(run.weights) if run.weights is not None else None
+    if weights is None and len(components) > 1:
+        weights = _weights_on_val(run, cache, episodes, fn, info.needs_patches, modalities, progress)
+    scores = jmm.fuse(components, weights) if len(components) > 1 else next(iter(components.values()))
+    seconds = time.perf_counter() - start
+    params: dict[str, Any] = {"weights": weights} if weights else {}
+    return make_record(
+        matcher=run.matcher, params=params, dataset=episodes.dataset or cache.spec.dataset,
+        split=episodes.split, way=episodes.way, shot=episodes.shot, query=episodes.query,
+        protocol=episodes.protocol, n_runs=episodes.n_runs, modality=run.modality, cache_path=str(cache_path),
+        cache_sha256=cache.content_hash(), episodes_path=str(episodes_path),
+        episodes_sha256=file_sha256(episodes_path), correct=_correct(scores, episodes), seconds=seconds,
+        extra={"backbone": cache.spec.backbone, "patches": cache.spec.patches},
+    )
+
+
+def _weights_on_val(run: EvalRun, cache: FeatureCache, test: EpisodeList, fn: ComponentFn, patches: bool,
+                    modalities: tuple[str, ...], progress: bool) -> dict[str, float]:
+    # A small val split may hold fewer classes than the test way: choose weights at the largest way it has.
+    n_val_classes = len(set(split_pool(cache, "val")[1]))
+    try:
+        val = episodes_for(cache, split="val", way=max(2, min(test.way, n_val_classes)), shot=test.shot,
+                           query=test.query, n=run.val_episodes, seed=run.seed, protocol="custom")
+    except EpisodeError as err:
+        raise EpisodeError(f"choosing fusion weights needs validation episodes ({err}); "
+                           f"or give the weights with --weights") from err
+    loaded = _load_features(cache, val, modalities, patches)
+    return choose_weights(_score_all(fn, loaded, val, progress, "val weights"), val)
+
+
+def summary_line(record: Record) -> str:
+    """``otam  5-way 1-shot  45.12 ± 0.97 %  (10,000 episodes, 3.1 s)``."""
+    mod = "" if record.modality == "rgb" else f" [{record.modality}]"
+    return (f"{record.matcher:<8}{mod} {record.way}-way {record.shot}-shot  {record.accuracy:6.2f} ± "
+            f"{record.ci95:.2f} %  ({record.n_episodes:,} episodes, {record.seconds:.1f} s)")
+
+
+def save_list(path: Path, episodes: EpisodeList) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_episodes(episodes, path)
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What ``fsar eval`` runs: matchers x shots on one cache, with fixed episode lists."""
+
+    matchers: str  # a name or "all"
+    cache: Path
+    shots: tuple[int, ...]
+    way: int
+    workspace: Path
+    episodes: Path | None = None
+    protocol: str = "otam"
+    modality: str = "rgb"
+    weights: Mapping[str, float] | None = None
+    seed: int = 0
+    out: Path | None = None
+
+
+def runnable_matchers(cache: FeatureCache, modality: str) -> tuple[list[str], list[str]]:
+    """Parameter-free matchers this cache can feed, and the skipped ones with the reason."""
+    from fsar.matchers.registry import load_all
+
+    modalities = parse_modality(modality)
+    ok, skipped = [], []
+    for name, info in sorted(load_all().items()):
+        if info.kind != "parameter-free":
+            continue
+        if info.needs_patches and not all(cache.has_patches(m) for m in modalities if m in cache.modalities):
+            skipped.append(f"{name} (needs patch features: extract with --patches 2)")
+        elif info.needs_flow and "flow" not in modalities:
+            skipped.append(f"{name} (needs --modality rgb+flow)")
+        else:
+            ok.append(name)
+    return ok, skipped
+
+
+def run_plan(plan: EvalPlan, *, progress: bool = True, as_json: bool = False) -> Iterator[str]:
+    """Evaluate every (matcher, shot) of ``plan``, write the records, yield one line per run."""
+    from fsar.report.results import record_to_json, write_record
+    from fsar.workspace import episodes_path
+
+    cache = open_cache(plan.cache)
+    for m in parse_modality(plan.modality):
+        cache.require(m)
+    if plan.matchers == "all":
+        names, skipped = runnable_matchers(cache, plan.modality)
+        for reason in skipped:
+            yield f"skipped {reason}"
+    else:
+        names = [get(plan.matchers).name]
+    out = plan.out or plan.workspace / "results"
+    lists = [plan.episodes] if plan.episodes is not None else []
+    for shot in plan.shots if plan.episodes is None else ():
+        query = None if plan.protocol != "custom" else 1
+        path = episodes_path(plan.workspace, cache.spec.dataset, "test", plan.way, shot,
+                             _protocol_query(plan.protocol) or 1, plan.protocol)
+        ensure_episodes(path, cache, split="test", way=plan.way, shot=shot, seed=plan.seed, protocol=plan.protocol,
+                        query=query)
+        lists.append(path)
+    for ep_path in lists:
+        for name in names:
+            record = evaluate(EvalRun(name, modality=plan.modality, weights=plan.weights, seed=plan.seed),
+                              plan.cache, ep_path, progress=progress)
+            write_record(out, record)
+            yield record_to_json(record) if as_json else summary_line(record)
+
+
+def _protocol_query(protocol: str) -> int | None:
+    from fsar.episodes import PROTOCOLS
+
+    return PROTOCOLS[protocol].query if protocol in PROTOCOLS else None

