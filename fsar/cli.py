@@ -184,6 +184,7 @@ def cache_import(h5file: Path, out: Path, dataset: str, split: str | None, modal
 def _register_commands() -> None:
     """Import the modules whose commands attach themselves to :func:`main`."""
     import fsar.cli_eval  # noqa: F401
+    import fsar.cli_extract  # noqa: F401
 
 
 _register_commands()

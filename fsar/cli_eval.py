@@ -31,7 +31,8 @@ def _weights(text: str | None) -> dict[str, float] | None:
         try:
             out[name.strip()] = float(value)
         except ValueError as err:
-            raise click.BadParameter(f"weights are name=value pairs, e.g. rgb-otam=1,flow-km=0.5; got {part!r}") from err
+            raise click.BadParameter(
+                f"weights are name=value pairs, e.g. rgb-otam=1,flow-km=0.5; got {part!r}") from err
     return out
 
 
@@ -97,9 +98,9 @@ def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: 
     """Score matchers on fixed test episodes and write one result record per run."""
     from fsar.matchers.evaluate import EvalPlan, run_plan
 
-    plan = EvalPlan(matchers=matcher_name, cache=_resolve_cache(workspace, cache, dataset), shots=tuple(_int_list(shots)),
-                    way=way, episodes=episodes_file, protocol=protocol, modality=modality, weights=_weights(weights),
-                    seed=seed, workspace=workspace_dir(workspace), out=out)
+    plan = EvalPlan(matchers=matcher_name, cache=_resolve_cache(workspace, cache, dataset),
+                    shots=tuple(_int_list(shots)), way=way, episodes=episodes_file, protocol=protocol,
+                    modality=modality, weights=_weights(weights), seed=seed, workspace=workspace_dir(workspace), out=out)
     for line in run_plan(plan, progress=not quiet, as_json=as_json):
         click.echo(line)
 

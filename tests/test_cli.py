@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from click.testing import CliRunner
 
 from fsar import __version__

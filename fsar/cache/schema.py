@@ -136,8 +136,11 @@ def error_path(modality: str) -> str:
 def feature_shapes(spec: CacheSpec, n_videos: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
     """(shape, chunks) of each float16 feature array for one modality, keyed by 'frames'/'patches'."""
     c = spec.chunk_videos
-    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {"frames": ((n_videos, spec.views, spec.frames, spec.feature_dim),
-                         (c, spec.views, spec.frames, spec.feature_dim))}
+    Shape = tuple[int, ...]
+    shapes: dict[str, tuple[Shape, Shape]] = {
+        "frames": ((n_videos, spec.views, spec.frames, spec.feature_dim),
+                   (c, spec.views, spec.frames, spec.feature_dim))
+    }
     if spec.patches:
         p = spec.patches * spec.patches
         shapes["patches"] = ((n_videos, spec.views, spec.frames, p, spec.feature_dim),

@@ -311,7 +311,7 @@ def torchvision_weights(name: str) -> Path:
     raise FileNotFoundError(
         f"{name} ImageNet weights not found: expected {expected} in {directory}. Download "
         f"https://download.pytorch.org/models/{TORCHVISION_FILES[name][0]} into that directory, pass "
-        f"weights=<path to the .pth file>, or weights='none' for a randomly initialised network."
+        f"--weights <path to the .pth file>, or --weights none for a randomly initialised network."
     )
 
 

@@ -138,8 +138,8 @@ def _read_video(path: Path, wanted: list[int], seek: bool) -> dict[int, NDArray]
                 if _format_in(container, _SEEKABLE_FORMATS):
                     try:
                         return _decode_seeking(container, container.streams.video[0], wanted)
-                    except _SeekUnreliable:
-                        pass
+                    except (_SeekUnreliable, av.FFmpegError):
+                        pass  # timestamps or seeking unusable: the sequential pass decides
         with _open(path) as container:
             return _decode_sequential(container.decode(container.streams.video[0]), wanted, path)
     except (av.FFmpegError, ValueError) as exc:

@@ -35,18 +35,26 @@ STAGES: tuple[tuple[int, int, int, int, int], ...] = (
 
 
 class SameConv2d(nn.Conv2d):
-    """A bias-free convolution with TensorFlow "SAME" padding (computed from the input size)."""
+    """A bias-free convolution with TensorFlow "SAME" padding.
+
+    Stride 1 (odd kernel): symmetric ``k // 2``, done by the convolution itself. Stride 2: the padding
+    depends on the input size and is asymmetric, so it is applied explicitly.
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
-        super().__init__(c_in, c_out, kernel, stride=stride, groups=groups, bias=False)
+        padding = kernel // 2 if stride == 1 else 0
+        super().__init__(c_in, c_out, kernel, stride=stride, padding=padding, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, s = self.kernel_size[0], self.stride[0]
+        s = self.stride[0]
+        if s == 1:
+            return super().forward(x)
+        k = self.kernel_size[0]
         pad_h = _same_pad(x.shape[-2], k, s)
         pad_w = _same_pad(x.shape[-1], k, s)
         if pad_h or pad_w:
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+        return super().forward(x)
 
 
 def _same_pad(size: int, kernel: int, stride: int) -> int:

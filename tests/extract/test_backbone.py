@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from numpy.typing import NDArray
+from torch import nn
 
 from fsar.extract.backbone import (
     BACKBONES,
@@ -41,6 +42,12 @@ def photo(name: str, size: int = 224) -> NDArray[np.uint8]:
 
 def random_frames(n: int, size: int, channels: int = 3) -> NDArray[np.uint8]:
     return np.random.default_rng(0).integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+
+
+def stem_weight(model: nn.Module) -> torch.Tensor:
+    conv = model.get_submodule("_conv_stem")
+    assert isinstance(conv, nn.Conv2d)
+    return conv.weight
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
@@ -99,7 +106,9 @@ def test_torchvision_cache_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_finetuned_checkpoint_round_trip(lite0, tmp_path: Path) -> None:
     tuned = load_backbone("efficientnet_lite0", "imagenet")
     with torch.no_grad():
-        tuned.model._bn1.bias.add_(0.5)  # stands in for fine-tuning
+        bn = tuned.model.get_submodule("_bn1")
+        assert isinstance(bn, nn.BatchNorm2d)
+        bn.bias.add_(0.5)  # stands in for fine-tuning
     save_checkpoint(tuned, tmp_path / "ft.pt")
     again = load_backbone("efficientnet_lite0", tmp_path / "ft.pt")
     assert again.preprocessing == lite0.preprocessing
@@ -116,8 +125,8 @@ def test_finetuned_checkpoint_round_trip(lite0, tmp_path: Path) -> None:
 
 def test_flow_cross_modality_init(lite0, tmp_path: Path) -> None:
     flow = load_backbone("efficientnet_lite0", "imagenet", modality="flow")
-    rgb_w = lite0.model._conv_stem.weight
-    flow_w = flow.model._conv_stem.weight
+    rgb_w = stem_weight(lite0.model)
+    flow_w = stem_weight(flow.model)
     assert flow_w.shape == (32, 2, 3, 3)
     torch.testing.assert_close(flow_w[:, 0], rgb_w.mean(dim=1))
     torch.testing.assert_close(flow_w[:, 1], rgb_w.mean(dim=1))
@@ -126,7 +135,7 @@ def test_flow_cross_modality_init(lite0, tmp_path: Path) -> None:
     assert pooled.shape == (2, 1280) and np.isfinite(pooled).all()
     save_checkpoint(flow, tmp_path / "flow.pt")
     again = load_backbone("efficientnet_lite0", tmp_path / "flow.pt", modality="flow")
-    torch.testing.assert_close(again.model._conv_stem.weight, flow_w)
+    torch.testing.assert_close(stem_weight(again.model), flow_w)
     with pytest.raises(ValueError, match=r"\(B, H, W, 2\)"):
         flow.extract(random_frames(1, 64, channels=3))
 

@@ -28,7 +28,7 @@ def texture(h: int = 128, w: int = 160, seed: int = 0) -> NDArray[np.uint8]:
     """Smooth random texture: blurred noise, contrast-stretched, as RGB."""
     noise = np.random.default_rng(seed).random((h, w)).astype(np.float32)
     smooth = cv2.GaussianBlur(noise, (0, 0), 2.0)
-    grey = cv2.normalize(smooth, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    grey = np.rint((smooth - smooth.min()) * 255 / (smooth.max() - smooth.min())).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=2)
 
 
@@ -123,3 +123,19 @@ def test_flow_folder_errors(tmp_path: Path) -> None:
     (tmp_path / "v" / "flow_x_00003.jpg").unlink()
     with pytest.raises(VideoReadError, match="flow 5 requested"):
         read_flow_files(locate_flow(tmp_path, "v"), [5])
+
+
+def test_flow_images_feed_the_flow_backbone() -> None:
+    from fsar.extract.backbone import load_backbone
+    from fsar.extract.transforms import CropConfig, preprocess_view
+
+    image = texture(72, 96)
+    pairs = np.stack([np.stack([image, shifted(image, 1, 0)])] * 3)
+    images = flow_images(pairs, "farneback", resize_short=64)
+    config = CropConfig(resize_short=64, crop=48)
+    backbone = load_backbone("efficientnet_lite0", "none", modality="flow")
+    for view in (0, 1):
+        crops = preprocess_view(images, view=view, seed=0, video_id="v", config=config, is_flow=True)
+        assert crops.shape == (3, 48, 48, 2)
+        pooled, patches = backbone.extract(crops, patches=2, precision="fp32")
+        assert pooled.shape == (3, 1280) and patches is not None and patches.shape == (3, 4, 1280)

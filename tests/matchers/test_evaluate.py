@@ -18,7 +18,10 @@ SPLIT_CLASSES = {"train": 2, "val": 4, "test": 5}
 def toy_cache(path: Path, modalities: tuple[str, ...] = ("rgb",), patches: int = 0, noise: float = 0.6) -> Path:
     """Each class is a fixed random sequence of T frames; videos are noisy copies of it."""
     rng = np.random.default_rng(0)
-    ids, labels, splits, names = [], [], [], []
+    ids: list[str] = []
+    labels: list[int] = []
+    splits: list[str] = []
+    names: list[str] = []
     for split, n_classes in SPLIT_CLASSES.items():
         for _ in range(n_classes):
             c = len(names)

@@ -1,0 +1,101 @@
+"""CLI of the extraction stage: ``fsar extract``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from fsar.cli import main, user_errors, workspace_option
+from fsar.workspace import cache_path, dataset_root, weights_label, workspace_dir
+
+DATASETS = ["ssv2", "kinetics100", "ucf101", "hmdb51", "synthetic", "folder"]
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise click.BadParameter(f"expected i/n with 0 <= i < n, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _choices(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in parts if p not in allowed]
+    if bad or not parts:
+        raise click.BadParameter(f"{what} must be a comma-separated subset of {', '.join(allowed)}; got {text!r}")
+    return tuple(p for p in allowed if p in parts)
+
+
+@main.command("extract")
+@click.option("--dataset", type=click.Choice(DATASETS), required=True)
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Dataset directory [$FSAR_DATA/<dataset>].")
+@click.option("--split-set", default=None, help="ssv2: full (OTAM split, default) or small (CMN split).")
+@click.option("--split-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Your own {train,val,test}list.txt files (required for --dataset folder).")
+@click.option("--splits", default="train,val,test", show_default=True, help="Which splits to extract.")
+@click.option("--backbone", default="resnet50", show_default=True,
+              help="resnet50, resnet34, resnet18 or efficientnet_lite0 (ImageNet weights ship with fsar).")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="imagenet, a .pth file (torchvision or `fsar finetune` checkpoint), or none (random init).")
+@click.option("--modality", default="rgb", show_default=True, help="rgb, flow or rgb,flow.")
+@click.option("--frames", type=click.IntRange(1), default=8, show_default=True, help="TSN segments T.")
+@click.option("--views", type=click.IntRange(1), default=1, show_default=True,
+              help="1 test view + (views-1) augmented training views.")
+@click.option("--patches", type=click.IntRange(0, 7), default=0, show_default=True,
+              help="Also store the n x n pooled feature map (for hcl, m3net, zoom).")
+@click.option("--short-side", type=click.IntRange(16), default=256, show_default=True)
+@click.option("--input-size", type=click.IntRange(16), default=224, show_default=True, help="Centre crop side.")
+@click.option("--flow-method", type=click.Choice(["farneback", "dis", "tvl1"]), default="farneback",
+              show_default=True)
+@click.option("--flow-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Read pre-extracted flow_x/flow_y jpgs from here instead of computing flow.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+              show_default=True, help="auto: fp16 on CUDA, bf16 on CPUs that have it, else fp32.")
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Decoding processes.")
+@click.option("--batch-frames", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--chunk-videos", type=click.IntRange(1), default=16, show_default=True,
+              help="Videos per committed chunk (the unit of resume and of sharding).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the augmented views.")
+@click.option("--shard", default=None, help="i/n: extract only this process's slice (torchrun sets it itself).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Cache path [<workspace>/caches/<dataset>-<backbone>-<weights>.zarr].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@workspace_option
+@user_errors
+def extract_cmd(dataset: str, root: Path | None, split_set: str | None, split_dir: Path | None, splits: str,
+                backbone: str, weights: str, modality: str, frames: int, views: int, patches: int,
+                short_side: int, input_size: int, flow_method: str, flow_root: Path | None, device: str,
+                precision: str, workers: int, batch_frames: int, chunk_videos: int, seed: int, shard: str | None,
+                out: Path | None, quiet: bool, workspace: Path | None) -> None:
+    """Decode videos, run the backbone and write per-frame features to a Zarr cache.
+
+    Resumable: run the same command again after an interruption. Unreadable videos are recorded and
+    listed, never fatal. Several machines or GPUs: `--shard i/n`, or `torchrun --nproc-per-node G -m fsar
+    extract ...` (each rank writes its own chunk-aligned slice of one store).
+    """
+    from fsar.extract.run import ExtractConfig, ExtractError, describe, run_extraction, torchrun_shard
+
+    if weights == "none":
+        click.echo("warning: --weights none extracts features of a randomly initialised network; "
+                   "matchers score at chance on them", err=True)
+    config = ExtractConfig(
+        dataset=dataset, root=dataset_root(root, dataset), backbone=backbone, weights=weights,
+        modalities=_choices(modality, ("rgb", "flow"), "--modality"), frames=frames, views=views, patches=patches,
+        short_side=short_side, input_size=input_size, flow_method=flow_method,  # type: ignore[arg-type]
+        flow_root=flow_root, split_set=split_set, split_dir=split_dir,
+        splits=_choices(splits, ("train", "val", "test"), "--splits"), device=device, precision=precision,
+        workers=workers, batch_frames=batch_frames, seed=seed, chunk_videos=chunk_videos,
+        shard=_shard(shard) or torchrun_shard() or (0, 1),
+    )
+    out = out or cache_path(workspace_dir(workspace), dataset, backbone, weights_label(weights))
+    try:
+        summary = run_extraction(config, out, progress=not quiet)
+    except ExtractError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(describe(summary))

@@ -1,0 +1,251 @@
+"""The extraction run: dataset videos -> backbone features -> a Zarr cache, resumable and sharded.
+
+DataLoader workers decode and preprocess videos while the backbone runs on the previous ones;
+frames of several videos are batched into one backbone call. A chunk of ``chunk_videos`` videos is
+committed at once (features, then ``done``), so a killed run loses at most the chunk in flight and the
+same command resumes where it stopped. Unreadable videos are recorded with their reason.
+
+Scale-out: ``--shard i/n`` or ``torchrun`` (RANK/WORLD_SIZE) give each process a chunk-aligned slice
+of the store; shard 0 creates the store and the others wait for it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fsar import __version__
+from fsar.cache.schema import CacheSpec, Status
+from fsar.cache.store import CacheError, FeatureCache, create_cache, open_cache, shard_ranges
+from fsar.datasets.catalog import DatasetListing, VideoEntry, load_dataset
+from fsar.extract.backbone import Backbone, load_backbone
+from fsar.extract.flow import FlowMethod
+from fsar.extract.source import SourceConfig, VideoItem, load_video
+from fsar.extract.transforms import CropConfig
+
+# Datasets whose labels say left/right: augmented views must not flip them.
+NO_FLIP = frozenset({"ssv2", "synthetic"})
+
+
+class ExtractError(Exception):
+    """An extraction that cannot start (weights, backbone, options); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything ``fsar extract`` needs; the defaults are the literature's (ResNet-50, T=8, 224)."""
+
+    dataset: str
+    root: Path
+    backbone: str = "resnet50"
+    weights: str = "imagenet"
+    modalities: tuple[str, ...] = ("rgb",)
+    frames: int = 8
+    views: int = 1
+    patches: int = 0
+    short_side: int = 256
+    input_size: int = 224
+    flow_method: FlowMethod = "farneback"
+    flow_root: Path | None = None
+    split_set: str | None = None
+    split_dir: Path | None = None
+    splits: tuple[str, ...] = ("train", "val", "test")
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int = 2
+    batch_frames: int = 64
+    seed: int = 0
+    shard: tuple[int, int] = (0, 1)
+    chunk_videos: int = 16
+
+
+@dataclass
+class ExtractSummary:
+    out: str
+    extracted: int = 0
+    skipped_done: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    padded: int = 0
+    seconds: float = 0.0
+    missing: int = 0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(device)
+
+
+def torchrun_shard() -> tuple[int, int] | None:
+    """(rank, world size) when launched by torchrun, else None."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return None
+
+
+def _videos(config: ExtractConfig) -> tuple[DatasetListing, list[VideoEntry]]:
+    listing = load_dataset(config.dataset, config.root, split_set=config.split_set, split_dir=config.split_dir)
+    return listing, [v for v in listing.videos if v.split in config.splits]
+
+
+def _spec(config: ExtractConfig, listing: DatasetListing, backbones: dict[str, Backbone]) -> CacheSpec:
+    first = next(iter(backbones.values()))
+    rgb = backbones.get("rgb", first)
+    return CacheSpec(
+        dataset=config.dataset, backbone=config.backbone, weights=str(config.weights),
+        weights_sha256=first.weights_sha256 or "none", feature_dim=first.feature_dim, frames=config.frames,
+        views=config.views, patches=config.patches, modalities=config.modalities, input_size=config.input_size,
+        short_side=config.short_side, mean=rgb.preprocessing.mean, std=rgb.preprocessing.std,
+        sampling="tsn-segment-centres" + ("+random-views" if config.views > 1 else ""),
+        flow_method=("files" if config.flow_root else config.flow_method) if "flow" in config.modalities else "",
+        split_set=listing.split_set, chunk_videos=config.chunk_videos, fsar_version=__version__,
+    )
+
+
+def _open_store(out: str | Path, spec: CacheSpec, videos: list[VideoEntry], listing: DatasetListing,
+                shard: tuple[int, int], wait_s: float = 600.0) -> FeatureCache:
+    ids = [v.id for v in videos]
+    labels = [listing.class_index(v) for v in videos]
+    splits = [v.split for v in videos]
+    if shard[0] == 0 or Path(out).exists():
+        return create_cache(out, spec, ids, labels, splits, listing.class_names)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:  # shard 0 creates the store
+        try:
+            open_cache(out)
+            return create_cache(out, spec, ids, labels, splits, listing.class_names)
+        except CacheError:
+            time.sleep(2.0)
+    raise CacheError(f"shard {shard[0]}/{shard[1]}: shard 0 did not create {out} within {wait_s:.0f} s")
+
+
+class _Source(torch.utils.data.Dataset[VideoItem]):
+    def __init__(self, jobs: list[tuple[int, VideoEntry]], config: SourceConfig) -> None:
+        self.jobs, self.config = jobs, config
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int) -> VideoItem:
+        row, entry = self.jobs[i]
+        return load_video(row, entry.id, entry.path, self.config)
+
+
+def _items(jobs: list[tuple[int, VideoEntry]], config: SourceConfig, workers: int) -> Iterator[VideoItem]:
+    if workers == 0:
+        for row, entry in jobs:
+            yield load_video(row, entry.id, entry.path, config)
+        return
+    loader = torch.utils.data.DataLoader(_Source(jobs, config), batch_size=None, shuffle=False,
+                                         num_workers=workers, prefetch_factor=4, persistent_workers=False)
+    yield from loader
+
+
+def _features(backbone: Backbone, items: list[VideoItem], modality: str, spec: CacheSpec, config: ExtractConfig
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """[n, V, T, D] (and [n, V, T, P, D]) for the items; zeros for failed videos."""
+    n, v, t, d = len(items), spec.views, spec.frames, spec.feature_dim
+    frames = np.zeros((n, v, t, d), np.float32)
+    patches = np.zeros((n, v, t, spec.patches**2, d), np.float32) if spec.patches else None
+    ok = [i for i, item in enumerate(items) if modality in item.inputs]
+    if ok:
+        batch = np.concatenate([items[i].inputs[modality].reshape(v * t, *items[i].inputs[modality].shape[2:])
+                                for i in ok])
+        pooled, grid = backbone.extract(batch, patches=spec.patches or None, batch_size=config.batch_frames,
+                                        precision=config.precision)  # type: ignore[arg-type]
+        frames[ok] = pooled.reshape(len(ok), v, t, d)
+        if patches is not None and grid is not None:
+            patches[ok] = grid.reshape(len(ok), v, t, spec.patches**2, d)
+    return frames, patches
+
+
+def _commit(cache: FeatureCache, start: int, items: list[VideoItem], backbones: dict[str, Backbone],
+            modalities: list[str], config: ExtractConfig) -> None:
+    status = np.array([item.status for item in items], np.int8)
+    errors = [item.error for item in items]
+    n_frames = np.array([item.n_frames for item in items], np.int32)
+    for m in modalities:
+        frames, patches = _features(backbones[m], items, m, cache.spec, config)
+        cache.write_chunk(m, start, frames, status, errors, n_frames, patches)
+
+
+def run_extraction(config: ExtractConfig, out: str | Path, *, progress: bool = True) -> ExtractSummary:
+    """Extract every pending chunk of this shard into ``out``; resumes what an earlier run left."""
+    started = time.perf_counter()
+    listing, videos = _videos(config)
+    device = resolve_device(config.device)
+    try:
+        backbones = {m: load_backbone(config.backbone, config.weights, device, modality=m)  # type: ignore[arg-type]
+                     for m in config.modalities}
+    except (FileNotFoundError, ValueError) as err:
+        raise ExtractError(str(err)) from err
+    spec = _spec(config, listing, backbones)
+    cache = _open_store(out, spec, videos, listing, config.shard)
+    summary = ExtractSummary(out=str(out), missing=len(listing.missing))
+    jobs, pending = _pending(cache, config, videos)
+    summary.skipped_done = sum(stop - start for start, stop in shard_ranges(cache, *config.shard)) - len(jobs)
+    source = SourceConfig(frames=config.frames, views=config.views, modalities=config.modalities,
+                          crop=CropConfig(resize_short=config.short_side, crop=config.input_size,
+                                          flip=config.dataset not in NO_FLIP),
+                          flow_method=config.flow_method, flow_root=config.flow_root, seed=config.seed)
+    bar = tqdm(total=len(jobs), desc=f"extract {config.backbone}", unit="video", disable=not progress)
+    buffer: list[VideoItem] = []
+    chunk = 0
+    for item in _items(jobs, source, config.workers):
+        buffer.append(item)
+        start, stop, mods = pending[chunk]
+        if len(buffer) == stop - start:
+            _commit(cache, start, buffer, backbones, mods, config)
+            _tally(summary, buffer)
+            bar.update(len(buffer))
+            buffer, chunk = [], chunk + 1
+    bar.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _pending(cache: FeatureCache, config: ExtractConfig, videos: list[VideoEntry]
+             ) -> tuple[list[tuple[int, VideoEntry]], list[tuple[int, int, list[str]]]]:
+    """Videos to decode, and the chunks they fill with the modalities each chunk still lacks."""
+    done = {m: cache.done(m) for m in config.modalities}
+    jobs: list[tuple[int, VideoEntry]] = []
+    pending = []
+    for start, stop in shard_ranges(cache, *config.shard):
+        mods = [m for m in config.modalities if not done[m][start:stop].all()]
+        if mods:
+            pending.append((start, stop, mods))
+            jobs.extend((row, videos[row]) for row in range(start, stop))
+    return jobs, pending
+
+
+def _tally(summary: ExtractSummary, items: list[VideoItem]) -> None:
+    for item in items:
+        summary.extracted += 1
+        if item.status == Status.UNREADABLE:
+            summary.failures[item.video_id] = item.error
+        elif item.status == Status.PADDED:
+            summary.padded += 1
+
+
+def describe(summary: ExtractSummary) -> str:
+    """The closing lines of ``fsar extract``: what was done and what failed."""
+    rate = summary.extracted / summary.seconds if summary.seconds else 0.0
+    lines = [f"extracted {summary.extracted} videos into {summary.out} in {summary.seconds:.1f} s "
+             f"({rate:.1f} videos/s); {summary.skipped_done} already done"]
+    if summary.padded:
+        lines.append(f"{summary.padded} videos had fewer frames than segments (padded by repetition)")
+    if summary.missing:
+        lines.append(f"{summary.missing} videos of the split lists were not found under the dataset root")
+    if summary.failures:
+        lines.append(f"{len(summary.failures)} unreadable videos (recorded in the cache; see `fsar cache verify`):")
+        lines.extend(f"  {vid}: {msg}" for vid, msg in sorted(summary.failures.items())[:20])
+    return "\n".join(lines)
+

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fsar.cache.schema import Status
+from fsar.cache.store import CacheError, open_cache
+from fsar.datasets.synthetic import synthesize
+from fsar.extract.backbone import load_backbone
+from fsar.extract.decode import count_frames, read_frames
+from fsar.extract.run import ExtractConfig, run_extraction, torchrun_shard
+from fsar.extract.sampling import sample_indices
+from fsar.extract.transforms import CropConfig, preprocess_view
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    synthesize(root, classes=12, videos_per_class=2, size=SIZE, seed=5, progress=False)
+    return root
+
+
+def config(root: Path, **kw: object) -> ExtractConfig:
+    base = ExtractConfig(dataset="synthetic", root=root, backbone="efficientnet_lite0", short_side=SIZE,
+                         input_size=SIZE, precision="fp32", workers=0, chunk_videos=4, patches=2)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fsar", "extract", "--dataset", "synthetic", "--backbone", "efficientnet_lite0",
+            "--short-side", str(SIZE), "--input-size", str(SIZE), "--precision", "fp32", "--quiet", *args]
+
+
+def test_cached_features_equal_a_direct_backbone_call(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "c.zarr"
+    run_extraction(config(dataset, modalities=("rgb",)), out, progress=False)
+    cache = open_cache(out)
+    backbone = load_backbone("efficientnet_lite0", "imagenet", "cpu")
+    for row in (0, 7, cache.n_videos - 1):
+        vid = cache.ids[row]
+        cls = cache.class_names[cache.labels[row]]
+        path = dataset / "videos" / cls / f"{vid}.mp4"
+        idx = sample_indices(count_frames(path), num_segments=8).indices
+        frames = preprocess_view(read_frames(path, idx), view=0, config=CropConfig(SIZE, SIZE))
+        pooled, grid = backbone.extract(frames, patches=2, precision="fp32")
+        np.testing.assert_allclose(cache.frames("rgb", np.array([row]))[0], pooled, rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(cache.patches("rgb", np.array([row]))[0], grid, rtol=2e-3, atol=2e-3)
+    assert cache.done("rgb").all() and (cache.status("rgb") == Status.OK).all()
+
+
+def test_broken_videos_are_recorded_and_the_rest_kept(dataset: Path, tmp_path: Path) -> None:
+    root = tmp_path / "broken"
+    subprocess.run(["cp", "-r", str(dataset), str(root)], check=True)
+    videos = sorted((root / "videos").rglob("*.mp4"))
+    data = videos[0].read_bytes()
+    videos[0].write_bytes(data[: len(data) // 3])  # truncated
+    videos[1].write_bytes(b"this is not a video" * 100)  # garbage
+    videos[2].unlink()  # missing after listing? the catalog lists it as missing instead
+    summary = run_extraction(config(root, modalities=("rgb", "flow")), tmp_path / "c.zarr", progress=False)
+    cache = open_cache(tmp_path / "c.zarr")
+    failed = cache.errors("rgb")
+    assert {videos[0].stem, videos[1].stem} <= set(failed)
+    assert set(summary.failures) == set(failed) and summary.missing == 1
+    ok = cache.status("rgb") != Status.UNREADABLE
+    assert cache.done("rgb").all() and ok.sum() == cache.n_videos - len(failed)
+    assert np.abs(cache.frames("rgb", np.flatnonzero(ok)).astype(np.float32)).sum(axis=(1, 2)).min() > 0
+
+
+def test_sigkill_then_resume_equals_uninterrupted(dataset: Path, tmp_path: Path) -> None:
+    whole = tmp_path / "whole.zarr"
+    subprocess.run(cli("--root", str(dataset), "--out", str(whole), "--chunk-videos", "2", "--workers", "0"),
+                   check=True)
+    resumed = tmp_path / "resumed.zarr"
+    args = cli("--root", str(dataset), "--out", str(resumed), "--chunk-videos", "2", "--workers", "0")
+    proc = subprocess.Popen(args, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if open_cache(resumed).done("rgb").any():
+                break
+        except (CacheError, KeyError, FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = open_cache(resumed).done("rgb")
+    assert 0 < partial.sum() < len(partial), "the run was not interrupted mid-way"
+    done = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    assert f"{int(partial.sum())} already done" in done
+    a, b = open_cache(whole), open_cache(resumed)
+    np.testing.assert_array_equal(a.frames("rgb"), b.frames("rgb"))
+    assert b.done("rgb").all()
+
+
+def test_two_shard_processes_equal_one_writer(dataset: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one.zarr"
+    run_extraction(config(dataset, chunk_videos=2, patches=0), one, progress=False)
+    two = tmp_path / "two.zarr"
+    procs = [subprocess.Popen(cli("--root", str(dataset), "--out", str(two), "--chunk-videos", "2",
+                                  "--workers", "0", "--shard", f"{i}/2")) for i in (1, 0)]
+    assert [p.wait(300) for p in procs] == [0, 0]
+    a, b = open_cache(one), open_cache(two)
+    np.testing.assert_array_equal(a.frames("rgb"), b.frames("rgb"))
+    assert b.done("rgb").all()
+
+
+def test_other_backbone_or_preprocessing_is_refused(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "c.zarr"
+    run_extraction(config(dataset, splits=("test",), patches=0), out, progress=False)
+    with pytest.raises(CacheError, match="input_size"):
+        run_extraction(config(dataset, splits=("test",), patches=0, input_size=32), out, progress=False)
+    with pytest.raises(CacheError, match="weights"):
+        run_extraction(config(dataset, splits=("test",), patches=0, weights="none"), out, progress=False)
+
+
+def test_torchrun_environment_gives_the_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RANK", raising=False)
+    assert torchrun_shard() is None
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert torchrun_shard() == (2, 4)
