@@ -13,8 +13,6 @@ Targets on 2 threads: OTAM/DTW <= 80 ns/pair, Kuhn-Munkres <= 1,200 ns/pair.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -22,19 +20,11 @@ import torch
 from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
+from benchmarks._common import Table, best_seconds, ratio
 from fsar.matchers import kernels
 
 T = 8
 WAY, QUERIES = 5, 5  # one reference "episode" = 5 queries x 5 supports = 25 pairs
-
-
-def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return float(best)
 
 
 def torch_otam_episode(dists: torch.Tensor, lam: float = 0.1) -> torch.Tensor:
@@ -86,20 +76,34 @@ def run(pairs: int, threads: int) -> list[tuple[str, float, float | None]]:
     rows: list[tuple[str, float, float | None]] = []
     n_ref = min(pairs, 2_000)
     episodes = torch.from_numpy(costs[: n_ref - n_ref % 25].reshape(-1, QUERIES, WAY, T, T))
-    ref_otam = _best_seconds(lambda: [torch_otam_episode(ep) for ep in episodes], 2)
+    ref_otam = best_seconds(lambda: [torch_otam_episode(ep) for ep in episodes], 2)
     rows.append(
-        ("otam", ns(_best_seconds(lambda: kernels.otam(costs), 5), pairs), ns(ref_otam, episodes.shape[0] * 25))
+        ("otam", ns(best_seconds(lambda: kernels.otam(costs), 5), pairs), ns(ref_otam, episodes.shape[0] * 25))
     )
-    rows.append(("otam symmetric", ns(_best_seconds(lambda: kernels.otam(costs, symmetric=True), 5), pairs), None))
-    rows.append(("dtw", ns(_best_seconds(lambda: kernels.dtw(costs), 5), pairs), None))
-    ref_km = _best_seconds(lambda: _scipy_loop(sims[:n_ref]), 2)
-    km = _best_seconds(lambda: kernels.max_weight_matching(sims), 3)
+    rows.append(("otam symmetric", ns(best_seconds(lambda: kernels.otam(costs, symmetric=True), 5), pairs), None))
+    rows.append(("dtw", ns(best_seconds(lambda: kernels.dtw(costs), 5), pairs), None))
+    ref_km = best_seconds(lambda: _scipy_loop(sims[:n_ref]), 2)
+    km = best_seconds(lambda: kernels.max_weight_matching(sims), 3)
     rows.append(("kuhn-munkres", ns(km, pairs), ns(ref_km, n_ref)))
     torch_costs = torch.from_numpy(costs)
-    ref_h = _best_seconds(lambda: torch_costs.min(2).values.sum(1) + torch_costs.min(1).values.sum(1), 5)
-    rows.append(("hausdorff", ns(_best_seconds(lambda: kernels.hausdorff_mean(costs), 5), pairs), ns(ref_h, pairs)))
-    rows.append(("chamfer", ns(_best_seconds(lambda: kernels.chamfer(sims), 5), pairs), None))
+    ref_h = best_seconds(lambda: torch_costs.min(2).values.sum(1) + torch_costs.min(1).values.sum(1), 5)
+    rows.append(("hausdorff", ns(best_seconds(lambda: kernels.hausdorff_mean(costs), 5), pairs), ns(ref_h, pairs)))
+    rows.append(("chamfer", ns(best_seconds(lambda: kernels.chamfer(sims), 5), pairs), None))
     return rows
+
+
+def tables(quick: bool = False, threads: int = 2) -> list[Table]:
+    """The kernel table for ``python -m benchmarks`` (``quick``: a few thousand pairs, seconds)."""
+    pairs = 5_000 if quick else 200_000
+    table = Table(f"Kernels: ns per {T}x{T} cost matrix ({pairs:,} per call, {threads} threads, best of several)",
+                  ["kernel", "ns/pair", "reference way ns/pair", "speed-up vs reference"])
+    for name, fast, ref in run(pairs, threads):
+        table.add(name, f"{fast:,.1f}", "-" if ref is None else f"{ref:,.0f}",
+                  "-" if ref is None else ratio(ref, fast))
+    table.notes.append("references: per-episode PyTorch OTAM cell loop (OTAM/TRX code), scipy "
+                       "linear_sum_assignment in a Python loop, batched torch min-reduction (HyRSM)")
+    table.notes.append("targets on 2 threads: OTAM/DTW <= 80 ns/pair, Kuhn-Munkres <= 1,200 ns/pair")
+    return [table]
 
 
 def main() -> None:

@@ -118,6 +118,29 @@ def synth_cmd(out: Path, classes: int, videos_per_class: int, size: int, fps: in
         click.echo(f"contact sheet: {preview}")
 
 
+@main.command("demo")
+@click.option("--videos-per-class", type=click.IntRange(7), default=12, show_default=True,
+              help="Synthetic videos per class (5-shot episodes need shot + 1 per class).")
+@click.option("--episodes", type=click.IntRange(1), default=2_000, show_default=True,
+              help="Test episodes per setting (10000 = the OTAM protocol; slower on 2 cores).")
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Decoding processes.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workspace_option
+@user_errors
+def demo_cmd(videos_per_class: int, episodes: int, workers: int, quiet: bool, workspace: Path | None) -> None:
+    """Run the whole pipeline on the built-in synthetic dataset (offline, CPU, a few minutes).
+
+    synth -> extract (EfficientNet-Lite0, RGB + flow + 2x2 patches) -> fixed episodes -> eval of every
+    parameter-free matcher at 5-way 1-shot and 5-shot -> table, plot and paired comparisons.
+    Run it again to reuse everything already made.
+    """
+    from fsar.demo import DemoConfig, run_demo
+    from fsar.workspace import workspace_dir
+
+    config = DemoConfig(videos_per_class=videos_per_class, episodes=episodes, workers=workers)
+    run_demo(workspace_dir(workspace), config, echo=click.echo, progress=not quiet)
+
+
 @main.group("cache")
 def cache_group() -> None:
     """Inspect, verify and convert feature caches."""

@@ -85,6 +85,8 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
 @click.option("--modality", default="rgb", show_default=True, help="rgb, flow or rgb+flow (z-normalised fusion).")
 @click.option("--weights", default=None, help="Fusion weights, e.g. rgb-otam=1,rgb-km=1,flow-otam=0.5,flow-km=0.5 "
               "[chosen on val episodes].")
+@click.option("--center", is_flag=True, help="Subtract each video's temporal mean RGB feature before matching "
+              "(removes static appearance, keeps motion; recorded, labelled '/c' in tables).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of episode lists made on first use.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Results directory [<workspace>/results].")
@@ -93,14 +95,15 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
 @workspace_option
 @user_errors
 def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: str, way: int,
-             episodes_file: Path | None, protocol: str, modality: str, weights: str | None, seed: int,
+             episodes_file: Path | None, protocol: str, modality: str, weights: str | None, center: bool, seed: int,
              out: Path | None, as_json: bool, quiet: bool, workspace: Path | None) -> None:
     """Score matchers on fixed test episodes and write one result record per run."""
     from fsar.matchers.evaluate import EvalPlan, run_plan
 
     plan = EvalPlan(matchers=matcher_name, cache=_resolve_cache(workspace, cache, dataset),
                     shots=tuple(_int_list(shots)), way=way, episodes=episodes_file, protocol=protocol,
-                    modality=modality, weights=_weights(weights), seed=seed, workspace=workspace_dir(workspace), out=out)
+                    modality=modality, weights=_weights(weights), center=center, seed=seed,
+                    workspace=workspace_dir(workspace), out=out)
     for line in run_plan(plan, progress=not quiet, as_json=as_json):
         click.echo(line)
 

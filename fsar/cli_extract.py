@@ -99,3 +99,69 @@ def extract_cmd(dataset: str, root: Path | None, split_set: str | None, split_di
     except ExtractError as err:
         raise click.ClickException(str(err)) from err
     click.echo(describe(summary))
+
+
+@main.command("finetune")
+@click.option("--dataset", type=click.Choice(DATASETS), required=True)
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Dataset directory [$FSAR_DATA/<dataset>].")
+@click.option("--split-set", default=None, help="ssv2: full (OTAM split, default) or small (CMN split).")
+@click.option("--split-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Your own {train,val,test}list.txt files (required for --dataset folder).")
+@click.option("--backbone", default="resnet50", show_default=True,
+              help="resnet50, resnet34, resnet18 or efficientnet_lite0.")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="Starting weights: imagenet, a .pth file, or none (random init).")
+@click.option("--modality", type=click.Choice(["rgb", "flow"]), default="rgb", show_default=True,
+              help="flow: train on optical-flow images from the cross-modality initialised network.")
+@click.option("--flow-method", type=click.Choice(["farneback", "dis", "tvl1"]), default="farneback",
+              show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
+              help="SGD learning rate of the network (cosine schedule); the new head gets 10x.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
+              help="Frames per step, rounded down to whole videos of --frames-per-video frames.")
+@click.option("--frames-per-video", type=click.IntRange(1), default=8, show_default=True,
+              help="TSN segments per video; one random frame of each is a training sample.")
+@click.option("--input-size", type=click.IntRange(16), default=224, show_default=True, help="Crop side.")
+@click.option("--short-side", type=click.IntRange(16), default=256, show_default=True,
+              help="Short side before the centre crop of validation (and flow computation).")
+@click.option("--workers", type=click.IntRange(0), default=4, show_default=True, help="Decoding processes.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+              show_default=True, help="auto: bf16 autocast on CUDA (fp16 + loss scaling without bf16), fp32 on CPU.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--val/--no-val", default=True, show_default=True,
+              help="Hold out a seeded 10% of the train videos, score frame accuracy, keep the best epoch.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint [<workspace>/checkpoints/<dataset>-<backbone>[-flow]-finetuned.pt].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@workspace_option
+@user_errors
+def finetune_cmd(dataset: str, root: Path | None, split_set: str | None, split_dir: Path | None, backbone: str,
+                 weights: str, modality: str, flow_method: str, epochs: int, lr: float, batch_size: int,
+                 frames_per_video: int, input_size: int, short_side: int, workers: int, device: str,
+                 precision: str, seed: int, val: bool, out: Path | None, quiet: bool,
+                 workspace: Path | None) -> None:
+    """Fine-tune a backbone as a frame classifier on the train split's classes.
+
+    Frames of train videos, labelled with their video's class, train the network with a new linear head
+    over the train classes (the "fine-tuned ResNet-50" of the FSAR papers). The checkpoint works with
+    `fsar extract --weights <checkpoint>`. Resumable: run the same command again after an interruption.
+    """
+    from fsar.extract.finetune import FinetuneConfig, FinetuneError, describe, finetune
+
+    config = FinetuneConfig(
+        dataset=dataset, root=dataset_root(root, dataset), backbone=backbone, weights=weights,
+        modality=modality, split_set=split_set, split_dir=split_dir, epochs=epochs,  # type: ignore[arg-type]
+        lr=lr, batch_size=batch_size, frames_per_video=frames_per_video, input_size=input_size,
+        short_side=short_side, flow_method=flow_method, workers=workers, device=device,  # type: ignore[arg-type]
+        precision=precision, seed=seed, val=val,
+    )
+    suffix = "-flow" if modality == "flow" else ""
+    out = out or workspace_dir(workspace) / "checkpoints" / f"{dataset}-{backbone}{suffix}-finetuned.pt"
+    try:
+        summary = finetune(config, out, progress=not quiet)
+    except FinetuneError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(describe(summary))

@@ -25,11 +25,13 @@ from fsar.matchers import jmm
 from fsar.matchers.registry import MatcherInfo, get
 from fsar.report.results import Record, file_sha256, make_record
 
-Features = dict[str, NDArray[np.float16]]
+Features = dict[str, NDArray[np.float32]]
 ComponentFn = Callable[[Features, Features, NDArray[np.int64], int], dict[str, NDArray[np.float32]]]
 
-# Pairs (query x support) scored per chunk: bounds the similarity tensor to tens of MB.
+# Per chunk of episodes: at most this many (query, support) pairs and this many gathered feature values,
+# which bounds the similarity tensors and the per-episode feature copies to tens of MB.
 PAIRS_PER_CHUNK = 60_000
+VALUES_PER_CHUNK = 16_000_000
 WEIGHT_GRID = (0.0, 0.5, 1.0)
 
 
@@ -85,14 +87,29 @@ class _Loaded:
 
 
 def _load_features(cache: FeatureCache, episodes: EpisodeList, modalities: tuple[str, ...],
-                   patches: bool) -> _Loaded:
+                   patches: bool, center: bool = False) -> _Loaded:
     check_episodes_fit(episodes, cache.ids)
     rows = cache.rows_for(episodes.ids)
     feats: Features = {}
     for m in modalities:
         cache.require(m, patches=patches)
-        feats[m] = cache.patches(m, rows) if patches else cache.frames(m, rows)
+        stored = cache.patches(m, rows) if patches else cache.frames(m, rows)
+        if center and m == "rgb":  # flow features describe motion already: nothing static to remove
+            stored = center_in_time(stored)
+        # float16 -> float32 once per video here, not once per episode in every matcher.
+        feats[m] = stored.astype(np.float32)
     return _Loaded(feats)
+
+
+def center_in_time(features: NDArray[np.float16]) -> NDArray[np.float16]:
+    """Subtract each video's mean over time: [N, T, ...] -> [N, T, ...].
+
+    What stays constant through a video (its appearance: background, actor, lighting) cancels and
+    what changes (the motion) remains. Mean pooling of a centred video is zero, so ``proto`` is
+    undefined (at chance) on centred features by construction.
+    """
+    centred = features.astype(np.float32) - features.astype(np.float32).mean(axis=1, keepdims=True)
+    return centred.astype(np.float16)
 
 
 def _episode_inputs(loaded: _Loaded, chunk: EpisodeList) -> tuple[Features, Features, NDArray[np.int64]]:
@@ -108,7 +125,9 @@ def _score_all(
 ) -> dict[str, NDArray[np.float32]]:
     """Component scores of every episode, [E, way*query, way] each."""
     per_episode = episodes.way * episodes.query * episodes.way * episodes.shot
-    chunk_size = max(1, PAIRS_PER_CHUNK // per_episode)
+    video_values = max(f[0].size for f in loaded.features.values())
+    values = episodes.way * (episodes.query + episodes.shot) * video_values
+    chunk_size = max(1, min(PAIRS_PER_CHUNK // per_episode, VALUES_PER_CHUNK // values))
     parts: dict[str, list[NDArray[np.float32]]] = {}
     bar = tqdm(total=episodes.n_episodes, desc=desc, unit="ep", disable=not progress, leave=False)
     for _, chunk in iter_chunks(episodes, chunk_size):
@@ -145,6 +164,7 @@ class EvalRun:
 
     matcher: str
     modality: str = "rgb"
+    center: bool = False
     weights: Mapping[str, float] | None = None
     val_episodes: int = 500
     seed: int = 0
@@ -167,7 +187,7 @@ def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
     cache = open_cache(cache_path)
     episodes = load_episodes(episodes_path)
     fn = _components_fn(info)
-    loaded = _load_features(cache, episodes, modalities, info.needs_patches)
+    loaded = _load_features(cache, episodes, modalities, info.needs_patches, run.center)
     start = time.perf_counter()
     components = _score_all(fn, loaded, episodes, progress, run.matcher)
     weights = dict(run.weights) if run.weights is not None else None
@@ -176,6 +196,8 @@ def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
     scores = jmm.fuse(components, weights) if len(components) > 1 else next(iter(components.values()))
     seconds = time.perf_counter() - start
     params: dict[str, Any] = {"weights": weights} if weights else {}
+    if run.center:
+        params["center"] = True
     return make_record(
         matcher=run.matcher, params=params, dataset=episodes.dataset or cache.spec.dataset,
         split=episodes.split, way=episodes.way, shot=episodes.shot, query=episodes.query,
@@ -196,13 +218,14 @@ def _weights_on_val(run: EvalRun, cache: FeatureCache, test: EpisodeList, fn: Co
     except EpisodeError as err:
         raise EpisodeError(f"choosing fusion weights needs validation episodes ({err}); "
                            f"or give the weights with --weights") from err
-    loaded = _load_features(cache, val, modalities, patches)
+    loaded = _load_features(cache, val, modalities, patches, run.center)
     return choose_weights(_score_all(fn, loaded, val, progress, "val weights"), val)
 
 
 def summary_line(record: Record) -> str:
     """``otam  5-way 1-shot  45.12 ± 0.97 %  (10,000 episodes, 3.1 s)``."""
-    mod = "" if record.modality == "rgb" else f" [{record.modality}]"
+    mod = ("" if record.modality == "rgb" else f" [{record.modality}]") + (
+        " centred" if record.params.get("center") else "")
     return (f"{record.matcher:<8}{mod} {record.way}-way {record.shot}-shot  {record.accuracy:6.2f} ± "
             f"{record.ci95:.2f} %  ({record.n_episodes:,} episodes, {record.seconds:.1f} s)")
 
@@ -227,6 +250,8 @@ class EvalPlan:
     weights: Mapping[str, float] | None = None
     seed: int = 0
     out: Path | None = None
+    n_episodes: int = 10_000  # with protocol "custom" (1 query per class); presets fix their own
+    center: bool = False
 
 
 def runnable_matchers(cache: FeatureCache, modality: str) -> tuple[list[str], list[str]]:
@@ -264,15 +289,17 @@ def run_plan(plan: EvalPlan, *, progress: bool = True, as_json: bool = False) ->
     out = plan.out or plan.workspace / "results"
     lists = [plan.episodes] if plan.episodes is not None else []
     for shot in plan.shots if plan.episodes is None else ():
-        query = None if plan.protocol != "custom" else 1
-        path = episodes_path(plan.workspace, cache.spec.dataset, "test", plan.way, shot,
-                             _protocol_query(plan.protocol) or 1, plan.protocol)
+        custom = plan.protocol == "custom"
+        query = 1 if custom else _protocol_query(plan.protocol)
+        tag = f"custom{plan.n_episodes}" if custom else plan.protocol
+        path = episodes_path(plan.workspace, cache.spec.dataset, "test", plan.way, shot, query or 1, tag)
         ensure_episodes(path, cache, split="test", way=plan.way, shot=shot, seed=plan.seed, protocol=plan.protocol,
-                        query=query)
+                        query=query if custom else None, n=plan.n_episodes if custom else None)
         lists.append(path)
     for ep_path in lists:
         for name in names:
-            record = evaluate(EvalRun(name, modality=plan.modality, weights=plan.weights, seed=plan.seed),
+            record = evaluate(EvalRun(name, modality=plan.modality, center=plan.center, weights=plan.weights,
+                                      seed=plan.seed),
                               plan.cache, ep_path, progress=progress)
             write_record(out, record)
             yield record_to_json(record) if as_json else summary_line(record)

@@ -8,11 +8,15 @@ batched GEMM per call over a whole batch of episodes:
 Episode helpers turn per-(query, support) pair scores into per-class scores (mean over the K shots)
 and build class prototypes (frame-by-frame mean of the K supports), given ``support_labels [E, S]``
 with values in 0..way-1.
+
+Batched products go through ``torch.bmm``: numpy's stacked ``matmul`` runs one small GEMM at a time
+and was 30-50x slower on batches of episode-sized matrices (benchmarks/eval.py measures it).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 __all__ = [
@@ -32,16 +36,24 @@ F32 = NDArray[np.float32]
 _EPS = 1e-8
 
 
+def bmm(a: NDArray[np.floating], b: NDArray[np.floating], transpose_b: bool = False) -> F32:
+    """Batched matrix product in float32: a [E, M, K] x b [E, K, N] (or b [E, N, K] with transpose_b)."""
+    ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))
+    with torch.inference_mode():
+        return torch.bmm(ta, tb.transpose(1, 2) if transpose_b else tb).numpy()
+
+
 def l2_normalize(x: NDArray[np.floating], axis: int = -1) -> F32:
     """``x`` in float32 scaled to unit L2 norm along ``axis`` (zero vectors stay zero)."""
     x32 = np.asarray(x, dtype=np.float32)
-    norm = np.sqrt(np.einsum("...d,...d->...", np.moveaxis(x32, axis, -1), np.moveaxis(x32, axis, -1)))
-    return x32 / np.maximum(np.expand_dims(norm, axis), _EPS)
+    norm = np.linalg.norm(x32, axis=axis, keepdims=True)
+    return x32 / np.maximum(norm, np.float32(_EPS))
 
 
 def pairwise_cosine(a: NDArray[np.floating], b: NDArray[np.floating]) -> F32:
     """Cosine similarity of every pair of vectors. a: [E, Q, D], b: [E, S, D] -> [E, Q, S] float32."""
-    return np.matmul(l2_normalize(a), np.swapaxes(l2_normalize(b), 1, 2))
+    return bmm(l2_normalize(a), l2_normalize(b), transpose_b=True)
 
 
 def frame_similarity(query: NDArray[np.floating], support: NDArray[np.floating]) -> F32:
@@ -54,7 +66,7 @@ def frame_similarity(query: NDArray[np.floating], support: NDArray[np.floating])
     s, t2 = support.shape[1], support.shape[2]
     qn = l2_normalize(query).reshape(e, q * t1, d)
     sn = l2_normalize(support).reshape(e, s * t2, d)
-    sim = np.matmul(qn, np.swapaxes(sn, 1, 2)).reshape(e, q, t1, s, t2)
+    sim = bmm(qn, sn, transpose_b=True).reshape(e, q, t1, s, t2)
     return np.ascontiguousarray(sim.transpose(0, 1, 3, 2, 4))
 
 
@@ -67,7 +79,7 @@ def patch_similarity(query: NDArray[np.floating], support: NDArray[np.floating])
     s, t2, p2 = support.shape[1], support.shape[2], support.shape[3]
     qn = l2_normalize(query).reshape(e, q * t1 * p1, d)
     sn = l2_normalize(support).reshape(e, s * t2 * p2, d)
-    sim = np.matmul(qn, np.swapaxes(sn, 1, 2)).reshape(e, q, t1 * p1, s, t2 * p2)
+    sim = bmm(qn, sn, transpose_b=True).reshape(e, q, t1 * p1, s, t2 * p2)
     return np.ascontiguousarray(sim.transpose(0, 1, 3, 2, 4)).reshape(e, q, s, t1, p1, t2, p2)
 
 
@@ -125,12 +137,12 @@ def shot_mean(pair_scores: NDArray[np.floating], support_labels: NDArray[np.inte
 
     pair_scores: [E, Q, S], support_labels: [E, S] -> [E, Q, way] float32.
     """
-    return np.matmul(np.asarray(pair_scores, dtype=np.float32), shot_weights(support_labels, way))
+    return bmm(pair_scores, shot_weights(support_labels, way))
 
 
 def class_prototypes(support: NDArray[np.floating], support_labels: NDArray[np.integer], way: int) -> F32:
     """Element-wise mean of each class's supports. support: [E, S, ...] -> [E, way, ...] float32."""
     e, s = support.shape[:2]
     flat = np.asarray(support, dtype=np.float32).reshape(e, s, -1)
-    proto = np.matmul(np.swapaxes(shot_weights(support_labels, way), 1, 2), flat)
+    proto = bmm(np.swapaxes(shot_weights(support_labels, way), 1, 2), flat)
     return proto.reshape(e, way, *support.shape[2:])

@@ -1,7 +1,8 @@
 """Results-directory front ends for ``fsar compare``, ``fsar table`` and ``fsar plot``.
 
 A run is labelled by its matcher, plus ``@<modality>`` when it did not use RGB alone
-(``jmm@rgb+flow``), so that streams of one matcher are separate rows and separate comparisons.
+(``jmm@rgb+flow``) and ``/c`` when its features were centred in time (``otam/c``), so that these
+variants of one matcher are separate rows and separate comparisons.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from fsar.report.table import render_table
 
 
 def label(record: Record) -> str:
-    return record.matcher if record.modality == "rgb" else f"{record.matcher}@{record.modality}"
+    name = record.matcher if record.modality == "rgb" else f"{record.matcher}@{record.modality}"
+    return name + ("/c" if record.params.get("center") else "")
 
 
 def labelled_records(results: str | os.PathLike[str]) -> list[Record]:

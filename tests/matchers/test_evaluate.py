@@ -8,7 +8,7 @@ import pytest
 from fsar.cache.schema import CacheSpec
 from fsar.cache.store import CacheError, create_cache, open_cache
 from fsar.episodes import EpisodeError, sample_episodes, save_episodes
-from fsar.matchers.evaluate import EvalRun, episodes_for, evaluate, summary_line
+from fsar.matchers.evaluate import EvalRun, center_in_time, episodes_for, evaluate, summary_line
 from fsar.matchers.registry import get
 
 T, D, PER_CLASS = 4, 16, 6
@@ -111,3 +111,23 @@ def test_bad_inputs_are_clear(tmp_path: Path) -> None:
     save_episodes(foreign, tmp_path / "foreign.npz")
     with pytest.raises(EpisodeError, match="not in the cache"):
         evaluate(EvalRun("otam"), cache_path, tmp_path / "foreign.npz", progress=False)
+
+
+def test_centring_removes_a_per_video_appearance_offset(tmp_path: Path) -> None:
+    """Classes differ only in how features change over time; each video adds a large constant offset."""
+    cache_path = toy_cache(tmp_path / "c.zarr", noise=0.05)
+    cache = open_cache(cache_path, mode="a")
+    rng = np.random.default_rng(1)
+    feats = cache.frames("rgb").astype(np.float32)
+    feats += 8.0 * rng.standard_normal((cache.n_videos, 1, D))  # appearance: constant within a video
+    for start, stop in cache.chunk_ranges():
+        n = stop - start
+        cache.write_chunk("rgb", start, feats[start:stop, None], np.zeros(n, np.int8), [""] * n,
+                          np.full(n, T, np.int32))
+    ep_path = write_list(tmp_path, cache_path, n=60)
+    raw = evaluate(EvalRun("otam"), cache_path, ep_path, progress=False)
+    centred = evaluate(EvalRun("otam", center=True), cache_path, ep_path, progress=False)
+    assert raw.accuracy < 60 and centred.accuracy > 95
+    assert centred.params["center"] is True and "centred" in summary_line(centred)
+    x = np.arange(12, dtype=np.float16).reshape(1, 3, 4)
+    np.testing.assert_array_equal(center_in_time(x)[0, :, 0], np.array([-4, 0, 4], np.float16))

@@ -1,0 +1,281 @@
+"""Evaluation speed and memory: ``evaluate`` end to end against the way the reference repositories score episodes.
+
+Run: ``python -m benchmarks.eval [--quick]``. On a toy cache of random float16 features (T=8, D=2048; 24 test
+classes x 20 videos) and fixed lists of 5-way episodes with 1 query per class (the OTAM protocol), in one run:
+
+- end-to-end seconds of :func:`fsar.matchers.evaluate.evaluate` for ``otam`` and ``km``, 1-shot and 5-shot,
+  10,000 episodes (wall time of the call, so reading the cache and the list are included);
+- the reference repositories' way on a subsample of the same episodes, extrapolated to the full list: per
+  episode, broadcast cosine (``torch.nn.functional.cosine_similarity`` on [Q, S, T, T, D] broadcast tensors),
+  then the PyTorch OTAM cell loop in both directions (OTAM/TRX code), or ``scipy.optimize.linear_sum_assignment``
+  in a Python loop over the pairs (TSJM's Kuhn-Munkres);
+- where fsar's time goes: ns per (query, support) pair of the batched GEMM cosine and of each numba kernel;
+- one 625-pair episode (5-way 5-shot, 5 queries per class: 25 x 25 videos): GEMM cosine vs broadcast cosine;
+- ``otam`` 5-shot once more in a fresh process with ``OPENBLAS_NUM_THREADS=1`` (numpy's stacked small GEMMs
+  are much faster without OpenBLAS threading on a busy 2-core machine);
+- peak RSS of 10,000 vs 100,000 1-shot ``proto`` episodes, each in a fresh subprocess
+  (``resource.getrusage(RUSAGE_SELF).ru_maxrss``); goal: equal within 10 % (episodes are scored in chunks).
+
+Goals: end to end >= 20x faster than the reference way; 10,000 5-way 5-shot otam episodes <= 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
+
+from benchmarks._common import Table, best_seconds, machine_line, percent, ratio, timed, verdict
+from benchmarks.kernels import torch_otam_episode
+from fsar.cache.schema import CacheSpec
+from fsar.cache.store import create_cache
+from fsar.episodes import EpisodeList, load_episodes, sample_episodes, save_episodes
+from fsar.matchers import kernels
+from fsar.matchers.evaluate import EvalRun, evaluate
+from fsar.matchers.similarity import frame_similarity
+
+T, D, WAY = 8, 2048, 5
+CLASSES, PER_CLASS = 24, 20
+SPEEDUP_GOAL, OTAM_5SHOT_GOAL_S, RSS_TOLERANCE = 20.0, 10.0, 0.10
+
+
+@dataclass(frozen=True)
+class Sizes:
+    episodes: int  # per list, for the end-to-end timings
+    reference: int  # episodes scored the reference way (then extrapolated)
+    rss: tuple[int, int]  # episode counts of the two memory runs
+    rss_matcher: str
+    repeats: int
+    dim: int = D
+
+
+FULL = Sizes(10_000, 20, (10_000, 100_000), "proto", 1)
+QUICK = Sizes(100, 1, (100, 300), "proto", 1, dim=128)
+
+
+def toy_cache(path: Path, dim: int = D) -> tuple[Path, list[str], list[str], NDArray[np.float16]]:
+    """A test-split-only cache of random float16 features; (path, ids, class names, features [N, T, D])."""
+    rng = np.random.default_rng(0)
+    names = [f"class{c:02d}" for c in range(CLASSES)]
+    labels = [c for c in range(CLASSES) for _ in range(PER_CLASS)]
+    ids = [f"{names[c]}_{k:03d}" for c in range(CLASSES) for k in range(PER_CLASS)]
+    spec = CacheSpec(dataset="toy", backbone="none", weights="none", weights_sha256="", feature_dim=dim,
+                     frames=T, chunk_videos=64)
+    cache = create_cache(path, spec, ids, labels, ["test"] * len(ids), names)
+    feats = rng.standard_normal((len(ids), T, dim)).astype(np.float16)
+    for start, stop in cache.chunk_ranges():
+        n = stop - start
+        cache.write_chunk("rgb", start, feats[start:stop, None], np.zeros(n, np.int8), [""] * n,
+                          np.full(n, T, np.int32))
+    return path, ids, [names[c] for c in labels], feats
+
+
+def episode_file(out: Path, ids: list[str], classes: list[str], shot: int, n: int, query: int = 1) -> Path:
+    episodes = sample_episodes(ids, classes, way=WAY, shot=shot, query=query, n=n, seed=0, dataset="toy")
+    return save_episodes(episodes, out)
+
+
+# --- the reference repositories' way ------------------------------------------------------------------------------
+
+
+def _episode_tensors(feats: NDArray[np.float16], row_of: NDArray[np.int64], ep: EpisodeList, e: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    q = torch.from_numpy(feats[row_of[ep.query_idx[e].ravel()]]).float()
+    s = torch.from_numpy(feats[row_of[ep.support_idx[e].ravel()]]).float()
+    return q, s
+
+
+def broadcast_cosine(q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """[Q, T, D] x [S, T, D] -> [Q, S, T, T] through broadcast [Q, S, T, T, D] tensors (the repositories' way)."""
+    return F.cosine_similarity(q[:, None, :, None, :], s[None, :, None, :, :], dim=-1)
+
+
+def reference_otam(q: torch.Tensor, s: torch.Tensor, way: int) -> torch.Tensor:
+    dists = 1 - broadcast_cosine(q, s)
+    d = torch_otam_episode(dists) + torch_otam_episode(dists.transpose(-1, -2))
+    return -d.view(q.shape[0], way, -1).mean(-1)
+
+
+def reference_km(q: torch.Tensor, s: torch.Tensor, way: int) -> torch.Tensor:
+    sim = broadcast_cosine(q, s).numpy()
+    out = np.empty(sim.shape[:2])
+    for i in range(sim.shape[0]):
+        for j in range(sim.shape[1]):
+            rows, cols = linear_sum_assignment(sim[i, j], maximize=True)
+            out[i, j] = sim[i, j][rows, cols].sum()
+    return torch.from_numpy(out).view(q.shape[0], way, -1).mean(-1)
+
+
+REFERENCE: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
+    "otam": reference_otam, "km": reference_km,
+}
+
+
+def reference_seconds(matcher: str, feats: NDArray[np.float16], ids: list[str], ep_path: Path, n: int) -> float:
+    """Seconds per episode of the reference way, on the first ``n`` episodes of the list."""
+    ep = load_episodes(ep_path)
+    row_of = np.searchsorted(np.asarray(ids), ep.ids)  # ids are sorted: class then number
+    fn = REFERENCE[matcher]
+
+    def run() -> None:
+        with torch.inference_mode():
+            for e in range(n):
+                fn(*_episode_tensors(feats, row_of, ep, e), ep.way)
+
+    return best_seconds(run, 1) / n
+
+
+# --- measurements -------------------------------------------------------------------------------------------------
+
+
+def child_run(cache: Path, episodes: Path, matcher: str, env: dict[str, str] | None = None) -> dict[str, float]:
+    """evaluate() in a fresh process: its peak RSS (kB), wall and scoring seconds."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.eval", "--child", str(cache), str(episodes), matcher],
+                         check=True, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                         cwd=Path(__file__).resolve().parents[1])
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _child(cache: str, episodes: str, matcher: str) -> None:
+    wall, record = timed(lambda: evaluate(EvalRun(matcher), cache, episodes, progress=False))
+    print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "wall": wall,
+                      "seconds": record.seconds}))
+
+
+def end_to_end(cache: Path, lists: dict[int, Path], feats: NDArray[np.float16], ids: list[str], sizes: Sizes
+               ) -> Table:
+    table = Table(f"Evaluation end to end: {sizes.episodes:,} episodes, {WAY}-way, 1 query/class, T={T}, "
+                  f"D={sizes.dim}",
+                  ["matcher", "shot", "fsar s (scoring s)", f"reference way s (from {sizes.reference} episodes)",
+                   "speed-up", f"goal >= {SPEEDUP_GOAL:.0f}x", "accuracy (chance 20 %)"])
+    refs = {}
+    for matcher in ("otam", "km"):
+        for shot, path in lists.items():
+            runs = [timed(lambda: evaluate(EvalRun(matcher), cache, path, progress=False))  # noqa: B023
+                    for _ in range(sizes.repeats)]
+            wall, record = min(runs, key=lambda r: r[0])
+            ref = refs[matcher, shot] = reference_seconds(matcher, feats, ids, path, sizes.reference) * sizes.episodes
+            budget_ok = (matcher, shot) != ("otam", 5) or wall <= OTAM_5SHOT_GOAL_S
+            goal = wall * SPEEDUP_GOAL <= ref and budget_ok
+            table.add(matcher, shot, f"{wall:.2f} ({record.seconds:.2f})", f"{ref:,.0f}", ratio(ref, wall),
+                      verdict(goal), f"{record.accuracy:.1f} %")
+    child = child_run(cache, lists[5], "otam", {"OPENBLAS_NUM_THREADS": "1"})
+    ref, wall = refs["otam", 5], child["wall"]
+    table.add("otam, OpenBLAS 1 thread", 5, f"{wall:.2f} ({child['seconds']:.2f})", f"{ref:,.0f}", ratio(ref, wall),
+              verdict(wall * SPEEDUP_GOAL <= ref and wall <= OTAM_5SHOT_GOAL_S), "-")
+    table.notes += [
+        "fsar s: wall time of one evaluate() call (open cache, read features and list, score, record), best of "
+        f"{sizes.repeats}; scoring s: the part evaluate() records",
+        "otam, OpenBLAS 1 thread: the same call in a fresh process with OPENBLAS_NUM_THREADS=1 (includes loading "
+        "the compiled numba kernels from their cache)",
+        "reference way: per episode, broadcast cosine_similarity + PyTorch OTAM cell loop (both directions) / "
+        "scipy linear_sum_assignment per pair, timed on a subsample and extrapolated",
+        f"goal for otam 5-shot also: {sizes.episodes:,} episodes <= {OTAM_5SHOT_GOAL_S:.0f} s",
+    ]
+    return table
+
+
+def breakdown(feats: NDArray[np.float16], lists: dict[int, Path], ids: list[str], n: int) -> Table:
+    """ns per (query, support) pair of each step of fsar's scoring, on ``n`` episodes of each list."""
+    table = Table(f"Where fsar's scoring time goes: ns per (query, support) pair, {n:,} episodes per call",
+                  ["step", *(f"{shot}-shot ns/pair" for shot in lists)])
+    steps: dict[str, list[str]] = {"GEMM cosine (frame_similarity, fp16 -> fp32)": [],
+                                   "otam kernel (symmetric)": [], "km kernel": []}
+    for path in lists.values():
+        ep = load_episodes(path).slice(0, n)
+        row_of = np.searchsorted(np.asarray(ids), ep.ids)
+        q = feats[row_of[ep.query_idx.reshape(n, -1)]]
+        s = feats[row_of[ep.support_idx.reshape(n, -1)]]
+        pairs = n * q.shape[1] * s.shape[1]
+        sim = frame_similarity(q, s).reshape(pairs, T, T)
+        costs = np.ascontiguousarray(1.0 - sim)
+        kernels.otam(costs[:64], symmetric=True), kernels.max_weight_matching(sim[:64])  # compile / load
+        timings = (best_seconds(lambda: frame_similarity(q, s), 3),  # noqa: B023 (called at once)
+                   best_seconds(lambda: kernels.otam(costs, symmetric=True), 3),  # noqa: B023
+                   best_seconds(lambda: kernels.max_weight_matching(sim), 3))  # noqa: B023
+        for name, seconds in zip(steps, timings, strict=True):
+            steps[name].append(f"{seconds / pairs * 1e9:,.0f}")
+    for name, cells in steps.items():
+        table.add(name, *cells)
+    return table
+
+
+def cosine_625(feats: NDArray[np.float16], repeats: int) -> Table:
+    """One 5-way 5-shot episode with 5 queries per class: 25 x 25 = 625 (query, support) pairs."""
+    q16, s16 = feats[:25], feats[25:50]
+    q, s = torch.from_numpy(q16).float(), torch.from_numpy(s16).float()
+    with torch.inference_mode():
+        gemm = best_seconds(lambda: frame_similarity(q16[None], s16[None]), repeats * 5)
+        bcast, reference = timed(lambda: broadcast_cosine(q, s))
+        bcast = min(bcast, best_seconds(lambda: broadcast_cosine(q, s), repeats - 1)) if repeats > 1 else bcast
+        np.testing.assert_allclose(frame_similarity(q16[None], s16[None])[0], reference.numpy(), atol=1e-4)
+    table = Table(f"Cosine for one 625-pair episode (25 queries x 25 supports, T={T}, D={feats.shape[-1]})",
+                  ["way", "ms per episode", "vs broadcast"])
+    shape = f"[25, 25, {T}, {T}, {feats.shape[-1]}]"
+    table.add(f"broadcast cosine_similarity on {shape} (reference)", f"{bcast * 1e3:.1f}", "1.00x")
+    table.add("batched GEMM on L2-normalised frames (fsar)", f"{gemm * 1e3:.2f}", ratio(bcast, gemm) + " faster")
+    return table
+
+
+def peak_rss(cache: Path, ids: list[str], classes: list[str], scratch: Path, sizes: Sizes) -> Table:
+    table = Table(f"Peak RSS of evaluate, 1-shot {sizes.rss_matcher}, each in a fresh process",
+                  ["episodes", "peak RSS MB", "evaluate s", "vs first", f"goal within {percent(RSS_TOLERANCE)}"])
+    first = None
+    for n in sizes.rss:
+        path = episode_file(scratch / f"rss-{n}.npz", ids, classes, 1, n)
+        child = child_run(cache, path, sizes.rss_matcher)
+        mb = child["maxrss_kb"] / 1024
+        first = first or mb
+        table.add(f"{n:,}", f"{mb:,.0f}", f"{child['seconds']:.1f}", f"{mb / first:.3f}",
+                  verdict(abs(mb / first - 1) <= RSS_TOLERANCE))
+    table.notes.append("ru_maxrss of the child process, which imports fsar (torch, numba, zarr) and calls evaluate() "
+                       "once; the imports alone account for most of it")
+    return table
+
+
+def tables(quick: bool = False) -> list[Table]:
+    """The evaluation tables; ``quick``: a hundred episodes, D=128, one reference episode (seconds)."""
+    sizes = QUICK if quick else FULL
+    with tempfile.TemporaryDirectory(prefix="fsar-bench-eval-") as tmp:
+        scratch = Path(tmp)
+        cache, ids, classes, feats = toy_cache(scratch / "toy.zarr", sizes.dim)
+        lists = {shot: episode_file(scratch / f"{shot}shot.npz", ids, classes, shot, sizes.episodes)
+                 for shot in (1, 5)}
+        warm = episode_file(scratch / "warm-up.npz", ids, classes, 1, 20)
+        for matcher in ("otam", "km"):  # numba compile / cache load outside the timings
+            evaluate(EvalRun(matcher), cache, warm, progress=False)
+        result = [end_to_end(cache, lists, feats, ids, sizes),
+                  breakdown(feats, lists, ids, min(sizes.episodes, 1_000)),
+                  cosine_625(feats, sizes.repeats),
+                  peak_rss(cache, ids, classes, scratch, sizes)]
+    result[0].notes.insert(0, machine_line())
+    return result
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        _child(*sys.argv[2:5])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a hundred episodes, seconds (smoke test)")
+    args = parser.parse_args()
+    for table in tables(args.quick):
+        print(table.markdown())
+
+
+if __name__ == "__main__":
+    main()

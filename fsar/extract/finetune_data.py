@@ -1,0 +1,136 @@
+"""Training input of ``fsar finetune``: frames of train videos, labelled with their video's class.
+
+Each item is one video: one frame per TSN segment and one spatial crop for all of them. Training
+epochs use augmented view ``epoch + 1`` (a random frame per segment, a random resized crop and, unless
+the dataset's labels say left/right, a flip), validation uses view 0 (segment centres, centre crop).
+Both are seeded by (seed, video id, view) only (see :mod:`fsar.extract.sampling`), so any worker, any
+number of workers and a resumed run all see the same frames. Items hold plain numpy; an unreadable
+video becomes an item with an error message, never an exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from fsar.extract.decode import VideoReadError, count_frames, read_frame_pairs, read_frames
+from fsar.extract.flow import FlowMethod, flow_images
+from fsar.extract.sampling import sample_indices
+from fsar.extract.transforms import CropConfig, preprocess_view
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How a video becomes training input: ``frames`` TSN segments, the crop, the modality."""
+
+    frames: int
+    crop: CropConfig
+    modality: str = "rgb"
+    flow_method: FlowMethod = "farneback"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LabelledVideo:
+    """One video to train or validate on; ``label`` indexes the train classes."""
+
+    id: str
+    path: Path
+    label: int
+
+
+@dataclass
+class Clip:
+    """frames: (T, S, S, C) uint8, or None when the video could not be read (``error`` says why)."""
+
+    video_id: str
+    label: int
+    frames: NDArray[np.uint8] | None
+    error: str = ""
+
+
+@dataclass
+class Batch:
+    """Frames of the readable videos of one loader batch, flattened over videos and segments.
+
+    frames: (B*T, S, S, C) uint8; labels: (B*T,) int64; failures: (video id, reason) of the unreadable ones.
+    """
+
+    frames: torch.Tensor
+    labels: torch.Tensor
+    failures: list[tuple[str, str]]
+
+    def pin_memory(self) -> Batch:
+        """Called by the DataLoader when ``pin_memory=True``."""
+        return Batch(self.frames.pin_memory(), self.labels.pin_memory(), self.failures)
+
+
+def read_clip(video: LabelledVideo, view: int, spec: ClipSpec) -> Clip:
+    """Decode and preprocess ``view`` of one video; failures are returned, not raised."""
+    try:
+        n = count_frames(video.path)
+        try:
+            frames = _decode(video, n, view, spec)
+        except VideoReadError:
+            # The container's frame count can overstate what decodes: count exactly and sample again.
+            exact = count_frames(video.path, exact=True)
+            if exact == n:
+                raise
+            frames = _decode(video, exact, view, spec)
+    except VideoReadError as err:
+        return Clip(video.id, video.label, None, str(err))
+    except (OSError, ValueError, RuntimeError, MemoryError) as err:  # a broken file must not stop the run
+        return Clip(video.id, video.label, None, f"{video.path}: {type(err).__name__}: {err}")
+    return Clip(video.id, video.label, frames)
+
+
+def _decode(video: LabelledVideo, n_frames: int, view: int, spec: ClipSpec) -> NDArray[np.uint8]:
+    idx = sample_indices(n_frames, num_segments=spec.frames, view=view, seed=spec.seed, video_id=video.id).indices
+    if spec.modality == "flow":
+        pairs = read_frame_pairs(video.path, idx, n_frames)
+        images = flow_images(pairs, spec.flow_method, resize_short=spec.crop.resize_short)
+    else:
+        images = read_frames(video.path, idx)
+    return preprocess_view(images, view=view, seed=spec.seed, video_id=video.id, config=spec.crop,
+                           is_flow=spec.modality == "flow")
+
+
+class ClipDataset(torch.utils.data.Dataset[Clip]):
+    """``view`` of every video of ``videos`` (view 0: validation, view e + 1: training epoch e)."""
+
+    def __init__(self, videos: list[LabelledVideo], view: int, spec: ClipSpec) -> None:
+        self.videos, self.view, self.spec = videos, view, spec
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> Clip:
+        return read_clip(self.videos[i], self.view, self.spec)
+
+
+def collate(clips: list[Clip]) -> Batch:
+    """Stack the readable clips into one frame batch; every frame carries its video's label."""
+    ok = [c for c in clips if c.frames is not None]
+    failures = [(c.video_id, c.error) for c in clips if c.frames is None]
+    if not ok:
+        return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), failures)
+    frames = np.concatenate([c.frames for c in ok if c.frames is not None])
+    labels = np.repeat(np.array([c.label for c in ok], np.int64), [len(c.frames) for c in ok if c.frames is not None])
+    return Batch(torch.from_numpy(frames), torch.from_numpy(labels), failures)
+
+
+def make_loader(
+    videos: list[LabelledVideo], view: int, spec: ClipSpec, *, videos_per_batch: int, workers: int,
+    shuffle_seed: int | None, pin_memory: bool,
+) -> torch.utils.data.DataLoader[Clip]:
+    """A loader of :class:`Batch` es; ``shuffle_seed`` None keeps the list order (validation)."""
+    generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
+    return torch.utils.data.DataLoader(
+        ClipDataset(videos, view, spec), batch_size=videos_per_batch, shuffle=shuffle_seed is not None,
+        generator=generator, num_workers=workers, collate_fn=collate, pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None, persistent_workers=False,
+    )

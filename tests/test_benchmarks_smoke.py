@@ -1,0 +1,41 @@
+"""Each benchmark runs end to end at its tiny ``--quick`` size, so that none of them rots (no timing asserted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import __main__ as bench
+from benchmarks import eval as eval_bench
+from benchmarks import extract, kernels
+from benchmarks._common import Table
+
+
+def _check(tables: list[Table]) -> None:
+    assert tables
+    for table in tables:
+        assert table.rows
+        text = table.markdown()
+        assert text.startswith("### ") and text.count("\n|") >= 3
+
+
+def test_kernels_quick() -> None:
+    _check(kernels.tables(quick=True))
+
+
+def test_eval_quick() -> None:
+    tables = eval_bench.tables(quick=True)
+    _check(tables)
+    assert len(tables[0].rows) == 5  # otam, km x 1-shot, 5-shot, and otam with one OpenBLAS thread
+
+
+def test_extract_quick() -> None:
+    _check(extract.tables(quick=True))
+
+
+def test_main_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results.md"
+    bench.main(["--quick", "--only", "kernels", "--out", str(out)])
+    assert "### Kernels" in out.read_text()
+    assert "### Kernels" in capsys.readouterr().out
