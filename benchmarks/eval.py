@@ -242,8 +242,10 @@ def peak_rss(cache: Path, ids: list[str], classes: list[str], scratch: Path, siz
         first = first or mb
         table.add(f"{n:,}", f"{mb:,.0f}", f"{child['seconds']:.1f}", f"{mb / first:.3f}",
                   verdict(abs(mb / first - 1) <= RSS_TOLERANCE))
-    table.notes.append("ru_maxrss of the child process, which imports fsar (torch, numba, zarr) and calls evaluate() "
-                       "once; the imports alone account for most of it")
+    table.notes.append("ru_maxrss of the child process, which imports fsar (torch, numba, zarr; torch alone is about "
+                       "500 MB) and calls evaluate() once")
+    table.notes.append(f"matcher {sizes.rss_matcher}: the chunked scoring loop is the same for every matcher, and "
+                       "100,000 otam episodes take too long on 2 shared cores at the current GEMM speed")
     return table
 
 

@@ -151,11 +151,11 @@ def _shape_distance(kind: str, u: FloatArray, v: FloatArray, aspect: float) -> F
     """Signed distance (negative inside) to a body of half-length 1 along u, in the body's units."""
     au, av = np.abs(u), np.abs(v)
     if kind == "ellipse":  # first-order distance estimate; exact enough for a one-pixel soft edge
-        return (np.sqrt(u * u + (v / aspect) ** 2) - 1.0) * aspect
+        return ((np.sqrt(u * u + (v / aspect) ** 2) - 1.0) * aspect).astype(np.float32, copy=False)
     if kind == "box":
-        return np.maximum(au - 0.85, av - 0.85 * aspect)
+        return np.maximum(au - 0.85, av - 0.85 * aspect).astype(np.float32, copy=False)
     if kind == "diamond":
-        return (au * aspect + av - aspect) / np.float32(np.hypot(1.0, aspect))
+        return ((au * aspect + av - aspect) / np.float32(np.hypot(1.0, aspect))).astype(np.float32, copy=False)
     # isosceles triangle pointing along +u, vertices (1, 0), (-0.7, +-w)
     w = 1.2 * aspect
     n = np.float32(np.hypot(w, 1.7))

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -121,11 +122,15 @@ def _yuv420p(frames: NDArray[np.uint8]) -> NDArray[np.uint8]:
 
 def _write_mp4(path: Path, frames: NDArray[np.uint8], fps: int) -> None:
     """Encode frames (T, H, W, 3) uint8 RGB as h264 yuv420p at ``fps``; one x264 thread for reproducibility."""
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "veryfast"})
+    # bitexact: no creation time or muxer version in the file, so the same frames give the same bytes
+    with av.open(str(path), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
+        # The same seed must give the same bytes. x264 is deterministic only without its lookahead
+        # thread: with the default settings about half the encodes of one input differed (measured).
+        options = {"crf": "18", "preset": "veryfast", "threads": "1",
+                   "x264-params": "threads=1:lookahead-threads=1:sync-lookahead=0:rc-lookahead=0"}
+        stream = container.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1
         for i, planes in enumerate(_yuv420p(frames)):
             frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
             frame.pts = i
@@ -208,7 +213,7 @@ def synthesize(out_dir: Path, *, classes: int = 100, videos_per_class: int = 20,
         for k in range(videos_per_class):
             tasks.append((out_dir / "videos" / cls.name / f"{cls.name}_{k:03d}.mp4", cls, k, seed, size, fps))
     _run(tasks, workers or max(1, os.cpu_count() or 1), progress)
-    entries = []
+    entries: list[dict[str, Any]] = []
     for split, members in splits.items():
         lines = [f"{c.name}/{c.name}_{k:03d}\n" for c in members for k in range(videos_per_class)]
         (out_dir / "splits" / f"{split}list.txt").write_text("".join(lines), newline="\n")
@@ -219,8 +224,8 @@ def synthesize(out_dir: Path, *, classes: int = 100, videos_per_class: int = 20,
     (out_dir / "classes.json").write_text(json.dumps(meta, indent=1) + "\n")
     if preview is not None:
         write_contact_sheet(out_dir, preview)
-    sizes = [len(splits[s]) for s in SPLITS]
-    return SynthSummary(out_dir, len(tasks), classes, *sizes, seconds=time.perf_counter() - began)
+    return SynthSummary(out_dir, len(tasks), classes, len(splits["train"]), len(splits["val"]), len(splits["test"]),
+                        seconds=time.perf_counter() - began)
 
 
 def _sheet_classes(entries: list[dict[str, object]], n: int) -> list[str]:

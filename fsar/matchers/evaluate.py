@@ -174,8 +174,9 @@ def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
              progress: bool = True) -> Record:
     """Score ``run.matcher`` on every episode of the list at ``episodes_path``; the result record.
 
-    With several components (jmm, or two modalities) and no given weights, the weights are chosen
-    on validation-split episodes of the same way/shot — never on the test episodes.
+    With two modalities and no given weights, the fusion weights of the components (jmm's four
+    scores, or one score per stream) are chosen on validation-split episodes of the same way/shot —
+    never on the test episodes. One modality uses the matcher's own equal-weight fusion.
     """
     info = get(run.matcher)
     if info.kind != "parameter-free":
@@ -191,7 +192,7 @@ def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
     start = time.perf_counter()
     components = _score_all(fn, loaded, episodes, progress, run.matcher)
     weights = dict(run.weights) if run.weights is not None else None
-    if weights is None and len(components) > 1:
+    if weights is None and len(modalities) > 1:  # one stream: the matcher's own equal-weight fusion
         weights = _weights_on_val(run, cache, episodes, fn, info.needs_patches, modalities, progress)
     scores = jmm.fuse(components, weights) if len(components) > 1 else next(iter(components.values()))
     seconds = time.perf_counter() - start

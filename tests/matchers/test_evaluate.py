@@ -131,3 +131,20 @@ def test_centring_removes_a_per_video_appearance_offset(tmp_path: Path) -> None:
     assert centred.params["center"] is True and "centred" in summary_line(centred)
     x = np.arange(12, dtype=np.float16).reshape(1, 3, 4)
     np.testing.assert_array_equal(center_in_time(x)[0, :, 0], np.array([-4, 0, 4], np.float16))
+
+
+def test_single_stream_jmm_is_the_equal_weight_fusion(tmp_path: Path) -> None:
+    cache_path = toy_cache(tmp_path / "c.zarr", noise=2.0)
+    ep_path = write_list(tmp_path, cache_path)
+    record = evaluate(EvalRun("jmm"), cache_path, ep_path, progress=False)
+    assert "weights" not in record.params
+    from fsar.episodes import load_episodes
+
+    episodes = load_episodes(ep_path)
+    cache = open_cache(cache_path)
+    e = episodes.n_episodes
+    q = cache.frames("rgb", cache.rows_for(episodes.query_ids.ravel())).astype(np.float32).reshape(e, 10, T, D)
+    s = cache.frames("rgb", cache.rows_for(episodes.support_ids.ravel())).astype(np.float32).reshape(e, 10, T, D)
+    labels = np.broadcast_to(np.repeat(np.arange(5), 2), (episodes.n_episodes, 10))
+    expected = get("jmm").obj(q, s, labels, 5).argmax(-1) == np.repeat(np.arange(5), 2)
+    np.testing.assert_array_equal(record.correct, expected)
