@@ -195,6 +195,22 @@ class FeatureCache:
         return h.hexdigest()
 
 
+def is_url(path: str | Path) -> bool:
+    """Whether ``path`` names an fsspec store (s3://, gs://, memory://, ...) rather than a local path."""
+    return "://" in str(path)
+
+
+def store_exists(path: str | Path) -> bool:
+    """Whether a Zarr group exists at a local path or an fsspec URL."""
+    if not is_url(path):
+        return Path(path).exists()
+    try:
+        zarr.open_group(str(path), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+    return True
+
+
 def _open_group(path: str | Path, mode: str) -> zarr.Group:
     try:
         return zarr.open_group(str(path), mode=mode)  # type: ignore[arg-type]
@@ -221,7 +237,7 @@ def open_cache(path: str | Path, mode: str = "r") -> FeatureCache:
     """Open an existing cache; ``mode="a"`` allows :meth:`FeatureCache.write_chunk`."""
     if mode not in ("r", "a"):
         raise ValueError("mode must be 'r' or 'a'")
-    if not str(path).startswith(("s3://", "gs://", "memory://", "http")) and not Path(path).exists():
+    if not store_exists(path):
         raise CacheError(f"no feature cache at {path}; create one with `fsar extract --dataset NAME --out {path}`")
     group = _open_group(path, "r" if mode == "r" else "r+")
     return FeatureCache(path, group, _read_spec(group, path), writable=mode == "a")
@@ -247,19 +263,14 @@ def create_cache(
     if unknown:
         raise CacheError(f"unknown split name(s) {sorted(unknown)}; expected {schema.SPLITS}")
     split_codes = np.asarray([schema.SPLITS.index(s) for s in splits], dtype=np.int8)
-    if Path(str(path)).exists() or str(path).startswith("memory://"):
-        try:
-            existing = open_cache(path, mode="a")
-        except CacheError:
-            if Path(str(path)).exists():
-                raise
-        else:
-            _check_compatible(existing, spec, ids_arr, np.asarray(labels, dtype=np.int32), split_codes)
-            for modality in spec.modalities:
-                if modality not in existing.modalities:
-                    _create_modality(existing.group, spec, modality, len(ids_arr))
-            _write_spec(existing.group, replace(existing.spec, modalities=_merged(existing, spec)))
-            return open_cache(path, mode="a")
+    if store_exists(path):  # append to an existing store only if it is the same setup
+        existing = open_cache(path, mode="a")
+        _check_compatible(existing, spec, ids_arr, np.asarray(labels, dtype=np.int32), split_codes)
+        for modality in spec.modalities:
+            if modality not in existing.modalities:
+                _create_modality(existing.group, spec, modality, len(ids_arr))
+        _write_spec(existing.group, replace(existing.spec, modalities=_merged(existing, spec)))
+        return open_cache(path, mode="a")
     group = zarr.open_group(str(path), mode="w-")
     c = spec.chunk_videos
     n = len(ids_arr)

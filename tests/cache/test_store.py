@@ -146,3 +146,17 @@ def test_spec_json_round_trip() -> None:
     assert replace(spec, created="later").identity() == spec.identity()
     with pytest.raises(ValueError, match="modalities"):
         make_spec(modalities=("depth",))
+
+
+def test_fsspec_url_store_round_trip_and_resume() -> None:
+    """An fsspec URL (here fsspec's in-memory file system) works like a local path, resume included."""
+    spec = make_spec(patches=0, chunk_videos=4)
+    url = "memory://fsar-test/url.zarr"
+    cache = create_cache(url, spec, IDS, LABELS, SPLITS, CLASSES)
+    frames, _ = features(range(4), spec, 0)
+    cache.write_chunk("rgb", 0, frames, np.zeros(4, np.int8), [""] * 4, np.ones(4, np.int32))
+    again = create_cache(url, spec, IDS, LABELS, SPLITS, CLASSES)  # reopens, does not overwrite
+    assert again.done("rgb")[:4].all() and not again.done("rgb")[4:].any()
+    np.testing.assert_array_equal(open_cache(url).frames("rgb", np.arange(4)), frames[:, 0].astype(np.float16))
+    with pytest.raises(CacheError, match="no feature cache"):
+        open_cache("memory://fsar-test/absent.zarr")
