@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fsar.cli import main, user_errors, workspace_option
+from fsar.cli import F, main, user_errors, workspace_option
 from fsar.workspace import cache_path, dataset_root, weights_label, workspace_dir
 
 DATASETS = ["ssv2", "kinetics100", "ucf101", "hmdb51", "synthetic", "folder"]
@@ -30,13 +30,22 @@ def _choices(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
     return tuple(p for p in allowed if p in parts)
 
 
+def dataset_options(func: F) -> F:
+    """The options that choose a dataset on disk: --dataset, --root, --split-set, --split-dir."""
+    for option in reversed((
+        click.option("--dataset", type=click.Choice(DATASETS), required=True),
+        click.option("--root", type=click.Path(path_type=Path), default=None,
+                     help="Dataset directory [$FSAR_DATA/<dataset>]."),
+        click.option("--split-set", default=None, help="ssv2: full (OTAM split, default) or small (CMN split)."),
+        click.option("--split-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+                     help="Your own {train,val,test}list.txt files (required for --dataset folder)."),
+    )):
+        func = option(func)
+    return func
+
+
 @main.command("extract")
-@click.option("--dataset", type=click.Choice(DATASETS), required=True)
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Dataset directory [$FSAR_DATA/<dataset>].")
-@click.option("--split-set", default=None, help="ssv2: full (OTAM split, default) or small (CMN split).")
-@click.option("--split-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Your own {train,val,test}list.txt files (required for --dataset folder).")
+@dataset_options
 @click.option("--splits", default="train,val,test", show_default=True, help="Which splits to extract.")
 @click.option("--backbone", default="resnet50", show_default=True,
               help="resnet50, resnet34, resnet18 or efficientnet_lite0 (ImageNet weights ship with fsar).")
@@ -102,12 +111,7 @@ def extract_cmd(dataset: str, root: Path | None, split_set: str | None, split_di
 
 
 @main.command("finetune")
-@click.option("--dataset", type=click.Choice(DATASETS), required=True)
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Dataset directory [$FSAR_DATA/<dataset>].")
-@click.option("--split-set", default=None, help="ssv2: full (OTAM split, default) or small (CMN split).")
-@click.option("--split-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Your own {train,val,test}list.txt files (required for --dataset folder).")
+@dataset_options
 @click.option("--backbone", default="resnet50", show_default=True,
               help="resnet50, resnet34, resnet18 or efficientnet_lite0.")
 @click.option("--weights", default="imagenet", show_default=True,

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,17 +179,16 @@ def _prepare(out_dir: Path) -> None:
 
 
 def _run(tasks: list[tuple[Path, SynthClass, int, int, int, int]], workers: int, progress: bool) -> None:
-    bar = tqdm(total=len(tasks), desc="synth", unit="video", disable=not progress)
-    results: Iterator[int]
-    if workers == 1:
-        results = map(_make_video, tasks)
-        for _ in results:
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers) as pool:
+    """Make every video, in ``workers`` processes; each video's result depends only on its task."""
+    with tqdm(total=len(tasks), desc="synth", unit="video", disable=not progress) as bar:
+        if workers == 1 or len(tasks) == 1:
+            for task in tasks:
+                _make_video(task)
+                bar.update()
+            return
+        with ProcessPoolExecutor(min(workers, len(tasks))) as pool:
             for _ in pool.map(_make_video, tasks, chunksize=8):
                 bar.update()
-    bar.close()
 
 
 def synthesize(out_dir: Path, *, classes: int = 100, videos_per_class: int = 20, size: int = 128, fps: int = 12,
@@ -212,7 +210,7 @@ def synthesize(out_dir: Path, *, classes: int = 100, videos_per_class: int = 20,
         (out_dir / "videos" / cls.name).mkdir(parents=True, exist_ok=True)
         for k in range(videos_per_class):
             tasks.append((out_dir / "videos" / cls.name / f"{cls.name}_{k:03d}.mp4", cls, k, seed, size, fps))
-    _run(tasks, workers or max(1, os.cpu_count() or 1), progress)
+    _run(tasks, workers or len(os.sched_getaffinity(0)), progress)
     entries: list[dict[str, Any]] = []
     for split, members in splits.items():
         lines = [f"{c.name}/{c.name}_{k:03d}\n" for c in members for k in range(videos_per_class)]
