@@ -125,7 +125,7 @@ def _write_mp4(path: Path, frames: NDArray[np.uint8], fps: int) -> None:
     with av.open(str(path), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
         # The same seed must give the same bytes. x264 is deterministic only without its lookahead
         # thread: with the default settings about half the encodes of one input differed (measured).
-        options = {"crf": "18", "preset": "veryfast", "threads": "1",
+        options = {"crf": "23", "preset": "veryfast", "threads": "1",
                    "x264-params": "threads=1:lookahead-threads=1:sync-lookahead=0:rc-lookahead=0"}
         stream = container.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height = frames.shape[2], frames.shape[1]

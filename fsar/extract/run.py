@@ -139,13 +139,16 @@ class _Source(torch.utils.data.Dataset[VideoItem]):
         return load_video(row, entry.id, entry.path, self.config)
 
 
-def _items(jobs: list[tuple[int, VideoEntry]], config: SourceConfig, workers: int) -> Iterator[VideoItem]:
+def _items(jobs: list[tuple[int, VideoEntry]], config: SourceConfig, workers: int, ahead: int
+           ) -> Iterator[VideoItem]:
+    """Decoded videos in order; with workers, about ``ahead`` videos are decoded while the backbone runs."""
     if workers == 0:
         for row, entry in jobs:
             yield load_video(row, entry.id, entry.path, config)
         return
     loader = torch.utils.data.DataLoader(_Source(jobs, config), batch_size=None, shuffle=False,
-                                         num_workers=workers, prefetch_factor=4, persistent_workers=False)
+                                         num_workers=workers, prefetch_factor=max(2, -(-ahead // workers)),
+                                         persistent_workers=False)
     yield from loader
 
 
@@ -199,7 +202,8 @@ def run_extraction(config: ExtractConfig, out: str | Path, *, progress: bool = T
     bar = tqdm(total=len(jobs), desc=f"extract {config.backbone}", unit="video", disable=not progress)
     buffer: list[VideoItem] = []
     chunk = 0
-    for item in _items(jobs, source, config.workers):
+    # Keep a whole chunk (plus one) decoding while the backbone works on the current one.
+    for item in _items(jobs, source, config.workers, ahead=config.chunk_videos + 1):
         buffer.append(item)
         start, stop, mods = pending[chunk]
         if len(buffer) == stop - start:
