@@ -161,7 +161,8 @@ def end_to_end(cache: Path, lists: dict[int, Path], feats: NDArray[np.float16], 
     table = Table(f"Evaluation end to end: {sizes.episodes:,} episodes, {WAY}-way, 1 query/class, T={T}, "
                   f"D={sizes.dim}",
                   ["matcher", "shot", "fsar s (scoring s)", f"reference way s (from {sizes.reference} episodes)",
-                   "speed-up", f"goal >= {SPEEDUP_GOAL:.0f}x", "accuracy (chance 20 %)"])
+                   "speed-up", f"goal >= {SPEEDUP_GOAL:.0f}x", f"goal <= {OTAM_5SHOT_GOAL_S:.0f} s (otam 5-shot)",
+                   "accuracy (chance 20 %)"])
     refs = {}
     for matcher in ("otam", "km"):
         for shot, path in lists.items():
@@ -169,14 +170,13 @@ def end_to_end(cache: Path, lists: dict[int, Path], feats: NDArray[np.float16], 
                     for _ in range(sizes.repeats)]
             wall, record = min(runs, key=lambda r: r[0])
             ref = refs[matcher, shot] = reference_seconds(matcher, feats, ids, path, sizes.reference) * sizes.episodes
-            budget_ok = (matcher, shot) != ("otam", 5) or wall <= OTAM_5SHOT_GOAL_S
-            goal = wall * SPEEDUP_GOAL <= ref and budget_ok
+            budget = verdict(wall <= OTAM_5SHOT_GOAL_S) if (matcher, shot) == ("otam", 5) else "-"
             table.add(matcher, shot, f"{wall:.2f} ({record.seconds:.2f})", f"{ref:,.0f}", ratio(ref, wall),
-                      verdict(goal), f"{record.accuracy:.1f} %")
+                      verdict(wall * SPEEDUP_GOAL <= ref), budget, f"{record.accuracy:.1f} %")
     child = child_run(cache, lists[5], "otam", {"OPENBLAS_NUM_THREADS": "1"})
     ref, wall = refs["otam", 5], child["wall"]
     table.add("otam, OpenBLAS 1 thread", 5, f"{wall:.2f} ({child['seconds']:.2f})", f"{ref:,.0f}", ratio(ref, wall),
-              verdict(wall * SPEEDUP_GOAL <= ref and wall <= OTAM_5SHOT_GOAL_S), "-")
+              verdict(wall * SPEEDUP_GOAL <= ref), verdict(wall <= OTAM_5SHOT_GOAL_S), "-")
     table.notes += [
         "fsar s: wall time of one evaluate() call (open cache, read features and list, score, record), best of "
         f"{sizes.repeats}; scoring s: the part evaluate() records",
@@ -184,7 +184,6 @@ def end_to_end(cache: Path, lists: dict[int, Path], feats: NDArray[np.float16], 
         "the compiled numba kernels from their cache)",
         "reference way: per episode, broadcast cosine_similarity + PyTorch OTAM cell loop (both directions) / "
         "scipy linear_sum_assignment per pair, timed on a subsample and extrapolated",
-        f"goal for otam 5-shot also: {sizes.episodes:,} episodes <= {OTAM_5SHOT_GOAL_S:.0f} s",
     ]
     return table
 

@@ -59,3 +59,21 @@ def test_missing_cache_is_a_clear_error(tmp_path: Path) -> None:
     code, out = run("cache", "info", str(tmp_path / "nope.zarr"))
     assert code == 1
     assert "no feature cache" in out and "fsar extract" in out
+
+
+def test_synth_cli_writes_a_dataset_the_catalog_reads(tmp_path: Path) -> None:
+    from fsar.datasets.catalog import load_dataset
+    from fsar.datasets.synthetic import synthesize
+
+    out, png = tmp_path / "ds", tmp_path / "sheet.png"
+    code, text = run("synth", "--out", str(out), "--classes", "12", "--videos-per-class", "2", "--size", "64",
+                     "--preview", str(png))
+    assert code == 0 and "wrote 24 videos of 12 classes" in text and png.stat().st_size > 10_000
+    listing = load_dataset("synthetic", out)  # the code path of any dataset laid out in folders
+    assert len(listing.videos) == 24 and not listing.missing
+    again = tmp_path / "again"
+    synthesize(again, classes=12, videos_per_class=2, size=64, progress=False, workers=2)
+    for video in sorted((out / "videos").rglob("*.mp4")):  # byte-identical whatever the worker count
+        assert video.read_bytes() == (again / video.relative_to(out)).read_bytes()
+    code, text = run("synth", "--out", str(tmp_path / "bad"), "--classes", "101")
+    assert code == 2 and "101" in text
