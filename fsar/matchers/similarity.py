@@ -36,24 +36,50 @@ F32 = NDArray[np.float32]
 _EPS = 1e-8
 
 
+def _tensor(x: NDArray[np.floating]) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
 def bmm(a: NDArray[np.floating], b: NDArray[np.floating], transpose_b: bool = False) -> F32:
     """Batched matrix product in float32: a [E, M, K] x b [E, K, N] (or b [E, N, K] with transpose_b)."""
-    ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))
+    ta, tb = _tensor(a), _tensor(b)
     with torch.inference_mode():
         return torch.bmm(ta, tb.transpose(1, 2) if transpose_b else tb).numpy()
 
 
+def _normalized(x: NDArray[np.floating]) -> torch.Tensor:
+    """float32 tensor of ``x`` scaled to unit L2 norm along its last axis (zero vectors stay zero)."""
+    return torch.nn.functional.normalize(_tensor(x), dim=-1, eps=_EPS)
+
+
 def l2_normalize(x: NDArray[np.floating], axis: int = -1) -> F32:
     """``x`` in float32 scaled to unit L2 norm along ``axis`` (zero vectors stay zero)."""
-    x32 = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x32, axis=axis, keepdims=True)
-    return x32 / np.maximum(norm, np.float32(_EPS))
+    with torch.inference_mode():
+        return torch.nn.functional.normalize(_tensor(x), dim=axis, eps=_EPS).numpy()
 
 
 def pairwise_cosine(a: NDArray[np.floating], b: NDArray[np.floating]) -> F32:
     """Cosine similarity of every pair of vectors. a: [E, Q, D], b: [E, S, D] -> [E, Q, S] float32."""
-    return bmm(l2_normalize(a), l2_normalize(b), transpose_b=True)
+    with torch.inference_mode():
+        return torch.bmm(_normalized(a), _normalized(b).transpose(1, 2)).numpy()
+
+
+def _cosine_blocks(query: NDArray[np.floating], support: NDArray[np.floating], rows_q: int, rows_s: int
+                   ) -> torch.Tensor:
+    """[E, Q, rows_q, S, rows_s] cosines of query rows x support rows.
+
+    One batched GEMM on the raw rows, then division by the two norms: the same cosines as normalising
+    first, but the division touches the (much smaller) output instead of rewriting every feature.
+    """
+    e, q, s, d = query.shape[0], query.shape[1], support.shape[1], query.shape[-1]
+    qt = _tensor(query).reshape(e, q * rows_q, d)
+    st = _tensor(support).reshape(e, s * rows_s, d)
+    q_norm = torch.linalg.vector_norm(qt, dim=-1).clamp_min_(_EPS)
+    s_norm = torch.linalg.vector_norm(st, dim=-1).clamp_min_(_EPS)
+    dots = torch.bmm(qt, st.transpose(1, 2))
+    dots /= q_norm[:, :, None]
+    dots /= s_norm[:, None, :]
+    return dots.reshape(e, q, rows_q, s, rows_s)
 
 
 def frame_similarity(query: NDArray[np.floating], support: NDArray[np.floating]) -> F32:
@@ -62,12 +88,9 @@ def frame_similarity(query: NDArray[np.floating], support: NDArray[np.floating])
     query: [E, Q, T1, D], support: [E, S, T2, D] -> [E, Q, S, T1, T2] float32 (C-contiguous),
     computed as one batched GEMM on L2-normalised frames.
     """
-    e, q, t1, d = query.shape
-    s, t2 = support.shape[1], support.shape[2]
-    qn = l2_normalize(query).reshape(e, q * t1, d)
-    sn = l2_normalize(support).reshape(e, s * t2, d)
-    sim = bmm(qn, sn, transpose_b=True).reshape(e, q, t1, s, t2)
-    return np.ascontiguousarray(sim.transpose(0, 1, 3, 2, 4))
+    with torch.inference_mode():
+        sim = _cosine_blocks(query, support, query.shape[2], support.shape[2])
+        return sim.permute(0, 1, 3, 2, 4).contiguous().numpy()
 
 
 def patch_similarity(query: NDArray[np.floating], support: NDArray[np.floating]) -> F32:
@@ -75,12 +98,11 @@ def patch_similarity(query: NDArray[np.floating], support: NDArray[np.floating])
 
     query: [E, Q, T1, P1, D], support: [E, S, T2, P2, D] -> [E, Q, S, T1, P1, T2, P2] float32.
     """
-    e, q, t1, p1, d = query.shape
-    s, t2, p2 = support.shape[1], support.shape[2], support.shape[3]
-    qn = l2_normalize(query).reshape(e, q * t1 * p1, d)
-    sn = l2_normalize(support).reshape(e, s * t2 * p2, d)
-    sim = bmm(qn, sn, transpose_b=True).reshape(e, q, t1 * p1, s, t2 * p2)
-    return np.ascontiguousarray(sim.transpose(0, 1, 3, 2, 4)).reshape(e, q, s, t1, p1, t2, p2)
+    e, q, t1, p1 = query.shape[:4]
+    s, t2, p2 = support.shape[1:4]
+    with torch.inference_mode():
+        sim = _cosine_blocks(query, support, t1 * p1, t2 * p2)
+        return sim.permute(0, 1, 3, 2, 4).contiguous().numpy().reshape(e, q, s, t1, p1, t2, p2)
 
 
 def check_episode(
