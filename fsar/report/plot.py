@@ -92,23 +92,30 @@ def plot_vs_shot(
 def plot_bars(
     records: Iterable[Record], path: str | os.PathLike[str], *, way: int = 5, dataset: str | None = None
 ) -> Path:
-    """PNG of grouped bars: for each shot, accuracy ± 95% CI of every matcher, at ``way``."""
+    """PNG of horizontal bars, accuracy ± 95% CI per matcher: one row of panels per dataset, one panel per
+    shot, matchers sorted by name so that variants (``otam``, ``otam/c``, ``otam@flow``) sit together,
+    and a dashed line at chance (100 / way)."""
     chosen = _select(records, {"way": way}, dataset)
     datasets = sorted({r.dataset for r in chosen})
-    fig, axes = _panels(datasets)
-    for ax, ds in zip(axes, datasets, strict=True):
-        here = {(r.matcher, r.shot): r for r in chosen if r.dataset == ds}
-        matchers = sorted({m for m, _ in here})
-        shots = sorted({s for _, s in here})
-        width = 0.8 / len(matchers)
-        for i, m in enumerate(matchers):
-            xs = [j + (i - (len(matchers) - 1) / 2) * width for j, s in enumerate(shots) if (m, s) in here]
-            recs = [here[m, s] for s in shots if (m, s) in here]
-            ax.bar(xs, [r.accuracy for r in recs], width, yerr=[r.ci95 for r in recs], capsize=3, label=m)
-        ax.set_xticks(range(len(shots)), [f"{s}-shot" for s in shots])
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"{ds} ({way}-way)" if ds else f"{way}-way")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize="small")
+    shots = sorted({r.shot for r in chosen})
+    matchers = sorted({r.matcher for r in chosen})
+    fig, axes = plt.subplots(len(datasets), len(shots), squeeze=False, sharex=True,
+                             figsize=(3.6 * len(shots) + 1.6, 0.26 * len(matchers) * len(datasets) + 1.2))
+    rows = np.arange(len(matchers))
+    for ds, panel_row in zip(datasets, axes, strict=True):
+        for shot, ax in zip(shots, panel_row, strict=True):
+            here = {r.matcher: r for r in chosen if r.dataset == ds and r.shot == shot}
+            acc = [here[m].accuracy if m in here else np.nan for m in matchers]
+            ci = [here[m].ci95 if m in here else 0.0 for m in matchers]
+            best = np.nanargmax(acc) if not np.isnan(acc).all() else -1
+            colours = ["tab:orange" if i == best else "tab:blue" for i in rows]
+            ax.barh(rows, acc, xerr=ci, color=colours, capsize=2, height=0.7)
+            ax.axvline(100 / way, color="grey", linestyle="--", linewidth=1)
+            ax.set_yticks(rows, matchers if ax is panel_row[0] else [""] * len(matchers), fontsize=8)
+            ax.invert_yaxis()
+            ax.set_title(f"{ds + ', ' if ds else ''}{way}-way {shot}-shot", fontsize=9)
+            ax.grid(axis="x", alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel(f"accuracy (%), dashed: chance ({100 / way:.0f}%)", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
