@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from fsar.extract.decode import VideoReadError, count_frames, read_frame_pairs, read_frames
-from fsar.extract.flow import FlowMethod, flow_images
-from fsar.extract.sampling import sample_indices
-from fsar.extract.transforms import CropConfig, preprocess_view
+from fsar.extract.flow import FlowMethod
+from fsar.extract.source import SourceConfig, load_video
+from fsar.extract.transforms import CropConfig
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,11 @@ class ClipSpec:
     modality: str = "rgb"
     flow_method: FlowMethod = "farneback"
     seed: int = 0
+
+    def source(self) -> SourceConfig:
+        """The extraction's per-video input settings for this clip (one modality)."""
+        return SourceConfig(frames=self.frames, crop=self.crop, modalities=(self.modality,),
+                            flow_method=self.flow_method, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -70,33 +74,11 @@ class Batch:
 
 
 def read_clip(video: LabelledVideo, view: int, spec: ClipSpec) -> Clip:
-    """Decode and preprocess ``view`` of one video; failures are returned, not raised."""
-    try:
-        n = count_frames(video.path)
-        try:
-            frames = _decode(video, n, view, spec)
-        except VideoReadError:
-            # The container's frame count can overstate what decodes: count exactly and sample again.
-            exact = count_frames(video.path, exact=True)
-            if exact == n:
-                raise
-            frames = _decode(video, exact, view, spec)
-    except VideoReadError as err:
-        return Clip(video.id, video.label, None, str(err))
-    except (OSError, ValueError, RuntimeError, MemoryError) as err:  # a broken file must not stop the run
-        return Clip(video.id, video.label, None, f"{video.path}: {type(err).__name__}: {err}")
-    return Clip(video.id, video.label, frames)
-
-
-def _decode(video: LabelledVideo, n_frames: int, view: int, spec: ClipSpec) -> NDArray[np.uint8]:
-    idx = sample_indices(n_frames, num_segments=spec.frames, view=view, seed=spec.seed, video_id=video.id).indices
-    if spec.modality == "flow":
-        pairs = read_frame_pairs(video.path, idx, n_frames)
-        images = flow_images(pairs, spec.flow_method, resize_short=spec.crop.resize_short)
-    else:
-        images = read_frames(video.path, idx)
-    return preprocess_view(images, view=view, seed=spec.seed, video_id=video.id, config=spec.crop,
-                           is_flow=spec.modality == "flow")
+    """Decode and preprocess ``view`` of one video, as extraction does; failures are returned, not raised."""
+    item = load_video(0, video.id, video.path, spec.source(), views=(view,))
+    if spec.modality not in item.inputs:
+        return Clip(video.id, video.label, None, item.error)
+    return Clip(video.id, video.label, item.inputs[spec.modality][0])
 
 
 class ClipDataset(torch.utils.data.Dataset[Clip]):

@@ -6,6 +6,7 @@ cannot be read becomes an item with ``status=UNREADABLE`` and the reason, never 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,23 +45,30 @@ class VideoItem:
     inputs: dict[str, NDArray[np.uint8]]
 
 
-def load_video(row: int, video_id: str, path: Path, config: SourceConfig) -> VideoItem:
-    """Decode and preprocess one video; failures are returned, not raised."""
+def load_video(row: int, video_id: str, path: Path, config: SourceConfig,
+               views: Sequence[int] | None = None) -> VideoItem:
+    """Decode and preprocess one video; failures are returned, not raised.
+
+    ``views``: which views to make, in this order (default: 0 .. ``config.views`` - 1); the inputs
+    then hold ``len(views)`` views.
+    """
+    chosen = tuple(range(config.views)) if views is None else tuple(views)
     try:
-        return _load(row, video_id, path, config)
+        return _load(row, video_id, path, config, chosen)
     except VideoReadError as err:
         return VideoItem(row, video_id, int(Status.UNREADABLE), str(err), 0, {})
     except (OSError, ValueError, RuntimeError, MemoryError) as err:  # a broken file must not stop the run
         return VideoItem(row, video_id, int(Status.UNREADABLE), f"{path}: {type(err).__name__}: {err}", 0, {})
 
 
-def _load(row: int, video_id: str, path: Path, config: SourceConfig, n_frames: int | None = None) -> VideoItem:
+def _load(row: int, video_id: str, path: Path, config: SourceConfig, views: tuple[int, ...],
+          n_frames: int | None = None) -> VideoItem:
     if not path.exists():
         raise VideoReadError(path, "file not found")
     counted_exactly = n_frames is not None
     n = n_frames if n_frames is not None else count_frames(path)
     indices = [sample_indices(n, num_segments=config.frames, view=v, seed=config.seed, video_id=video_id)
-               for v in range(config.views)]
+               for v in views]
     wanted = np.concatenate([s.indices for s in indices])
     if "flow" in config.modalities and config.flow_root is None:
         wanted = np.concatenate([wanted, np.minimum(wanted + 1, n - 1)])
@@ -71,8 +79,9 @@ def _load(row: int, video_id: str, path: Path, config: SourceConfig, n_frames: i
         exact = n if counted_exactly else count_frames(path, exact=True)
         if exact == n:
             raise
-        return _load(row, video_id, path, config, exact)
-    return _build(row, video_id, path, config, n, indices, decoded, any(s.padded for s in indices))
+        return _load(row, video_id, path, config, views, exact)
+    return _build(row, video_id, path, config, n, dict(zip(views, indices, strict=True)), decoded,
+                  any(s.padded for s in indices))
 
 
 def _decode(path: Path, wanted: NDArray[np.int64]) -> dict[int, NDArray[np.uint8]]:
@@ -81,11 +90,11 @@ def _decode(path: Path, wanted: NDArray[np.int64]) -> dict[int, NDArray[np.uint8
     return {int(i): frames[k] for k, i in enumerate(unique)}
 
 
-def _build(row: int, video_id: str, path: Path, config: SourceConfig, n_frames: int, indices: list[SampledIndices],
-           decoded: dict[int, NDArray[np.uint8]], padded: bool) -> VideoItem:
+def _build(row: int, video_id: str, path: Path, config: SourceConfig, n_frames: int,
+           indices: dict[int, SampledIndices], decoded: dict[int, NDArray[np.uint8]], padded: bool) -> VideoItem:
     inputs: dict[str, NDArray[np.uint8]] = {}
     views_rgb, views_flow = [], []
-    for v, sampled in enumerate(indices):
+    for v, sampled in indices.items():
         idx = sampled.indices
         if "rgb" in config.modalities:
             raw = np.stack([decoded[int(i)] for i in idx])
