@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from fsar import __version__
 from fsar.cache.schema import CacheSpec, Status
-from fsar.cache.store import CacheError, FeatureCache, create_cache, open_cache, shard_ranges, store_exists
+from fsar.cache.store import CacheError, FeatureCache, create_cache, open_cache, shard_ranges
 from fsar.datasets.catalog import DatasetListing, VideoEntry, load_dataset
 from fsar.extract.backbone import Backbone, load_backbone
 from fsar.extract.flow import FlowMethod
@@ -115,10 +115,12 @@ def _open_store(out: str | Path, spec: CacheSpec, videos: list[VideoEntry], list
     ids = [v.id for v in videos]
     labels = [listing.class_index(v) for v in videos]
     splits = [v.split for v in videos]
-    if shard[0] == 0 or store_exists(out):
+    if shard[0] == 0:
         return create_cache(out, spec, ids, labels, splits, listing.class_names)
+    # Other shards wait until the store opens as a cache: its directory appears before shard 0 has
+    # written the attributes, so existence alone is no sign that it is ready.
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:  # shard 0 creates the store
+    while time.monotonic() < deadline:
         try:
             open_cache(out)
             return create_cache(out, spec, ids, labels, splits, listing.class_names)
