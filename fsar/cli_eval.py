@@ -59,7 +59,8 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
                  n: int | None, seed: int, protocol: str, out: Path | None, workspace: Path | None) -> None:
     """Write a fixed, seeded episode list (refers to videos by id, so it fits every cache of a dataset)."""
     from fsar.cache.store import open_cache
-    from fsar.matchers.evaluate import episodes_for, save_list
+    from fsar.episodes import save_episodes
+    from fsar.matchers.evaluate import episodes_for
 
     if protocol == "custom":
         query, n = query or 1, n or 10_000
@@ -67,7 +68,7 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
     episodes = episodes_for(opened, split=split, way=way, shot=shot, seed=seed, protocol=protocol, query=query, n=n)
     if out is None:
         out = episodes_path(workspace_dir(workspace), opened.spec.dataset, split, way, shot, episodes.query, protocol)
-    save_list(out, episodes)
+    save_episodes(episodes, out)
     excluded = f", {episodes.excluded_missing} unusable videos excluded" if episodes.excluded_missing else ""
     click.echo(f"wrote {episodes.n_episodes:,} {way}-way {shot}-shot episodes ({episodes.query} queries per class, "
                f"{len(episodes.ids)} videos{excluded}) to {out}")

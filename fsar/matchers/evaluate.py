@@ -66,7 +66,6 @@ def ensure_episodes(path: Path, cache: FeatureCache, **kwargs: Any) -> EpisodeLi
     if path.exists():
         return load_episodes(path)
     episodes = episodes_for(cache, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
     save_episodes(episodes, path)
     return episodes
 
@@ -255,10 +254,6 @@ def summary_line(record: Record) -> str:
     return (f"{record.matcher:<8}{mod} {record.way}-way {record.shot}-shot  {record.accuracy:6.2f} ± "
             f"{record.ci95:.2f} %  ({record.n_episodes:,} episodes, {record.seconds:.1f} s)")
 
-
-def save_list(path: Path, episodes: EpisodeList) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return save_episodes(episodes, path)
 
 
 @dataclass(frozen=True)
