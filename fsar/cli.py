@@ -22,11 +22,13 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from fsar.cache.store import CacheError
     from fsar.datasets.catalog import DatasetError
     from fsar.episodes import EpisodeError
+    from fsar.matchers.checkpoint import CheckpointError
     from fsar.report.compare import ComparisonError
     from fsar.report.results import RecordError
     from fsar.workspace import WorkspaceError
 
-    return (CacheError, DatasetError, EpisodeError, WorkspaceError, RecordError, ComparisonError)
+    return (CacheError, DatasetError, EpisodeError, WorkspaceError, RecordError, ComparisonError,
+            CheckpointError)
 
 
 def user_errors(func: F) -> F:
@@ -208,6 +210,7 @@ def _register_commands() -> None:
     """Import the modules whose commands attach themselves to :func:`main`."""
     import fsar.cli_eval  # noqa: F401
     import fsar.cli_extract  # noqa: F401
+    import fsar.cli_train  # noqa: F401
 
 
 _register_commands()

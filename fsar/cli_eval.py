@@ -83,12 +83,18 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
 @click.option("--episodes", "episodes_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="A fixed episode list [the workspace's list for the protocol, made on first use].")
 @click.option("--protocol", type=click.Choice(PROTOCOL_CHOICES[:-1]), default="otam", show_default=True)
-@click.option("--modality", default="rgb", show_default=True, help="rgb, flow or rgb+flow (z-normalised fusion).")
+@click.option("--modality", default=None, help="rgb, flow or rgb+flow (z-normalised fusion) [rgb; a checkpoint's "
+              "own].")
 @click.option("--weights", default=None, help="Fusion weights, e.g. rgb-otam=1,rgb-km=1,flow-otam=0.5,flow-km=0.5 "
               "[chosen on val episodes].")
 @click.option("--center", is_flag=True, help="Subtract each video's temporal mean RGB feature before matching "
               "(removes static appearance, keeps motion; recorded, labelled '/c' in tables).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of episode lists made on first use.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A learned head trained with `fsar train`.")
+@click.option("--allow-other-cache", is_flag=True,
+              help="Evaluate a checkpoint on a cache other than the one it was trained on (same layout).")
+@click.option("--device", default="auto", show_default=True, help="Where learned heads run: auto, cpu, cuda ...")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Results directory [<workspace>/results].")
 @click.option("--json", "as_json", is_flag=True, help="Print each result record as JSON.")
@@ -96,15 +102,17 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
 @workspace_option
 @user_errors
 def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: str, way: int,
-             episodes_file: Path | None, protocol: str, modality: str, weights: str | None, center: bool, seed: int,
-             out: Path | None, as_json: bool, quiet: bool, workspace: Path | None) -> None:
+             episodes_file: Path | None, protocol: str, modality: str | None, weights: str | None, center: bool,
+             seed: int, checkpoint: Path | None, allow_other_cache: bool, device: str, out: Path | None,
+             as_json: bool, quiet: bool, workspace: Path | None) -> None:
     """Score matchers on fixed test episodes and write one result record per run."""
     from fsar.matchers.evaluate import EvalPlan, run_plan
 
     plan = EvalPlan(matchers=matcher_name, cache=_resolve_cache(workspace, cache, dataset),
                     shots=tuple(_int_list(shots)), way=way, episodes=episodes_file, protocol=protocol,
                     modality=modality, weights=_weights(weights), center=center, seed=seed,
-                    workspace=workspace_dir(workspace), out=out)
+                    workspace=workspace_dir(workspace), out=out, checkpoint=checkpoint,
+                    allow_other_cache=allow_other_cache, device=device)
     for line in run_plan(plan, progress=not quiet, as_json=as_json):
         click.echo(line)
 

@@ -82,12 +82,12 @@ def _components_fn(info: MatcherInfo) -> ComponentFn:
 
 
 @dataclass(frozen=True)
-class _Loaded:
+class LoadedFeatures:
     features: Features  # modality -> [len(episodes.ids), T, D] or [.., T, P, D]
 
 
-def _load_features(cache: FeatureCache, episodes: EpisodeList, modalities: tuple[str, ...],
-                   patches: bool, center: bool = False) -> _Loaded:
+def load_features(cache: FeatureCache, episodes: EpisodeList, modalities: tuple[str, ...],
+                   patches: bool, center: bool = False) -> LoadedFeatures:
     check_episodes_fit(episodes, cache.ids)
     rows = cache.rows_for(episodes.ids)
     feats: Features = {}
@@ -98,7 +98,7 @@ def _load_features(cache: FeatureCache, episodes: EpisodeList, modalities: tuple
             stored = center_in_time(stored)
         # float16 -> float32 once per video here, not once per episode in every matcher.
         feats[m] = stored.astype(np.float32)
-    return _Loaded(feats)
+    return LoadedFeatures(feats)
 
 
 def center_in_time(features: NDArray[np.float16]) -> NDArray[np.float16]:
@@ -120,7 +120,7 @@ class _Gatherer:
     into a reused buffer was 6x faster than numpy fancy indexing into new arrays (measured).
     """
 
-    def __init__(self, loaded: _Loaded) -> None:
+    def __init__(self, loaded: LoadedFeatures) -> None:
         self.features = {m: torch.from_numpy(f) for m, f in loaded.features.items()}
         self.buffers: dict[tuple[str, str], torch.Tensor] = {}
 
@@ -143,8 +143,8 @@ class _Gatherer:
         return query, support, labels
 
 
-def _score_all(
-    fn: ComponentFn, loaded: _Loaded, episodes: EpisodeList, progress: bool, desc: str
+def score_all(
+    fn: ComponentFn, loaded: LoadedFeatures, episodes: EpisodeList, progress: bool, desc: str
 ) -> dict[str, NDArray[np.float32]]:
     """Component scores of every episode, [E, way*query, way] each."""
     per_episode = episodes.way * episodes.query * episodes.way * episodes.shot
@@ -163,7 +163,7 @@ def _score_all(
     return {name: np.concatenate(p) for name, p in parts.items()}
 
 
-def _correct(scores: NDArray[np.float32], episodes: EpisodeList) -> NDArray[np.bool_]:
+def episode_correct(scores: NDArray[np.float32], episodes: EpisodeList) -> NDArray[np.bool_]:
     truth = np.repeat(np.arange(episodes.way), episodes.query)
     return np.asarray(scores.argmax(axis=-1) == truth[None, :])
 
@@ -176,7 +176,7 @@ def choose_weights(components: Mapping[str, NDArray[np.float32]], episodes: Epis
         if not any(combo):
             continue
         weights = dict(zip(names, combo, strict=True))
-        accuracy = float(_correct(jmm.fuse(components, weights), episodes).mean())
+        accuracy = float(episode_correct(jmm.fuse(components, weights), episodes).mean())
         if accuracy > best[0] + 1e-12:
             best = (accuracy, weights)
     return best[1]
@@ -184,14 +184,21 @@ def choose_weights(components: Mapping[str, NDArray[np.float32]], episodes: Epis
 
 @dataclass(frozen=True)
 class EvalRun:
-    """How one matcher is evaluated; ``weights`` fixes the fusion of several streams/components."""
+    """How one matcher is evaluated; ``weights`` fixes the fusion of several streams/components.
+
+    Learned matchers need ``checkpoint`` (from ``fsar train``); their modalities and temporal
+    centring come from it. ``modality=None`` means rgb, or the checkpoint's.
+    """
 
     matcher: str
-    modality: str = "rgb"
+    modality: str | None = None
     center: bool = False
     weights: Mapping[str, float] | None = None
     val_episodes: int = 500
     seed: int = 0
+    checkpoint: str | Path | None = None
+    allow_other_cache: bool = False
+    device: str = "auto"
 
 
 def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
@@ -203,34 +210,74 @@ def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
     never on the test episodes. One modality uses the matcher's own equal-weight fusion.
     """
     info = get(run.matcher)
-    if info.kind != "parameter-free":
-        raise EpisodeError(f"matcher {run.matcher!r} is learned: train it with `fsar train --matcher "
-                           f"{run.matcher}` and evaluate with --checkpoint")
-    modalities = parse_modality(run.modality)
-    if info.needs_flow and "flow" not in modalities:
-        raise EpisodeError(f"matcher {run.matcher!r} needs flow features: use --modality rgb+flow")
     cache = open_cache(cache_path)
     episodes = load_episodes(episodes_path)
-    fn = _components_fn(info)
-    loaded = _load_features(cache, episodes, modalities, info.needs_patches, run.center)
     start = time.perf_counter()
-    components = _score_all(fn, loaded, episodes, progress, run.matcher)
+    if info.kind == "learned":
+        scores, params, modality = _score_learned(run, cache, episodes, progress)
+    else:
+        scores, params, modality = _score_parameter_free(run, info, cache, episodes, progress)
+    seconds = time.perf_counter() - start
+    return make_record(
+        matcher=run.matcher, params=params, dataset=episodes.dataset or cache.spec.dataset,
+        split=episodes.split, way=episodes.way, shot=episodes.shot, query=episodes.query,
+        protocol=episodes.protocol, n_runs=episodes.n_runs, modality=modality, cache_path=str(cache_path),
+        cache_sha256=cache.content_hash(), episodes_path=str(episodes_path),
+        episodes_sha256=file_sha256(episodes_path), correct=episode_correct(scores, episodes), seconds=seconds,
+        extra={"backbone": cache.spec.backbone, "patches": cache.spec.patches},
+    )
+
+
+def _score_parameter_free(run: EvalRun, info: MatcherInfo, cache: FeatureCache, episodes: EpisodeList,
+                          progress: bool) -> tuple[NDArray[np.float32], dict[str, Any], str]:
+    if run.checkpoint is not None:
+        raise EpisodeError(f"matcher {run.matcher!r} is parameter-free: it takes no --checkpoint")
+    modality = run.modality or "rgb"
+    modalities = parse_modality(modality)
+    if info.needs_flow and "flow" not in modalities:
+        raise EpisodeError(f"matcher {run.matcher!r} needs flow features: use --modality rgb+flow")
+    fn = _components_fn(info)
+    loaded = load_features(cache, episodes, modalities, info.needs_patches, run.center)
+    components = score_all(fn, loaded, episodes, progress, run.matcher)
     weights = dict(run.weights) if run.weights is not None else None
     if weights is None and len(modalities) > 1:  # one stream: the matcher's own equal-weight fusion
         weights = _weights_on_val(run, cache, episodes, fn, info.needs_patches, modalities, progress)
     scores = jmm.fuse(components, weights) if len(components) > 1 else next(iter(components.values()))
-    seconds = time.perf_counter() - start
     params: dict[str, Any] = {"weights": weights} if weights else {}
     if run.center:
         params["center"] = True
-    return make_record(
-        matcher=run.matcher, params=params, dataset=episodes.dataset or cache.spec.dataset,
-        split=episodes.split, way=episodes.way, shot=episodes.shot, query=episodes.query,
-        protocol=episodes.protocol, n_runs=episodes.n_runs, modality=run.modality, cache_path=str(cache_path),
-        cache_sha256=cache.content_hash(), episodes_path=str(episodes_path),
-        episodes_sha256=file_sha256(episodes_path), correct=_correct(scores, episodes), seconds=seconds,
-        extra={"backbone": cache.spec.backbone, "patches": cache.spec.patches},
-    )
+    return scores, params, modality
+
+
+def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
+                   progress: bool) -> tuple[NDArray[np.float32], dict[str, Any], str]:
+    from fsar.matchers.checkpoint import build_head, check_fits, head_scorer, load_checkpoint, pick_device, variant
+
+    if run.checkpoint is None:
+        raise EpisodeError(f"matcher {run.matcher!r} is learned: train it with `fsar train --matcher "
+                           f"{run.matcher}` and evaluate with --checkpoint")
+    ckpt = load_checkpoint(run.checkpoint)
+    if ckpt.matcher != run.matcher:
+        raise EpisodeError(f"{run.checkpoint} holds a {ckpt.matcher} head, not {run.matcher}")
+    check_fits(ckpt, cache, allow_other_cache=run.allow_other_cache)
+    modality = "+".join(ckpt.modalities)
+    if run.modality not in (None, modality):
+        raise EpisodeError(f"the {ckpt.matcher} checkpoint was trained on {modality} features, not {run.modality}")
+    if run.center and not ckpt.center:
+        raise EpisodeError("the checkpoint was trained without --center: retrain with --center to evaluate so")
+    loaded = load_features(cache, episodes, ckpt.modalities, ckpt.patches, ckpt.center)
+    fn = head_scorer(build_head(ckpt), pick_device(run.device), run.matcher)
+    scores = score_all(fn, loaded, episodes, progress, run.matcher)[run.matcher]
+    params: dict[str, Any] = {
+        "checkpoint": str(run.checkpoint), "checkpoint_sha256": file_sha256(run.checkpoint),
+        "epoch": ckpt.epoch, "val_accuracy": ckpt.val_accuracy, "config": ckpt.config,
+        "trained_shots": ckpt.train.get("shots"),
+    }
+    if variant(ckpt):
+        params["variant"] = variant(ckpt)
+    if ckpt.center:
+        params["center"] = True
+    return scores, params, modality
 
 
 def _weights_on_val(run: EvalRun, cache: FeatureCache, test: EpisodeList, fn: ComponentFn, patches: bool,
@@ -243,8 +290,8 @@ def _weights_on_val(run: EvalRun, cache: FeatureCache, test: EpisodeList, fn: Co
     except EpisodeError as err:
         raise EpisodeError(f"choosing fusion weights needs validation episodes ({err}); "
                            f"or give the weights with --weights") from err
-    loaded = _load_features(cache, val, modalities, patches, run.center)
-    return choose_weights(_score_all(fn, loaded, val, progress, "val weights"), val)
+    loaded = load_features(cache, val, modalities, patches, run.center)
+    return choose_weights(score_all(fn, loaded, val, progress, "val weights"), val)
 
 
 def summary_line(record: Record) -> str:
@@ -267,12 +314,15 @@ class EvalPlan:
     workspace: Path
     episodes: Path | None = None
     protocol: str = "otam"
-    modality: str = "rgb"
+    modality: str | None = None  # rgb; a learned matcher's checkpoint fixes its own
     weights: Mapping[str, float] | None = None
     seed: int = 0
     out: Path | None = None
     n_episodes: int = 10_000  # with protocol "custom" (1 query per class); presets fix their own
     center: bool = False
+    checkpoint: Path | None = None
+    allow_other_cache: bool = False
+    device: str = "auto"
 
 
 def runnable_matchers(cache: FeatureCache, modality: str) -> tuple[list[str], list[str]]:
@@ -299,10 +349,13 @@ def run_plan(plan: EvalPlan, *, progress: bool = True, as_json: bool = False) ->
     from fsar.workspace import episodes_path
 
     cache = open_cache(plan.cache)
-    for m in parse_modality(plan.modality):
-        cache.require(m)
+    if plan.checkpoint is None:
+        for m in parse_modality(plan.modality or "rgb"):
+            cache.require(m)
     if plan.matchers == "all":
-        names, skipped = runnable_matchers(cache, plan.modality)
+        if plan.checkpoint is not None:
+            raise EpisodeError("--checkpoint holds one learned head: name it with --matcher, not 'all'")
+        names, skipped = runnable_matchers(cache, plan.modality or "rgb")
         for reason in skipped:
             yield f"skipped {reason}"
     else:
@@ -319,8 +372,9 @@ def run_plan(plan: EvalPlan, *, progress: bool = True, as_json: bool = False) ->
         lists.append(path)
     for ep_path in lists:
         for name in names:
-            record = evaluate(EvalRun(name, modality=plan.modality, center=plan.center, weights=plan.weights,
-                                      seed=plan.seed),
+            run = EvalRun(name, modality=plan.modality, center=plan.center, weights=plan.weights, seed=plan.seed,
+                          checkpoint=plan.checkpoint, allow_other_cache=plan.allow_other_cache, device=plan.device)
+            record = evaluate(run,
                               plan.cache, ep_path, progress=progress)
             write_record(out, record)
             yield record_to_json(record) if as_json else summary_line(record)

@@ -38,7 +38,7 @@ class MatcherInfo:
 MATCHERS: dict[str, MatcherInfo] = {}
 
 # Modules in this package that are infrastructure, not matchers.
-_NOT_MATCHERS = frozenset({"registry", "kernels", "similarity", "evaluate"})
+_NOT_MATCHERS = frozenset({"registry", "kernels", "similarity", "evaluate", "head", "train", "checkpoint"})
 
 
 def register(

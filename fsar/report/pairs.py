@@ -18,7 +18,9 @@ from fsar.report.table import render_table
 
 
 def label(record: Record) -> str:
-    name = record.matcher if record.modality == "rgb" else f"{record.matcher}@{record.modality}"
+    """``matcher[variant][@modality][/c]``: e.g. ``ita[loss=ce]``, ``otam@rgb+flow/c``."""
+    name = record.matcher + (f"[{record.params['variant']}]" if record.params.get("variant") else "")
+    name = name if record.modality == "rgb" else f"{name}@{record.modality}"
     return name + ("/c" if record.params.get("center") else "")
 
 

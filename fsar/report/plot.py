@@ -119,3 +119,23 @@ def plot_bars(
         ax.set_xlabel(f"accuracy (%), dashed: chance ({100 / way:.0f}%)", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_history(history: list[dict[str, float]], path: str | os.PathLike[str], title: str = "") -> Path:
+    """Training curve of a head: loss and val accuracy per epoch (the best epoch marked)."""
+    epochs = [h["epoch"] for h in history]
+    fig, loss_ax = plt.subplots(figsize=(6, 3.5))
+    loss_ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", label="train loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("train loss", color="tab:blue")
+    acc_ax = loss_ax.twinx()
+    accuracy = [h["val_accuracy"] for h in history]
+    acc_ax.plot(epochs, accuracy, "s-", color="tab:red", label="val accuracy")
+    best = int(np.nanargmax(accuracy)) if history else 0
+    if history:
+        acc_ax.plot([epochs[best]], [accuracy[best]], "*", color="black", markersize=14, label="kept (best val)")
+    acc_ax.set_ylabel("val accuracy (%)", color="tab:red")
+    loss_ax.set_title(title)
+    fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return _save(fig, path)

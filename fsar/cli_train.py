@@ -1,0 +1,95 @@
+"""CLI command of the training stage: fit a learned head on cached features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fsar.cli import main, user_errors, workspace_option
+from fsar.workspace import episodes_path, find_cache, workspace_dir
+
+
+def _params(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected name=value, got {text!r}", param_hint="--param")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _learned_names() -> list[str]:
+    from fsar.matchers.registry import load_all
+
+    return sorted(name for name, info in load_all().items() if info.kind == "learned")
+
+
+@main.command("train")
+@click.option("--matcher", "matcher_name", required=True, type=click.Choice(_learned_names()),
+              help="A learned head (see `fsar matchers`).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="[the workspace's cache]")
+@click.option("--dataset", default=None, help="Pick the workspace's cache of this dataset.")
+@click.option("--shots", type=click.IntRange(1), default=1, show_default=True, help="Shots of training episodes.")
+@click.option("--way", type=click.IntRange(2), default=5, show_default=True)
+@click.option("--query", type=click.IntRange(1), default=5, show_default=True, help="Queries per class.")
+@click.option("--episodes-per-epoch", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--lr", type=float, default=None, help="Learning rate [the paper's].")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default=None, help="[the paper's]")
+@click.option("--weight-decay", type=float, default=None, help="[the paper's]")
+@click.option("--tasks-per-step", type=click.IntRange(1), default=None,
+              help="Episodes per optimiser step, batched in one forward pass [the paper's].")
+@click.option("--modality", default=None, help="rgb, flow or rgb+flow [rgb; rgb+flow for heads that need flow].")
+@click.option("--center", is_flag=True, help="Subtract each video's temporal mean RGB feature (kept for eval).")
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+              help="A head hyperparameter, repeatable (e.g. -p loss=ce -p gamma=64); see --list-params.")
+@click.option("--val-episodes", type=click.IntRange(1), default=300, show_default=True,
+              help="Size of the fixed val-split list scored after every epoch.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--no-amp", is_flag=True, help="Full precision on CUDA (mixed precision is the default there).")
+@click.option("--resume/--restart", default=True, show_default=True,
+              help="Continue from <out>.last when it exists.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Best checkpoint [<workspace>/checkpoints/<dataset>-<matcher>-<shots>shot.pt].")
+@click.option("--list-params", is_flag=True, help="Show the head's hyperparameters and paper defaults, then exit.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@workspace_option
+@user_errors
+def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: int, way: int, query: int,
+              episodes_per_epoch: int, epochs: int, lr: float | None, optimizer: str | None,
+              weight_decay: float | None, tasks_per_step: int | None, modality: str | None, center: bool,
+              params: tuple[str, ...], val_episodes: int, seed: int, device: str, no_amp: bool, resume: bool,
+              out: Path | None, list_params: bool, quiet: bool, workspace: Path | None) -> None:
+    """Train a learned head on the train split of a feature cache; keep the best epoch by val accuracy.
+
+    Training episodes are drawn from the train split (a new seeded draw every epoch, videos in their
+    augmented views when the cache has them); a fixed val-split list picks the best epoch. Resumable:
+    run the same command again after an interruption. Evaluate with
+    `fsar eval --matcher NAME --checkpoint OUT`.
+    """
+    from fsar.matchers.train import TrainConfig, describe_params, train
+    from fsar.report.plot import plot_history
+
+    if list_params:
+        click.echo(describe_params(matcher_name))
+        return
+    ws = workspace_dir(workspace)
+    cache_path = cache if cache is not None else find_cache(ws, dataset)
+    config = TrainConfig(matcher=matcher_name, shots=shots, way=way, query=query,
+                         episodes_per_epoch=episodes_per_epoch, epochs=epochs, lr=lr, optimizer=optimizer,
+                         weight_decay=weight_decay, tasks_per_step=tasks_per_step, modality=modality, center=center,
+                         params=_params(params), seed=seed, device=device, amp=not no_amp)
+    from fsar.cache.store import open_cache
+
+    spec = open_cache(cache_path).spec
+    if out is None:
+        out = ws / "checkpoints" / f"{spec.dataset}-{spec.backbone}-{matcher_name}-{shots}shot.pt"
+    val_path = episodes_path(ws, spec.dataset, "val", way, shots, 1, f"train-val{val_episodes}-seed{seed}")
+    ckpt = train(config, cache_path, out, val_episodes=val_episodes, val_path=val_path, resume=resume,
+                 progress=not quiet, echo=click.echo)
+    curve = plot_history(ckpt.history, out.with_suffix(".png"), title=f"{matcher_name}, {way}-way {shots}-shot")
+    click.echo(f"best: epoch {ckpt.epoch}, val {ckpt.val_accuracy:.2f} %  -> {out}  (curve: {curve})")
+    click.echo(f"evaluate: fsar eval --matcher {matcher_name} --checkpoint {out} --shots {shots} --cache {cache_path}")

@@ -1,0 +1,194 @@
+"""Checkpoints of learned heads: what was trained, on which cache, and how to score with it.
+
+A checkpoint is a plain dict of primitives and tensors (``torch.load(weights_only=True)`` reads it):
+the head's name, hyperparameters and weights, the feature layout it was trained on (dims, T,
+modalities, patches, temporal centring), the cache hash, the training settings and history, and the
+fsar version. ``fsar eval --checkpoint`` refuses a cache the head does not fit, saying why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from fsar import __version__
+from fsar.cache.store import FeatureCache
+from fsar.matchers.head import Head
+from fsar.matchers.registry import get
+
+FORMAT = "fsar-head"
+FORMAT_VERSION = 1
+
+ScoreFn = Callable[[dict[str, NDArray[np.float32]], dict[str, NDArray[np.float32]], NDArray[np.int64], int],
+                   dict[str, NDArray[np.float32]]]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not fit the cache it is used with."""
+
+
+@dataclass
+class Checkpoint:
+    """A trained head and everything needed to use it again (or to resume its training)."""
+
+    matcher: str
+    config: dict[str, Any]
+    dims: dict[str, int]
+    frames: int
+    modalities: tuple[str, ...]
+    patches: bool
+    center: bool
+    cache_sha256: str
+    cache_path: str
+    train: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    epoch: int = 0
+    val_accuracy: float = float("nan")
+    history: list[dict[str, float]] = field(default_factory=list)
+    fsar_version: str = __version__
+    resume: dict[str, Any] | None = None  # optimiser/scaler/RNG state: only in the "last" checkpoint
+
+    def label(self) -> str:
+        return f"{self.matcher} ({Path(self.cache_path).name}, epoch {self.epoch}, val {self.val_accuracy:.2f} %)"
+
+
+def head_config(matcher: str, config: dict[str, Any]) -> Any:
+    """The head's Config dataclass from a stored dict (tuples come back from lists)."""
+    cls = get(matcher).obj.Config
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - set(fields))
+    if unknown:
+        raise CheckpointError(f"checkpoint sets unknown {matcher} parameter(s) {unknown}: written by another "
+                              f"fsar version? retrain with this one")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    return cls(**values)
+
+
+def variant(ckpt: Checkpoint) -> str:
+    """The hyperparameters that differ from the paper defaults, e.g. ``loss=ce`` ('' for none)."""
+    defaults = dataclasses.asdict(get(ckpt.matcher).obj.Config())
+    changed = {k: v for k, v in ckpt.config.items() if k in defaults and _plain(defaults[k]) != _plain(v)}
+    return ",".join(f"{k}={_show(v)}" for k, v in sorted(changed.items()))
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "+".join(str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def build_head(ckpt: Checkpoint, *, load_weights: bool = True) -> Head:
+    """The head described by ``ckpt``, with its trained weights."""
+    info = get(ckpt.matcher)
+    if info.kind != "learned":
+        raise CheckpointError(f"checkpoint names {ckpt.matcher!r}, which is not a learned matcher")
+    head: Head = info.obj(ckpt.dims, ckpt.frames, head_config(ckpt.matcher, ckpt.config))
+    if load_weights:
+        head.load_state_dict(ckpt.state_dict)
+    return head
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
+    """Write ``ckpt`` atomically (a crash mid-write leaves the previous file intact)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dataclasses.asdict(ckpt)
+    payload["modalities"] = list(ckpt.modalities)
+    payload["format"], payload["format_version"] = FORMAT, FORMAT_VERSION
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`; a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train one with `fsar train --out {path}`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for foreign or damaged files
+        raise CheckpointError(f"{path} is not a readable fsar checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an fsar head checkpoint (written by `fsar train`)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {payload.get('format_version')}, this fsar reads "
+                              f"{FORMAT_VERSION}: retrain with this version")
+    fields = {f.name for f in dataclasses.fields(Checkpoint)}
+    values = {k: v for k, v in payload.items() if k in fields}
+    values["modalities"] = tuple(values["modalities"])
+    return Checkpoint(**values)
+
+
+def check_fits(ckpt: Checkpoint, cache: FeatureCache, *, allow_other_cache: bool = False) -> None:
+    """Raise :class:`CheckpointError` if the head cannot score features of ``cache``."""
+    spec = cache.spec
+    for m in ckpt.modalities:
+        if m not in cache.modalities:
+            raise CheckpointError(f"{ckpt.matcher} was trained on {'+'.join(ckpt.modalities)} features; cache "
+                                  f"{cache.path} has no {m} features (extract with --modality rgb,flow)")
+        if ckpt.patches and not cache.has_patches(m):
+            raise CheckpointError(f"{ckpt.matcher} reads patch features; cache {cache.path} has none for {m}")
+        if ckpt.dims[m] != spec.feature_dim:
+            raise CheckpointError(f"checkpoint expects {ckpt.dims[m]}-d {m} features, cache {cache.path} holds "
+                                  f"{spec.feature_dim}-d ones ({spec.backbone}): train on this cache")
+    if ckpt.frames != spec.frames:
+        raise CheckpointError(f"checkpoint was trained on T = {ckpt.frames} frames, cache {cache.path} has "
+                              f"T = {spec.frames}")
+    if not allow_other_cache and ckpt.cache_sha256 != cache.content_hash():
+        raise CheckpointError(f"checkpoint was trained on another cache ({ckpt.cache_path}); its hash does not "
+                              f"match {cache.path}. Train on this cache, or pass --allow-other-cache to "
+                              f"evaluate anyway (same backbone and layout, e.g. a cross-dataset test)")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def head_scorer(head: Head, device: torch.device, name: str) -> ScoreFn:
+    """Score episodes with ``head`` through the parameter-free matchers' contract (numpy in, numpy out).
+
+    Episodes go through the head ``head.eval_pairs // (Q * S)`` at a time to bound memory.
+    """
+    head = head.to(device).eval()
+
+    def score(query: dict[str, NDArray[np.float32]], support: dict[str, NDArray[np.float32]],
+              labels: NDArray[np.int64], way: int) -> dict[str, NDArray[np.float32]]:
+        first = next(iter(query.values()))
+        e, q, s = first.shape[0], first.shape[1], labels.shape[1]
+        step = max(1, head.eval_pairs // (q * s))
+        parts = []
+        with torch.inference_mode(), _autocast(device):
+            for i in range(0, e, step):
+                qs = {m: torch.from_numpy(np.ascontiguousarray(x[i:i + step])).to(device) for m, x in query.items()}
+                ss = {m: torch.from_numpy(np.ascontiguousarray(x[i:i + step])).to(device) for m, x in support.items()}
+                lab = torch.from_numpy(np.ascontiguousarray(labels[i:i + step])).to(device)
+                parts.append(head(qs, ss, lab, way).float().cpu().numpy())
+        return {name: np.concatenate(parts)}
+
+    return score
+
+
+def _autocast(device: torch.device) -> Any:
+    """fp16 autocast on CUDA; nothing on CPU (bf16 there is slower than fp32 for these small heads)."""
+    return torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast(
+        "cpu", enabled=False)

@@ -1,0 +1,171 @@
+"""What every learned matcher (a small ``torch.nn.Module`` trained on cached features) provides.
+
+A learned head answers the same question as a parameter-free matcher (DESIGN.md), in torch::
+
+    head(query, support, support_labels, way) -> logits [E, Q, way]   (higher = more similar)
+
+with ``query = {modality: [E, Q, T, D]}`` and ``support = {modality: [E, W*K, T, D]}`` (heads that need
+patches get ``[.., T, P, D]``). ``support_labels`` [E, W*K] holds 0..way-1 in any order. Single-stream
+heads read the one modality they are given (:func:`single_stream`); two-stream heads read ``rgb`` and
+``flow``.
+
+A head class is registered with ``@register(name, kind="learned", ...)`` and carries
+
+- ``Config``: a frozen dataclass of its hyperparameters (paper defaults); ``fsar train --param k=v``
+  overrides fields by name, and the checkpoint stores them;
+- ``defaults``: a :class:`TrainDefaults` with the paper's optimiser settings;
+- ``loss(...)``: its training objective on one episode batch (cross-entropy unless the paper says
+  otherwise), returning the loss and named parts for the progress bar.
+
+The trainer (:mod:`fsar.matchers.train`) builds a head as ``cls(dims, frames, config)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "Features",
+    "Head",
+    "TrainDefaults",
+    "class_one_hot",
+    "class_prototypes",
+    "config_from_params",
+    "episode_targets",
+    "shot_mean",
+    "single_stream",
+]
+
+Features = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """A paper's optimiser settings; ``fsar train`` flags override them."""
+
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+    tasks_per_step: int = 1  # episodes whose gradients are accumulated before one optimiser step
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """A head without hyperparameters."""
+
+
+class Head(nn.Module):
+    """Base class of learned heads; subclasses implement ``forward`` and may override ``loss``."""
+
+    Config: ClassVar[type] = NoConfig
+    defaults: ClassVar[TrainDefaults] = TrainDefaults()
+    # Episodes per forward pass at evaluation = max(1, eval_pairs // (Q * S)): bounds the memory of
+    # heads that build per-pair tensors (TAP's alignment MLP over T x T frame pairs).
+    eval_pairs: ClassVar[int] = 4096
+    # (classes, videos per class) of an extra class-balanced batch drawn for every step, for losses that
+    # want more negatives than an episode holds; its loss (:meth:`batch_loss`) is added. None: episodes only.
+    balanced_batch: ClassVar[tuple[int, int] | None] = None
+
+    def __init__(self, dims: Mapping[str, int], frames: int, config: Any = None) -> None:
+        super().__init__()
+        self.dims = dict(dims)
+        self.frames = frames
+        self.config = config if config is not None else self.Config()
+
+    def forward(self, query: Features, support: Features, support_labels: torch.Tensor,
+                way: int) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
+             query_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training objective of one batch of episodes; default: cross-entropy over the logits.
+
+        query_labels: [E, Q] in 0..way-1. Returns (scalar loss, named parts for logging).
+        """
+        logits = self(query, support, support_labels, way)
+        loss = F.cross_entropy(logits.flatten(0, 1), query_labels.flatten())
+        return loss, {"ce": float(loss.detach())}
+
+    def batch_loss(self, videos: Features, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of a class-balanced batch (only for heads that set ``balanced_batch``).
+
+        videos: {modality: [B, T, D]} (or [B, T, P, D]); labels: [B] class indices.
+        """
+        raise NotImplementedError(f"{type(self).__name__} sets balanced_batch but has no batch_loss")
+
+
+def single_stream(features: Features) -> torch.Tensor:
+    """The one modality a single-stream head was given."""
+    if len(features) != 1:
+        raise ValueError(f"this head reads one modality, got {sorted(features)}")
+    return next(iter(features.values()))
+
+
+def class_one_hot(support_labels: torch.Tensor, way: int) -> torch.Tensor:
+    """[E, S] labels -> [E, S, way] float one-hot."""
+    return F.one_hot(support_labels.long(), way).to(torch.float32)
+
+
+def shot_mean(pair_scores: torch.Tensor, support_labels: torch.Tensor, way: int) -> torch.Tensor:
+    """Per-class mean of per-pair scores: [E, Q, S] -> [E, Q, way] (supports in any order)."""
+    one_hot = class_one_hot(support_labels, way).to(pair_scores.dtype)
+    counts = one_hot.sum(dim=1).clamp_min(1.0)  # [E, way]
+    return (pair_scores @ one_hot) / counts[:, None, :]
+
+
+def class_prototypes(support: torch.Tensor, support_labels: torch.Tensor, way: int) -> torch.Tensor:
+    """Mean of each class's supports: [E, S, ...] -> [E, way, ...]."""
+    one_hot = class_one_hot(support_labels, way).to(support.dtype)  # [E, S, W]
+    counts = one_hot.sum(dim=1).clamp_min(1.0)  # [E, W]
+    flat = support.flatten(2)
+    protos = one_hot.transpose(1, 2) @ flat / counts[..., None]
+    return protos.view(support.shape[0], way, *support.shape[2:])
+
+
+def episode_targets(way: int, query: int, episodes: int, device: torch.device | None = None) -> torch.Tensor:
+    """Query labels of episodes whose queries come class by class: [E, way*query]."""
+    return torch.arange(way, device=device).repeat_interleave(query).expand(episodes, -1)
+
+
+def config_from_params(config_cls: type, params: Mapping[str, str]) -> Any:
+    """``config_cls`` with fields set from ``name=value`` strings (``--param``); unknown names are errors."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        known = ", ".join(fields) or "(none)"
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; this matcher has: {known}")
+    defaults = config_cls()
+    values: dict[str, Any] = {}
+    for name, text in params.items():
+        values[name] = _parse_like(getattr(defaults, name), text, name)
+    return dataclasses.replace(defaults, **values)
+
+
+def _parse_like(default: Any, text: str, name: str) -> Any:
+    """``text`` converted to the type of ``default`` (bool, int, float, str or a tuple of str)."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, tuple):
+            items = tuple(item.strip() for item in text.split(",") if item.strip())
+            if default and isinstance(default[0], int):
+                return tuple(int(i) for i in items)
+            return items
+    except ValueError:
+        raise ValueError(f"parameter {name}={text!r}: expected {type(default).__name__}") from None
+    return text

@@ -1,0 +1,338 @@
+"""The one trainer of learned heads: episodes drawn from the train split of a feature cache.
+
+Each epoch draws ``episodes_per_epoch`` training episodes from the train split with a seed derived
+from (seed, epoch), every video in one of its augmented views (views 1.., when the cache has them),
+takes one optimiser step per ``tasks_per_step`` episodes (batched in one forward pass), then scores a
+fixed val-split episode list. The best epoch by val accuracy is kept at ``out``; the latest state (with
+optimiser and RNG state) at ``<out>.last``, from which ``resume`` continues exactly where it stopped,
+so a resumed run gives the same weights as an uninterrupted one. No backbone runs: a CPU trains the
+heads on the synthetic data in minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from fsar.cache.store import FeatureCache, open_cache
+from fsar.episodes import EpisodeError, EpisodeList, load_episodes
+from fsar.episodes import sample_episodes as draw_episodes
+from fsar.matchers.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    head_scorer,
+    load_checkpoint,
+    pick_device,
+    save_checkpoint,
+)
+from fsar.matchers.evaluate import (
+    LoadedFeatures,
+    center_in_time,
+    episode_correct,
+    load_features,
+    parse_modality,
+    score_all,
+    split_pool,
+)
+from fsar.matchers.head import Head, TrainDefaults, config_from_params, episode_targets
+from fsar.matchers.registry import get
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What ``fsar train`` fits. ``None`` optimiser settings take the head's paper defaults."""
+
+    matcher: str
+    shots: int = 1
+    way: int = 5
+    query: int = 5  # queries per class in training episodes
+    episodes_per_epoch: int = 1000
+    epochs: int = 10
+    lr: float | None = None
+    optimizer: str | None = None
+    weight_decay: float | None = None
+    tasks_per_step: int | None = None
+    modality: str | None = None  # default: rgb, or rgb+flow for heads that need flow
+    center: bool = False
+    params: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA
+
+    def modalities(self) -> tuple[str, ...]:
+        if self.modality is not None:
+            return parse_modality(self.modality)
+        return ("rgb", "flow") if get(self.matcher).needs_flow else ("rgb",)
+
+    def optimiser_settings(self, defaults: TrainDefaults) -> TrainDefaults:
+        return dataclasses.replace(
+            defaults,
+            lr=self.lr if self.lr is not None else defaults.lr,
+            optimizer=self.optimizer or defaults.optimizer,  # type: ignore[arg-type]
+            weight_decay=self.weight_decay if self.weight_decay is not None else defaults.weight_decay,
+            tasks_per_step=self.tasks_per_step or defaults.tasks_per_step,
+        )
+
+
+@dataclass
+class _TrainSplit:
+    """Train-split features of every view, kept as float16 torch tensors: modality -> [N, V, T, (P,) D]."""
+
+    features: dict[str, torch.Tensor]
+    ids: list[str]
+    classes: list[str]
+    index: dict[str, int]
+
+
+def _load_train(cache: FeatureCache, modalities: tuple[str, ...], patches: bool, center: bool) -> _TrainSplit:
+    ids, classes, _ = split_pool(cache, "train", modalities[0])
+    rows = cache.rows_for(ids)
+    views = range(1, cache.spec.views) if cache.spec.views > 1 else range(1)
+    features = {}
+    for m in modalities:
+        cache.require(m, patches=patches)
+        read = cache.patches if patches else cache.frames
+        stacked = np.stack([read(m, rows, view=v) for v in views], axis=1)  # [N, V', T, ...]
+        if center and m == "rgb":
+            stacked = center_in_time(stacked.reshape(-1, *stacked.shape[2:])).reshape(stacked.shape)
+        features[m] = torch.from_numpy(stacked)
+    return _TrainSplit(features, ids, classes, {v: i for i, v in enumerate(ids)})
+
+
+def _epoch_batches(data: _TrainSplit, config: TrainConfig, epoch: int, per_step: int
+                   ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    """(query, support) features of each step's episodes, drawn with a seed of (seed, epoch)."""
+    seed = int(np.random.SeedSequence([config.seed, epoch]).generate_state(1)[0])
+    episodes = draw_episodes(data.ids, data.classes, way=config.way, shot=config.shots, query=config.query,
+                             n=config.episodes_per_epoch, seed=seed, split="train")
+    pool = np.array([data.index[i] for i in episodes.ids.tolist()], dtype=np.int64)
+    rng = np.random.default_rng([config.seed, epoch, 1])
+    n_views = next(iter(data.features.values())).shape[1]
+    for start in range(0, episodes.n_episodes - per_step + 1, per_step):
+        chunk = episodes.slice(start, start + per_step)
+        yield tuple(  # type: ignore[misc]
+            _gather(data, pool[idx.reshape(per_step, -1)], rng, n_views)
+            for idx in (chunk.query_idx, chunk.support_idx))
+
+
+def _balanced(data: _TrainSplit, rng: np.random.Generator, classes: int, per_class: int
+              ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``classes`` x ``per_class`` videos (distinct where the class has enough), one random view each."""
+    names = sorted(set(data.classes))
+    members = {c: np.flatnonzero(np.asarray(data.classes) == c) for c in names}
+    picked = rng.choice(len(names), size=min(classes, len(names)), replace=False)
+    rows, labels = [], []
+    for k, c in enumerate(picked):
+        pool = members[names[c]]
+        rows.append(rng.choice(pool, size=per_class, replace=len(pool) < per_class))
+        labels += [k] * per_class
+    n_views = next(iter(data.features.values())).shape[1]
+    return _gather(data, np.concatenate(rows), rng, n_views), torch.tensor(labels)
+
+
+def _gather(data: _TrainSplit, rows: NDArray[np.int64], rng: np.random.Generator, n_views: int
+            ) -> dict[str, torch.Tensor]:
+    views = torch.from_numpy(rng.integers(0, n_views, size=rows.shape))
+    r = torch.from_numpy(rows)
+    # The same view of a video for every modality: RGB and flow of one clip stay paired.
+    return {m: f[r, views].float() for m, f in data.features.items()}
+
+
+def _optimiser(head: Head, settings: TrainDefaults) -> torch.optim.Optimizer:
+    params = [p for p in head.parameters() if p.requires_grad]
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
+                               weight_decay=settings.weight_decay)
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    raise CheckpointError(f"unknown optimizer {settings.optimizer!r}: sgd, adam or adamw")
+
+
+def _validate(head: Head, val: LoadedFeatures, episodes: EpisodeList, device: torch.device) -> float:
+    scores = score_all(head_scorer(head, device, "val"), val, episodes, False, "val")["val"]
+    return 100.0 * float(episode_correct(scores, episodes).mean())
+
+
+def _val_episodes(cache: FeatureCache, config: TrainConfig, path: Path | None, n: int) -> EpisodeList:
+    """The fixed val list: read from ``path`` when it exists, else drawn (and saved to ``path``)."""
+    from fsar.episodes import save_episodes
+
+    if path is not None and path.exists():
+        return load_episodes(path)
+    ids, classes, missing = split_pool(cache, "val")
+    way = max(2, min(config.way, len(set(classes))))  # a small val split may hold fewer classes
+    try:
+        episodes = draw_episodes(ids, classes, way=way, shot=config.shots, query=1, n=n, seed=config.seed,
+                                 dataset=cache.spec.dataset, split="val", excluded_missing=missing)
+    except EpisodeError as err:
+        raise EpisodeError(f"training validates on val-split episodes: {err}") from err
+    if path is not None:
+        save_episodes(episodes, path)
+    return episodes
+
+
+def describe_params(matcher: str) -> str:
+    """The head's hyperparameters with their paper defaults, and its optimiser defaults."""
+    info = get(matcher)
+    lines = [f"{matcher}: {info.summary}", f"paper: {info.paper}", "parameters (-p NAME=VALUE):"]
+    for f in dataclasses.fields(info.obj.Config):
+        value = getattr(info.obj.Config(), f.name)
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        lines.append(f"  {f.name} = {shown}")
+    lines.append(f"optimiser defaults: {info.obj.defaults}")
+    return "\n".join(lines)
+
+
+def last_path(out: str | Path) -> Path:
+    """Where the latest (resumable) state of a run writing ``out`` lives."""
+    return Path(str(out) + ".last")
+
+
+def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_episodes: int = 300,
+          val_path: Path | None = None, resume: bool = False, progress: bool = True,
+          echo: Echo = print) -> Checkpoint:
+    """Train ``config.matcher`` on the train split of the cache; returns the best checkpoint (also at ``out``)."""
+    info = get(config.matcher)
+    if info.kind != "learned":
+        raise CheckpointError(f"{config.matcher!r} is parameter-free: evaluate it directly with fsar eval")
+    modalities = config.modalities()
+    if info.needs_flow and "flow" not in modalities:
+        raise CheckpointError(f"{config.matcher} needs flow features: use --modality rgb+flow")
+    cache = open_cache(cache_path)
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    try:
+        head_config = config_from_params(info.obj.Config, config.params)
+    except ValueError as err:
+        raise CheckpointError(f"{config.matcher}: {err}") from None
+    dims = {m: cache.spec.feature_dim for m in modalities}
+    head: Head = info.obj(dims, cache.spec.frames, head_config).to(device)
+    settings = config.optimiser_settings(info.obj.defaults)
+    optimiser = _optimiser(head, settings)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp)
+    best = _new_checkpoint(config, cache, head, head_config, modalities, info.needs_patches, settings)
+    start_epoch = 0
+    if resume and last_path(out).exists():
+        start_epoch, best = _restore(last_path(out), best, head, optimiser, scaler, out)
+        echo(f"resuming {config.matcher} after epoch {start_epoch} (best val {best.val_accuracy:.2f} %)")
+    data = _load_train(cache, modalities, info.needs_patches, config.center)
+    if cache.spec.views == 1:
+        echo("note: the cache has no augmented views (extract with --views 3): training on the test view")
+    val_list = _val_episodes(cache, config, val_path, val_episodes)
+    val = load_features(cache, val_list, modalities, info.needs_patches, config.center)
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        started = time.perf_counter()
+        loss = _run_epoch(head, data, config, epoch, settings, optimiser, scaler, device, progress)
+        accuracy = _validate(head, val, val_list, device)
+        entry = {"epoch": float(epoch), "loss": loss, "val_accuracy": accuracy,
+                 "seconds": time.perf_counter() - started}
+        history = [*best.history, entry]
+        improved = not accuracy <= best.val_accuracy  # NaN (no epoch yet) counts as improved
+        if improved:
+            best = dataclasses.replace(best, state_dict=_cpu_state(head), epoch=epoch, val_accuracy=accuracy)
+            save_checkpoint(dataclasses.replace(best, history=history), out)
+        best = dataclasses.replace(best, history=history)
+        save_checkpoint(_last_state(best, head, epoch, optimiser, scaler), last_path(out))
+        echo(f"epoch {epoch}/{config.epochs}  loss {loss:.4f}  val {accuracy:.2f} %"
+             + ("  (best, saved)" if improved else "") + f"  {entry['seconds']:.0f} s")
+    final = load_checkpoint(out) if Path(out).exists() else best
+    final.history = best.history
+    save_checkpoint(final, out)
+    return final
+
+
+def _run_epoch(head: Head, data: _TrainSplit, config: TrainConfig, epoch: int, settings: TrainDefaults,
+               optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
+               progress: bool) -> float:
+    per_step = min(settings.tasks_per_step, config.episodes_per_epoch)
+    steps = config.episodes_per_epoch // per_step
+    targets = episode_targets(config.way, config.query, per_step, device)
+    labels = torch.arange(config.way, device=device).repeat_interleave(config.shots).expand(per_step, -1)
+    batch_rng = np.random.default_rng([config.seed, epoch, 2])
+    head.train()
+    total, parts_sum = 0.0, dict[str, float]()
+    bar = tqdm(_epoch_batches(data, config, epoch, per_step), total=steps, desc=f"epoch {epoch}", unit="step",
+               disable=not progress, leave=False)
+    for i, (query, support) in enumerate(bar, 1):
+        query = {m: x.to(device, non_blocking=True) for m, x in query.items()}
+        support = {m: x.to(device, non_blocking=True) for m, x in support.items()}
+        optimiser.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+            loss, parts = head.loss(query, support, labels, config.way, targets)
+            if head.balanced_batch is not None:
+                videos, video_labels = _balanced(data, batch_rng, *head.balanced_batch)
+                extra, extra_parts = head.batch_loss({m: x.to(device) for m, x in videos.items()},
+                                                     video_labels.to(device))
+                loss, parts = loss + extra, parts | extra_parts
+        if not torch.isfinite(loss):
+            raise CheckpointError(f"loss became {float(loss)} at epoch {epoch}, step {i}: lower --lr")
+        scaler.scale(loss).backward()
+        if settings.clip_norm:
+            scaler.unscale_(optimiser)
+            torch.nn.utils.clip_grad_norm_(head.parameters(), settings.clip_norm)
+        scaler.step(optimiser)
+        scaler.update()
+        total += float(loss.detach())
+        for k, v in parts.items():
+            parts_sum[k] = parts_sum.get(k, 0.0) + v
+        bar.set_postfix(loss=f"{total / i:.4f}", **{k: f"{v / i:.3f}" for k, v in parts_sum.items() if k != "loss"})
+    bar.close()
+    return total / max(1, steps)
+
+
+def _cpu_state(head: Head) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()}
+
+
+def _new_checkpoint(config: TrainConfig, cache: FeatureCache, head: Head, head_config: Any,
+                    modalities: tuple[str, ...], patches: bool, settings: TrainDefaults) -> Checkpoint:
+    train_settings = dataclasses.asdict(config) | {"optimiser": dataclasses.asdict(settings)}
+    return Checkpoint(matcher=config.matcher, config=dataclasses.asdict(head_config), dims=dict(head.dims),
+                      frames=head.frames, modalities=modalities, patches=patches, center=config.center,
+                      cache_sha256=cache.content_hash(), cache_path=str(cache.path), train=train_settings,
+                      state_dict={}, val_accuracy=math.nan)
+
+
+def _last_state(best: Checkpoint, head: Head, epoch: int, optimiser: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler) -> Checkpoint:
+    resume = {"epoch": epoch, "weights": _cpu_state(head), "optimiser": optimiser.state_dict(),
+              "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+              "best_state": best.state_dict, "best_epoch": best.epoch, "best_val": best.val_accuracy}
+    return dataclasses.replace(best, resume=resume)
+
+
+def _restore(path: Path, fresh: Checkpoint, head: Head, optimiser: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler, out: str | Path) -> tuple[int, Checkpoint]:
+    """Load the ``.last`` state of an interrupted run into ``head``/``optimiser``; (epoch done, best so far)."""
+    last = load_checkpoint(path)
+    if last.resume is None:
+        raise CheckpointError(f"{path} holds no training state to resume from")
+    same = ("matcher", "config", "modalities", "cache_sha256", "center", "dims", "frames")
+    differs = [k for k in same if getattr(last, k) != getattr(fresh, k)]
+    keep = ("epochs", "device", "amp")
+    differs += [k for k, v in fresh.train.items() if k not in keep and last.train.get(k) != v]
+    if differs:
+        raise CheckpointError(f"cannot resume {path}: it was trained with other settings ({', '.join(differs)}); "
+                              f"delete it or write to another --out")
+    state = last.resume
+    head.load_state_dict(state["weights"])
+    optimiser.load_state_dict(state["optimiser"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    best = dataclasses.replace(last, state_dict=state["best_state"], epoch=state["best_epoch"],
+                               val_accuracy=state["best_val"], resume=None, train=fresh.train)
+    return int(state["epoch"]), best

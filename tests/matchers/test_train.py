@@ -1,0 +1,187 @@
+"""The trainer of learned heads: learning, best-epoch selection, determinism, resume, checkpoint errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fsar.cache.schema import CacheSpec
+from fsar.cache.store import create_cache, open_cache
+from fsar.episodes import save_episodes
+from fsar.matchers.checkpoint import CheckpointError, build_head, load_checkpoint, save_checkpoint, variant
+from fsar.matchers.evaluate import EvalRun, episodes_for, evaluate
+from fsar.matchers.train import TrainConfig, _balanced, _load_train, last_path, train
+
+T, D, PER_CLASS, SIGNAL = 4, 16, 6, 4
+SPLITS = {"train": 30, "val": 4, "test": 5}
+
+
+def nuisance_cache(path: Path, *, views: int = 2, dim: int = D, modalities: tuple[str, ...] = ("rgb",),
+                   seed: int = 0) -> Path:
+    """Classes live in the first SIGNAL dims; a large per-video offset fills the rest.
+
+    Cosine similarity of raw features is dominated by the offset (near chance); a head that learns to
+    weight the signal dims separates the classes. Views are fresh noise around the same video.
+    """
+    rng = np.random.default_rng(seed)
+    ids, labels, splits, names = [], [], [], []
+    for split, n_classes in SPLITS.items():
+        for _ in range(n_classes):
+            names.append(f"{split}{len(names)}")
+            for k in range(PER_CLASS):
+                ids.append(f"{names[-1]}_{k}")
+                labels.append(len(names) - 1)
+                splits.append(split)
+    spec = CacheSpec(dataset="toy", backbone="none", weights="none", weights_sha256="", feature_dim=dim, frames=T,
+                     views=views, modalities=modalities, chunk_videos=8)
+    cache = create_cache(path, spec, ids, labels, splits, names)
+    centres = np.zeros((len(names), T, dim))
+    centres[..., :SIGNAL] = 1.5 * rng.standard_normal((len(names), T, SIGNAL))
+    offsets = np.zeros((len(ids), 1, 1, dim))
+    offsets[..., SIGNAL:] = 3.0 * rng.standard_normal((len(ids), 1, 1, dim - SIGNAL))
+    for m in modalities:
+        feats = centres[labels][:, None] + offsets + 0.5 * rng.standard_normal((len(ids), views, T, dim))
+        for start, stop in cache.chunk_ranges():
+            n = stop - start
+            cache.write_chunk(m, start, feats[start:stop], np.zeros(n, np.int8), [""] * n, np.full(n, T, np.int32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return nuisance_cache(tmp_path_factory.mktemp("train") / "toy.zarr")
+
+
+def _config(**changes: object) -> TrainConfig:
+    base = TrainConfig(matcher="ita", shots=1, way=3, query=2, episodes_per_epoch=48, epochs=3, lr=1e-2,
+                       optimizer="adam", params={"hidden": "32"}, seed=0, device="cpu")
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _test_list(tmp_path: Path, cache_path: Path) -> Path:
+    episodes = episodes_for(open_cache(cache_path), split="test", way=5, shot=1, query=2, n=200, seed=1,
+                            protocol="custom")
+    return save_episodes(episodes, tmp_path / "test.npz")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def test_training_beats_the_untrained_head_and_keeps_the_best_epoch(toy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ita.pt"
+    ckpt = train(_config(epochs=6), toy, out, val_episodes=60, progress=False, echo=_quiet)
+    assert [h["epoch"] for h in ckpt.history] == [1, 2, 3, 4, 5, 6]
+    val = [h["val_accuracy"] for h in ckpt.history]
+    assert ckpt.val_accuracy == max(val)
+    assert ckpt.epoch == 1 + val.index(max(val))  # the first epoch reaching the best
+    saved = load_checkpoint(out)
+    assert saved.epoch == ckpt.epoch and len(saved.history) == 6
+    assert saved.cache_sha256 == open_cache(toy).content_hash()
+
+    test = _test_list(tmp_path, toy)
+    trained = evaluate(EvalRun("ita", checkpoint=out, device="cpu"), toy, test, progress=False)
+    untrained_ckpt = dataclasses.replace(saved, state_dict=build_head(saved, load_weights=False).state_dict())
+    torch.manual_seed(0)
+    save_checkpoint(untrained_ckpt, tmp_path / "untrained.pt")
+    untrained = evaluate(EvalRun("ita", checkpoint=tmp_path / "untrained.pt"), toy, test, progress=False)
+    proto = evaluate(EvalRun("proto"), toy, test, progress=False)
+    print(f"test accuracy: trained {trained.accuracy}, untrained {untrained.accuracy}, proto {proto.accuracy}")
+    assert trained.accuracy > untrained.accuracy + 15
+    assert trained.accuracy > proto.accuracy + 15  # raw cosine is swamped by the per-video offset
+    assert trained.params["epoch"] == ckpt.epoch and trained.params["variant"] == "hidden=32"
+    assert trained.modality == "rgb"
+
+
+def test_same_seed_same_weights_and_resume_equals_one_run(toy: Path, tmp_path: Path) -> None:
+    straight = train(_config(epochs=2), toy, tmp_path / "a.pt", val_episodes=20, progress=False, echo=_quiet)
+    again = train(_config(epochs=2), toy, tmp_path / "b.pt", val_episodes=20, progress=False, echo=_quiet)
+    interrupted = tmp_path / "c.pt"
+    train(_config(epochs=1), toy, interrupted, val_episodes=20, progress=False, echo=_quiet)
+    lines: list[str] = []
+    resumed = train(_config(epochs=2), toy, interrupted, val_episodes=20, resume=True, progress=False,
+                    echo=lines.append)
+    assert any("resuming" in line for line in lines)
+    last_a = load_checkpoint(last_path(tmp_path / "a.pt")).resume
+    last_c = load_checkpoint(last_path(interrupted)).resume
+    assert last_a is not None and last_c is not None
+    for key, value in last_a["weights"].items():
+        torch.testing.assert_close(last_c["weights"][key], value, rtol=0, atol=0)
+        torch.testing.assert_close(again.state_dict[key], straight.state_dict[key], rtol=0, atol=0)
+    assert [h["val_accuracy"] for h in resumed.history] == [h["val_accuracy"] for h in straight.history]
+    other = train(_config(epochs=1, seed=5), toy, tmp_path / "d.pt", val_episodes=20, progress=False, echo=_quiet)
+    assert any(not torch.equal(other.state_dict[k], v) for k, v in straight.state_dict.items())
+
+
+def test_resume_with_other_settings_is_refused(toy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.pt"
+    train(_config(epochs=1), toy, out, val_episodes=20, progress=False, echo=_quiet)
+    with pytest.raises(CheckpointError, match="other settings.*lr"):
+        train(_config(epochs=2, lr=1e-3), toy, out, val_episodes=20, resume=True, progress=False, echo=_quiet)
+
+
+def test_checkpoint_that_does_not_fit_gives_clear_errors(toy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ita.pt"
+    train(_config(epochs=1), toy, out, val_episodes=20, progress=False, echo=_quiet)
+    test = _test_list(tmp_path, toy)
+    wide = nuisance_cache(tmp_path / "wide.zarr", dim=24)
+    with pytest.raises(CheckpointError, match="16-d rgb features.*24-d"):
+        evaluate(EvalRun("ita", checkpoint=out), wide, test, progress=False)
+    sibling = nuisance_cache(tmp_path / "sibling.zarr", views=3)  # same layout, another cache
+    with pytest.raises(CheckpointError, match="another cache.*--allow-other-cache"):
+        evaluate(EvalRun("ita", checkpoint=out), sibling, test, progress=False)
+    assert evaluate(EvalRun("ita", checkpoint=out, allow_other_cache=True), sibling, test, progress=False)
+    with pytest.raises(ValueError, match="learned: train it"):
+        evaluate(EvalRun("ita"), toy, test, progress=False)
+    with pytest.raises(ValueError, match="holds a ita head, not tap"):
+        evaluate(EvalRun("tap", checkpoint=out), toy, test, progress=False)
+    with pytest.raises(ValueError, match="parameter-free: it takes no --checkpoint"):
+        evaluate(EvalRun("otam", checkpoint=out), toy, test, progress=False)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable fsar checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not an fsar head checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_unknown_or_malformed_head_parameters(toy: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="unknown parameter.*bogus"):
+        train(_config(params={"bogus": "1"}), toy, tmp_path / "x.pt", progress=False, echo=_quiet)
+    with pytest.raises(CheckpointError, match="hidden='many': expected int"):
+        train(_config(params={"hidden": "many"}), toy, tmp_path / "x.pt", progress=False, echo=_quiet)
+    with pytest.raises(CheckpointError, match="parameter-free"):
+        train(_config(matcher="otam"), toy, tmp_path / "x.pt", progress=False, echo=_quiet)
+    with pytest.raises(CheckpointError, match="needs flow"):
+        train(_config(matcher="tsjm", modality="rgb", params={}), toy, tmp_path / "x.pt", progress=False,
+              echo=_quiet)
+
+
+def test_variant_names_the_changed_hyperparameters(toy: Path, tmp_path: Path) -> None:
+    ckpt = train(_config(epochs=1, params={"hidden": "32", "loss": "ce"}), toy, tmp_path / "v.pt",
+                 val_episodes=10, progress=False, echo=_quiet)
+    assert variant(ckpt) == "hidden=32,loss=ce"
+
+
+def test_training_views_and_balanced_batches(toy: Path) -> None:
+    cache = open_cache(toy)
+    data = _load_train(cache, ("rgb",), patches=False, center=False)
+    # view 0 (the test view) is never trained on
+    assert data.features["rgb"].shape == (SPLITS["train"] * PER_CLASS, 1, T, D)
+    np.testing.assert_array_equal(data.features["rgb"][:, 0].numpy(), cache.frames("rgb", cache.rows_for(data.ids),
+                                                                                    view=1))
+    videos, labels = _balanced(data, np.random.default_rng(0), classes=5, per_class=3)
+    assert videos["rgb"].shape == (15, T, D)
+    assert torch.equal(labels, torch.arange(5).repeat_interleave(3))
+    classes = np.asarray(data.classes)
+    rows = [int(np.flatnonzero((data.features["rgb"][:, 0] == v).all(dim=(1, 2)).numpy())[0])
+            for v in videos["rgb"]]
+    picked = classes[rows].reshape(5, 3)
+    assert all(len(set(group)) == 1 for group in picked)  # one class per group
+    assert len({group[0] for group in picked}) == 5  # distinct classes

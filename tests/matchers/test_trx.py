@@ -1,0 +1,179 @@
+"""TRX head against a plain-Python reference written straight from REFERENCE_MATH.md (section TRX)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from fsar.matchers.head import config_from_params
+from fsar.matchers.trx import TRXConfig, TRXHead, class_slots, position_encoding, tuple_indices
+
+
+def _hand_pe(t: int, j: int, dim: int) -> float:
+    """PE[t, j]: sin for even j, cos for odd j, frequency 1 / 10000^(2*(j//2)/dim)."""
+    angle = t / 10000 ** (2 * (j // 2) / dim)
+    return math.sin(angle) if j % 2 == 0 else math.cos(angle)
+
+
+@dataclass(frozen=True)
+class _Params:
+    """One cardinality's weights in float64."""
+
+    wk: torch.Tensor
+    bk: torch.Tensor
+    gamma: torch.Tensor
+    beta: torch.Tensor
+    eps: float
+    wv: torch.Tensor
+    bv: torch.Tensor
+
+
+def _params(transformer: Any) -> _Params:
+    return _Params(transformer.key.weight.double(), transformer.key.bias.double(),
+                   transformer.key_norm.weight.double(), transformer.key_norm.bias.double(), transformer.key_norm.eps,
+                   transformer.value.weight.double(), transformer.value.bias.double())
+
+
+def _reference_tuples(video: torch.Tensor, omega: int) -> list[torch.Tensor]:
+    """[x_t1 + 0.1 PE(t1); ...; x_tω + 0.1 PE(tω)] for every t1 < ... < tω."""
+    frames, dim = video.shape
+    encoded = [video[t].double() + 0.1 * torch.tensor([_hand_pe(t, j, dim) for j in range(dim)], dtype=torch.float64)
+               for t in range(frames)]
+    return [torch.cat([encoded[t] for t in combo]) for combo in itertools.combinations(range(frames), omega)]
+
+
+def _reference_key(w: _Params, p: torch.Tensor) -> torch.Tensor:
+    """LayerNorm(W_k p), the normalisation written out."""
+    z = w.wk @ p + w.bk
+    return (z - z.mean()) / torch.sqrt(z.var(unbiased=False) + w.eps) * w.gamma + w.beta
+
+
+def _reference_distance(w: _Params, query_tuples: list[torch.Tensor], class_tuples: list[torch.Tensor]) -> float:
+    """(1/|Π|) Σ_p ‖v_Q(p) − Σ_s softmax_s(k_Q(p)·k_S(s)/√d) v_S(s)‖², s over all tuples of the class."""
+    total = 0.0
+    for p in query_tuples:
+        scores = [float(_reference_key(w, p) @ _reference_key(w, s)) / math.sqrt(w.wk.shape[0]) for s in class_tuples]
+        top = max(scores)
+        weights = [math.exp(x - top) for x in scores]
+        prototype = sum(a / sum(weights) * (w.wv @ s + w.bv) for a, s in zip(weights, class_tuples, strict=True))
+        total += float(((w.wv @ p + w.bv - prototype) ** 2).sum())
+    return total / len(query_tuples)
+
+
+def _reference_logits(head: TRXHead, query: torch.Tensor, support: torch.Tensor, labels: torch.Tensor,
+                      way: int) -> torch.Tensor:
+    """Loops over cardinalities, episodes, queries and classes, in float64. Head in eval mode."""
+    out = torch.zeros(query.shape[0], query.shape[1], way, dtype=torch.float64)
+    cardinalities = head.config.cardinalities
+    for transformer, omega in zip(head.transformers, cardinalities, strict=True):
+        w = _params(transformer)
+        for e in range(query.shape[0]):
+            for qi in range(query.shape[1]):
+                query_tuples = _reference_tuples(query[e, qi], omega)
+                for c in range(way):
+                    class_tuples = [p for s in range(support.shape[1]) if labels[e, s] == c
+                                    for p in _reference_tuples(support[e, s], omega)]
+                    out[e, qi, c] -= _reference_distance(w, query_tuples, class_tuples) / len(cardinalities)
+    return out
+
+
+def _episode(seed: int, labels: list[list[int]], queries: int, frames: int = 4, dim: int = 8):
+    gen = torch.Generator().manual_seed(seed)
+    support_labels = torch.tensor(labels)
+    e, s = support_labels.shape
+    query = torch.randn(e, queries, frames, dim, generator=gen)
+    support = torch.randn(e, s, frames, dim, generator=gen)
+    return query, support, support_labels
+
+
+def _head(dim: int = 8, frames: int = 4, seed: int = 0) -> TRXHead:
+    """The head with paper defaults, in eval mode."""
+    torch.manual_seed(seed)
+    head = TRXHead({"rgb": dim}, frames)
+    # Non-trivial LayerNorm affine parameters so that the reference checks they are used.
+    with torch.no_grad():
+        for norm in head.modules():
+            if isinstance(norm, nn.LayerNorm):
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.uniform_(-0.2, 0.2)
+    return head.eval()
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        [[1, 0, 0, 1], [0, 1, 1, 0]],  # way 2, shot 2, supports shuffled
+        [[0, 1, 0, 0]],  # unequal class sizes: padded class slots must not leak into the softmax
+    ],
+)
+def test_matches_plain_python_reference(labels: list[list[int]]) -> None:
+    head = _head()
+    query, support, support_labels = _episode(0, labels, queries=3)
+    with torch.no_grad():
+        fast = head({"rgb": query}, {"rgb": support}, support_labels, 2)
+        reference = _reference_logits(head, query, support, support_labels, 2)
+    torch.testing.assert_close(fast.double(), reference, rtol=1e-5, atol=1e-4)
+
+
+def test_tuples_are_every_combination_in_time_order() -> None:
+    pairs, triples = tuple_indices(8, 2), tuple_indices(8, 3)
+    assert pairs.shape == (28, 2) and triples.shape == (56, 3)
+    assert pairs.tolist() == [list(c) for c in itertools.combinations(range(8), 2)]
+    assert triples.tolist() == [list(c) for c in itertools.combinations(range(8), 3)]
+    assert (triples[:, 1:] > triples[:, :-1]).all()
+    with pytest.raises(ValueError):
+        tuple_indices(2, 3)
+
+
+@pytest.mark.parametrize("dim", [8, 7])
+def test_position_encoding_is_the_standard_sinusoid_times_a_tenth(dim: int) -> None:
+    frames = 5
+    hand = torch.tensor([[_hand_pe(t, j, dim) for j in range(dim)] for t in range(frames)], dtype=torch.float32)
+    torch.testing.assert_close(position_encoding(frames, dim), hand)
+    head = _head(dim=dim, frames=frames)
+    x = torch.randn(2, 3, frames, dim, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(head._encode(x), x + 0.1 * hand)  # eval mode: no dropout
+
+
+def test_one_shot_attention_sums_to_one_over_the_single_support() -> None:
+    head = _head()
+    way = 3
+    query, support, labels = _episode(2, [[2, 0, 1], [1, 2, 0]], queries=2)
+    with torch.no_grad():
+        maps = head.attention({"rgb": query}, {"rgb": support}, labels, way)
+    for attention, omega in zip(maps, (2, 3), strict=True):
+        n_tuples = math.comb(4, omega)
+        assert attention.shape == (2, 2, n_tuples, way, n_tuples)  # one support: K*|Π| = |Π|
+        torch.testing.assert_close(attention.sum(-1), torch.ones(2, 2, n_tuples, way))
+
+
+def test_class_slots_group_supports_of_any_order() -> None:
+    labels = torch.tensor([[2, 0, 1, 0, 2, 1], [0, 0, 0, 1, 2, 2]])
+    index, valid = class_slots(labels, 3)
+    assert index.shape == (2, 3, 3)
+    for e in range(2):
+        for c in range(3):
+            assert sorted(index[e, c][valid[e, c]].tolist()) == [s for s in range(6) if labels[e, s] == c]
+    with pytest.raises(ValueError):
+        class_slots(torch.tensor([[0, 0, 1]]), 3)  # class 2 has no support
+
+
+def test_dropout_only_in_train_mode_and_config_from_params() -> None:
+    head = _head()
+    query, support, labels = _episode(3, [[0, 1]], queries=2)
+    args = ({"rgb": query}, {"rgb": support}, labels, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(head(*args), head(*args))
+        head.train()
+        assert not torch.equal(head(*args), head(*args))
+    config = config_from_params(TRXConfig, {"cardinalities": "1,2,3", "hidden": "64"})
+    assert config == TRXConfig(cardinalities=(1, 2, 3), hidden=64)
+    assert len(TRXHead({"rgb": 8}, 4, config).transformers) == 3
+    with pytest.raises(ValueError):
+        TRXHead({"rgb": 8}, 4, TRXConfig(cardinalities=(5,)))
