@@ -1,6 +1,6 @@
 """Run every benchmark and print Markdown tables; also written to ``benchmarks/results.md`` (overwritten).
 
-Usage: ``python -m benchmarks [--quick] [--only extract|eval|kernels] [--out PATH]``. Every figure is compared
+Usage: ``python -m benchmarks [--quick] [--only extract|eval|kernels|train] [--out PATH]``. Every figure is compared
 with a baseline measured in the same run (backbone alone, the reference repositories' way), so the ratios
 hold on a noisy shared machine even when the absolute numbers do not.
 """
@@ -15,12 +15,14 @@ from pathlib import Path
 
 from benchmarks import eval as eval_bench
 from benchmarks import extract, kernels
+from benchmarks import train as train_bench
 from benchmarks._common import Table, machine_line
 
 BENCHMARKS: dict[str, Callable[[bool], list[Table]]] = {
     "kernels": kernels.tables,
     "eval": eval_bench.tables,
     "extract": extract.tables,
+    "train": train_bench.tables,
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

@@ -9,6 +9,7 @@ import pytest
 from benchmarks import __main__ as bench
 from benchmarks import eval as eval_bench
 from benchmarks import extract, kernels
+from benchmarks import train as train_bench
 from benchmarks._common import Table
 
 
@@ -32,6 +33,12 @@ def test_eval_quick() -> None:
 
 def test_extract_quick() -> None:
     _check(extract.tables(quick=True))
+
+
+def test_train_quick() -> None:
+    tables = train_bench.tables(quick=True)
+    _check(tables)
+    assert {"ita", "tap", "trx"} <= {row[0] for row in tables[0].rows}
 
 
 def test_main_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
