@@ -141,14 +141,23 @@ def compare_cmd(matcher_a: str, matcher_b: str, results: Path | None, shot: int 
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Results directory [<workspace>/results].")
 @click.option("--format", "fmt", type=click.Choice(["md", "latex", "csv"]), default="md", show_default=True)
+@click.option("--layout", type=click.Choice(["matchers", "ablation"]), default="matchers", show_default=True,
+              help="matchers: one row per matcher; ablation: one row per trained variant of a learned head, "
+              "with its switches as columns (as the papers print ablations).")
+@click.option("--matcher", default=None, help="The head of an ablation table [every head with variants].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write to this file.")
 @workspace_option
 @user_errors
-def table_cmd(results: Path | None, fmt: str, out: Path | None, workspace: Path | None) -> None:
+def table_cmd(results: Path | None, fmt: str, layout: str, matcher: str | None, out: Path | None,
+              workspace: Path | None) -> None:
     """Regenerate a results table (matchers x dataset/way/shot, mean ± 95% CI, best in bold)."""
-    from fsar.report.pairs import table_from_dir
+    from fsar.report.pairs import ablation_from_dir, table_from_dir
 
-    text = table_from_dir(results or workspace_dir(workspace) / "results", fmt)
+    directory = results or workspace_dir(workspace) / "results"
+    if layout == "ablation":
+        text = ablation_from_dir(directory, matcher, fmt)
+    else:
+        text = table_from_dir(directory, fmt)
     click.echo(text)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -224,6 +224,7 @@ def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
         protocol=episodes.protocol, n_runs=episodes.n_runs, modality=modality, cache_path=str(cache_path),
         cache_sha256=cache.content_hash(), episodes_path=str(episodes_path),
         episodes_sha256=file_sha256(episodes_path), correct=episode_correct(scores, episodes), seconds=seconds,
+        checkpoint=None if run.checkpoint is None else str(run.checkpoint),
         extra={"backbone": cache.spec.backbone, "patches": cache.spec.patches},
     )
 

@@ -58,6 +58,26 @@ def table_from_dir(results: str | os.PathLike[str], fmt: str = "md") -> str:
     return render_table(labelled_records(results), fmt)  # type: ignore[arg-type]
 
 
+def ablation_from_dir(results: str | os.PathLike[str], matcher: str | None, fmt: str = "md") -> str:
+    """Ablation table(s): of ``matcher``, or of every matcher evaluated in more than one variant."""
+    from fsar.report.ablation import render_ablation
+    from fsar.report.results import load_records
+
+    if not Path(results).is_dir():
+        raise RecordError(f"no results directory {results}; run `fsar eval` first (or pass --results DIR)")
+    records = load_records(results)
+    if matcher is not None:
+        return render_ablation(records, matcher, fmt)
+    variants: dict[str, set[str]] = {}
+    for r in records:
+        variants.setdefault(r.matcher, set()).add(str(r.params.get("variant", "")))
+    names = sorted(m for m, v in variants.items() if len(v) > 1)
+    if not names:
+        raise RecordError(f"no matcher in {results} was evaluated in more than one variant: train variants with "
+                          f"`fsar train -p NAME=VALUE` (see `fsar train --matcher M --list-params`)")
+    return "\n".join(f"{name}\n\n{render_ablation(records, name, fmt)}" for name in names)
+
+
 def plot_from_dir(results: str | os.PathLike[str], kind: str, out: str | os.PathLike[str], *, shot: int = 1,
                   way: int = 5) -> Path:
     records = labelled_records(results)

@@ -1,0 +1,114 @@
+"""Ablation tables as the papers print them: one row per variant of a learned head.
+
+Records of one matcher trained with different hyperparameters (``fsar train -p ...``) become rows; the
+hyperparameters that differ between the rows become columns — one ✓/✗ column per component for
+switch lists such as HCL's ``losses=ce,g,t,s`` or M3Net's ``views=im,cm,tm``, ✓/✗ for booleans, the
+value otherwise — followed by accuracy (mean ± 95% CI) per (dataset, way, shot) and its difference
+from the paper-default row (the one without a variant) where there is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from fsar.report.results import Record, RecordError, latest
+from fsar.report.table import Column, column_label
+
+YES, NO = "✓", "✗"
+
+
+def _config(record: Record) -> dict[str, Any]:
+    config = record.params.get("config")
+    return config if isinstance(config, dict) else {}
+
+
+def _varying(records: list[Record]) -> list[tuple[str, Any]]:
+    """(parameter, element) columns: element is None for scalars, a member name for switch lists."""
+    names = sorted({k for r in records for k in _config(r)})
+    columns: list[tuple[str, Any]] = []
+    for name in names:
+        values = [_config(r).get(name) for r in records]
+        if all(v == values[0] for v in values):
+            continue
+        lists = [v for v in values if isinstance(v, list)]
+        if len(lists) == len(values):
+            members = list(dict.fromkeys(m for v in lists for m in v))
+            columns += [(name, m) for m in members]
+        else:
+            columns.append((name, None))
+    return columns
+
+
+def _cell(record: Record, column: tuple[str, Any]) -> str:
+    name, member = column
+    value = _config(record).get(name)
+    if member is not None:
+        return YES if isinstance(value, list) and member in value else NO
+    if isinstance(value, bool):
+        return YES if value else NO
+    return "–" if value is None else str(value)
+
+
+def ablation_rows(records: Iterable[Record], matcher: str, *, digits: int = 2
+                  ) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the ablation table of ``matcher`` (records labelled by ``variant``)."""
+    own = [r for r in records if r.matcher == matcher]
+    if not own:
+        raise RecordError(f"no records of {matcher!r}: train variants with `fsar train --matcher {matcher} -p ...` "
+                          f"and evaluate each with --checkpoint")
+    newest = latest(own, lambda r: (_row_key(r), r.dataset, r.way, r.shot))
+    keys = sorted({k[0] for k in newest}, key=lambda k: (k != "", k))
+    cols: list[Column] = sorted({(d, w, s) for _, d, w, s in newest})
+    firsts = {key: next(r for (k, *_), r in newest.items() if k == key) for key in keys}
+    params = _varying(list(firsts.values()))
+    header = ["variant"] + [name if m is None else f"{name}: {m}" for name, m in params]
+    for col in cols:
+        header += [column_label(col), "Δ"]
+    body = []
+    for key in keys:
+        row = [key or "paper defaults"] + [_cell(firsts[key], p) for p in params]
+        for d, w, s in cols:
+            rec, base = newest.get((key, d, w, s)), newest.get(("", d, w, s))
+            row.append("–" if rec is None else f"{rec.accuracy:.{digits}f} ± {rec.ci95:.{digits}f}")
+            delta = None if rec is None or base is None or key == "" else rec.accuracy - base.accuracy
+            row.append("" if delta is None else f"{delta:+.{digits}f}")
+        body.append(row)
+    return header, body
+
+
+def _row_key(record: Record) -> str:
+    parts = [str(record.params.get("variant", ""))]
+    if record.modality != "rgb":
+        parts.append(f"@{record.modality}")
+    if record.params.get("center"):
+        parts.append("/c")
+    return "".join(parts)
+
+
+def render_ablation(records: Iterable[Record], matcher: str, fmt: str = "md") -> str:
+    """The ablation table of ``matcher`` in ``fmt`` (md, latex or csv); ends with a newline."""
+    header, body = ablation_rows(records, matcher)
+    if fmt == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerows([header, *body])
+        return out.getvalue()
+    if fmt == "latex":
+        marks = {YES: r"\checkmark", NO: "", "±": r"$\pm$", "Δ": r"$\Delta$"}
+
+        def tex(cell: str) -> str:
+            for a, b in marks.items():
+                cell = cell.replace(a, b)
+            return cell.replace("_", r"\_")
+
+        lines = [f"\\begin{{tabular}}{{l{'c' * (len(header) - 1)}}}", "\\toprule",
+                 " & ".join(map(tex, header)) + " \\\\", "\\midrule"]
+        lines += [" & ".join(map(tex, row)) + " \\\\" for row in body]
+        return "\n".join([*lines, "\\bottomrule", "\\end{tabular}"]) + "\n"
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines) + "\n"

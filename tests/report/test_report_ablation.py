@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from fsar.report.ablation import ablation_rows, render_ablation
+from fsar.report.pairs import ablation_from_dir
+from fsar.report.results import RecordError, write_record
+from tests.report.report_fixtures import record
+
+DEFAULTS = {"losses": ["ce", "g", "t", "s"], "adapter": True, "gamma": 128.0}
+
+
+def variant(losses: list[str], adapter: bool, accuracy: float, shot: int = 1, gamma: float = 128.0):
+    config = {"losses": losses, "adapter": adapter, "gamma": gamma}
+    changed = ",".join(f"{k}={'+'.join(v) if isinstance(v, list) else str(v).lower()}"
+                       for k, v in sorted(config.items()) if DEFAULTS[k] != v)
+    rec = record("hcl", accuracy=accuracy, ci95=1.0, shot=shot)
+    params = {"config": config} | ({"variant": changed} if changed else {})
+    return dataclasses.replace(rec, params=params)
+
+
+def test_rows_are_variants_and_switch_lists_become_check_columns() -> None:
+    records = [variant(["ce", "g", "t", "s"], True, 60.0), variant(["ce"], True, 50.0),
+               variant(["ce", "g"], False, 55.5), variant(["ce", "g", "t", "s"], True, 70.0, shot=5),
+               record("otam", accuracy=40.0)]
+    header, body = ablation_rows(records, "hcl")
+    assert header == ["variant", "adapter", "losses: ce", "losses: g", "losses: t", "losses: s",
+                      "ssv2 5-way 1-shot", "Δ", "ssv2 5-way 5-shot", "Δ"]  # gamma never varies: no column
+    assert body[0] == ["paper defaults", "✓", "✓", "✓", "✓", "✓", "60.00 ± 1.00", "", "70.00 ± 1.00", ""]
+    rows = {row[0]: row for row in body}
+    assert rows["losses=ce"][1:] == ["✓", "✓", "✗", "✗", "✗", "50.00 ± 1.00", "-10.00", "–", ""]
+    assert rows["adapter=false,losses=ce+g"][1:7] == ["✗", "✓", "✓", "✗", "✗", "55.50 ± 1.00"]
+    assert rows["adapter=false,losses=ce+g"][7] == "-4.50"
+
+
+def test_formats_and_errors(tmp_path: Path) -> None:
+    records = [variant(["ce", "g", "t", "s"], True, 60.0), variant(["ce"], True, 50.0)]
+    md = render_ablation(records, "hcl")
+    assert md.splitlines()[0].startswith("| variant |") and "| paper defaults |" in md
+    latex = render_ablation(records, "hcl", "latex")
+    assert "\\checkmark" in latex and "$\\pm$" in latex and "\\toprule" in latex
+    csv = render_ablation(records, "hcl", "csv")
+    assert csv.splitlines()[0].startswith("variant,") and len(csv.splitlines()) == 3
+    with pytest.raises(RecordError, match="no records of 'tap'"):
+        render_ablation(records, "tap")
+    for r in records:
+        write_record(tmp_path, r)
+    assert "hcl\n\n| variant" in ablation_from_dir(tmp_path, None)
+    write_record(tmp_path / "single", record("otam"))
+    with pytest.raises(RecordError, match="more than one variant"):
+        ablation_from_dir(tmp_path / "single", None)
