@@ -1,0 +1,273 @@
+"""M3Net: multi-view encoding, matching and fusion (Tang et al., ACM MM 2023), as a head on patch features.
+
+Paper: "M3Net: Multi-view Encoding, Matching, and Fusion for Few-shot Fine-grained Action Recognition".
+Input: every frame's n×n adaptive-pooled feature map, query {m: [E, Q, T, P, D]}, support
+{m: [E, W*K, T, P, D]} (P = n²). Implemented (the blocks are in :mod:`._m3net_blocks`):
+
+- multi-view encoding (Sec. 3.3): IFCE (Eq. 1) on each frame's patches, then spatial mean pooling to
+  frames [T, D]; IVCE (Eq. 2, frame mixing) and IECE (video mixing -> meta weights of a convolution)
+  both read the IFCE frames (Fig. 2: "the inputs of I-V and I-E are first augmented by I-F");
+- multi-view matching (Sec. 3.4), each a distance D_v -> logits -D_v [E, Q, way]:
+  I-M: symmetric OTAM, OTAM(M) + OTAM(Mᵀ) with M = 1 - cos, on the IFCE frames, mean over the K shots
+  (soft-min λ = ``otam_lambda`` in :meth:`M3NetHead.loss`, the hard min in ``forward``, equal to the
+  numba kernel of the ``otam`` matcher); C-M: cross-attention reconstruction D(s→q) + D(q→s) on the IVCE
+  frames (:class:`CrossReconstruction`); T-M: Σ over both directions of the mean over frames of the
+  Euclidean distance to the nearest frame of the other video, on the IECE frames, mean over K shots;
+- multi-view fusion (Sec. 3.5): loss L = Σ_v CE(softmax(-D_v)); prediction Y = Σ_v softmax(-D_v).
+
+Ablation switches (Config): ``views`` lists the matching branches in loss and prediction, each
+``"im"``, ``"cm"``, ``"tm"`` (reading the paper's stage: im->ifce, cm->ivce, tm->iece) or
+``"<match>@<stage>"`` to read another stage (Table 3); ``predict`` restricts the prediction sum to some
+of them (Table 4's single-view Y1/Y2/Y3 of the full model). ``encoders`` lists the encoders that run;
+the stage features a view reads are
+
+    ifce = mean_P IFCE(patches) if "ifce" in encoders else mean_P patches   (the backbone's frame)
+    ivce = IVCE(ifce) if "ivce" in encoders else ifce
+    iece = IECE(ifce) if "iece" in encoders else ifce
+
+so Table 2's rows are e.g. ``views=im encoders=`` (46.53), ``views=cm encoders=ivce`` (68.92),
+``views=tm encoders=ifce,iece`` (59.79); Table 3's first column is ``views=im@ifce,im@ivce,im@iece``,
+its fourth ``views=im,tm@ivce,cm@iece``; Table 4's model 4 is ``views=cm,tm``. An encoder no view reads
+is not built (it would get no gradient). Each C-M view has its own projections.
+
+Choices where the paper is open or inconsistent:
+
+- I-M: Sec. 3.4.1 describes OTAM [4] but prints a plain DTW recursion and "averages over the path";
+  this follows OTAM as the public implementations compute it (REFERENCE_MATH.md): symmetric, not
+  normalised by path length, zero-padded support axis.
+- IFCE: the learned position embedding is an n×n grid (``patch_grid``, paper n = 4); features with
+  another square grid get it resized bilinearly (4 -> 2: the mean of each 2×2 block). The MLP width is
+  not given: ``ifce_mlp_ratio``·D (1.0). Attention and MLP are as written: no normalisation layers.
+- IVCE: the residual of Eq. 2 carries V + P (P is "applied to V_j" before the block).
+- IECE: Eq. 2's token layer is an l×l matrix, which depends on the number and order of videos; the
+  paper requires order-insensitivity, so the token layers are the permutation-equivariant linear maps
+  a·x_i + b·mean_j x_j + c (see :class:`SetMixing`). "Meta weights ... by a learnable convolution" is
+  read as a convolution over time (kernel ``iece_kernel`` = 1) whose input channels are scaled by
+  σ(meta weights), with a residual (Fig. 5 says IECE "retains relatively complete original
+  information"). ``iece_set``: "episode" (default, the paper's "episode") mixes all Q + S videos of the
+  episode (transductive: a query's score depends on the other queries); "query" mixes the supports with
+  one query at a time (inductive).
+- C-M: d_k = ``cm_dim`` = 1152 (not given; TRX's value, whose query-centred prototype C-M follows);
+  "aggregated" distances are Frobenius norms (the printed ‖·‖); the two directions share W_Q, W_K, W_V
+  ("the same cross-attention process"); the prototype-centred norm is divided by √K_c.
+- T-M: Euclidean frame distances, as printed; the "similarity" D_ij is a distance and enters as -D_ij.
+- Logits are the raw negated distances (no temperature, as printed).
+- Optimiser: SGD, lr 1e-4 (Sec. 4.2); no momentum or weight decay is given, so none. The paper also
+  halves the lr every 2,000 episodes and fine-tunes the ResNet-50; neither applies to this head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fsar.matchers._m3net_blocks import CrossReconstruction, FrameMixing, IntraEpisodeEncoder, IntraFrameEncoder
+from fsar.matchers._soft import symmetric_otam_distance
+from fsar.matchers.head import Features, Head, TrainDefaults, shot_mean, single_stream
+from fsar.matchers.registry import register
+
+__all__ = ["M3NetConfig", "M3NetHead", "frame_cosine", "instance_distance", "parse_view", "task_distance"]
+
+PAPER = ("Tang et al., M3Net: Multi-view Encoding, Matching, and Fusion for Few-shot Fine-grained Action "
+         "Recognition, ACM MM 2023")
+PAPER_STAGE = {"im": "ifce", "cm": "ivce", "tm": "iece"}  # the stage each matching function reads in M3Net
+STAGES = ("ifce", "ivce", "iece")
+IECE_SETS = ("episode", "query")
+
+
+@dataclass(frozen=True)
+class M3NetConfig:
+    """M3Net hyperparameters and ablation switches (see the module docstring)."""
+
+    views: tuple[str, ...] = ("im", "cm", "tm")  # matching branches: "im"/"cm"/"tm" or "<match>@<stage>"
+    predict: tuple[str, ...] = ()  # views summed in the prediction; () = all of ``views``
+    encoders: tuple[str, ...] = ("ifce", "ivce", "iece")  # encoders that run; off = pass the stage through
+    patch_grid: int = 4  # n of IFCE's n×n learned position embedding (paper n = 4)
+    ifce_mlp_ratio: float = 1.0  # IFCE MLP hidden width / D (not given in the paper)
+    cm_dim: int = 1152  # d_k of C-M's W_Q, W_K, W_V (not given)
+    iece_set: str = "episode"  # IECE mixes "episode" (all Q + S videos) or "query" (supports + one query)
+    iece_token_hidden: int = 1  # equivariant token maps in IECE's first token layer
+    iece_kernel: int = 1  # temporal kernel of IECE's convolution (odd)
+    otam_lambda: float = 0.1  # soft-min temperature of I-M's OTAM in training
+
+
+def parse_view(view: str) -> tuple[str, str]:
+    """``"im"`` -> ("im", "ifce"); ``"cm@iece"`` -> ("cm", "iece"): (matching function, stage read)."""
+    match, _, stage = view.partition("@")
+    if match not in PAPER_STAGE:
+        raise ValueError(f"view {view!r}: matching must be one of {sorted(PAPER_STAGE)}")
+    stage = stage or PAPER_STAGE[match]
+    if stage not in STAGES:
+        raise ValueError(f"view {view!r}: stage must be one of {STAGES}")
+    return match, stage
+
+
+def frame_cosine(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """Cosine of every frame pair: [E, Q, T, D] x [E, S, T, D] -> [E, Q, S, T, T] float32 (one matmul)."""
+    e, nq, t1, d = query.shape
+    ns, t2 = support.shape[1], support.shape[2]
+    q = F.normalize(query.float(), dim=-1).reshape(e, nq * t1, d)
+    s = F.normalize(support.float(), dim=-1).reshape(e, ns * t2, d)
+    return (q @ s.transpose(1, 2)).view(e, nq, t1, ns, t2).permute(0, 1, 3, 2, 4)
+
+
+def instance_distance(query: torch.Tensor, support: torch.Tensor, lam: float | None) -> torch.Tensor:
+    """I-M pair distance OTAM(M) + OTAM(Mᵀ), M = 1 - cos: [E, Q, T, D] x [E, S, T, D] -> [E, Q, S].
+
+    ``lam``: soft-min temperature; None = hard min (equal to :func:`fsar.matchers.otam.pair_distance`).
+    """
+    return symmetric_otam_distance(1.0 - frame_cosine(query, support), lam)
+
+
+def task_distance(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """T-M pair distance (Sec. 3.4.3): [E, Q, T, D] x [E, S, T, D] -> [E, Q, S] float32.
+
+    D_ij = (1/t) Σ_x min_y ‖f_x − g_y‖ + (1/t) Σ_y min_x ‖g_y − f_x‖ (f: query frames, g: support frames).
+    """
+    e, nq, t1, d = query.shape
+    ns, t2 = support.shape[1], support.shape[2]
+    dist = torch.cdist(query.float().reshape(e, nq * t1, d), support.float().reshape(e, ns * t2, d))
+    dist = dist.view(e, nq, t1, ns, t2).transpose(2, 3)  # [E, Q, S, T, T]
+    return dist.amin(dim=-1).mean(dim=-1) + dist.amin(dim=-2).mean(dim=-1)
+
+
+class _Pairs(NamedTuple):
+    """What a matching function compares: query [E', Q', T, D], support [E', S, T, D], labels [E', S].
+
+    E' = E, Q' = Q, except for IECE with ``iece_set="query"``: one set per query, E' = E·Q, Q' = 1.
+    """
+
+    query: torch.Tensor
+    support: torch.Tensor
+    labels: torch.Tensor
+
+
+@register("m3net", kind="learned", paper=PAPER, needs_patches=True)
+class M3NetHead(Head):
+    """M3Net: IFCE/IVCE/IECE encoders, I-M/C-M/T-M matching, sum of the branches' softmaxes.
+
+    Tang et al., ACM MM 2023 (module docstring: equations, switches, choices).
+    query {m: [E, Q, T, P, D]}, support {m: [E, W*K, T, P, D]}, support_labels [E, W*K] -> [E, Q, way]
+    = Σ over the ``predict`` views of softmax(-D_v) (in [0, number of views]; higher = more similar).
+    """
+
+    Config = M3NetConfig
+    defaults = TrainDefaults(optimizer="sgd", lr=1e-4, momentum=0.0, weight_decay=0.0, clip_norm=None)
+    # Per query-class pair C-M holds t x 1152 prototypes and K·t x 1152 reconstructions; every video also
+    # runs through IFCE's D x D maps at each of its T·P patches.
+    eval_pairs = 1024
+
+    def __init__(self, dims: Mapping[str, int], frames: int, config: M3NetConfig | None = None) -> None:
+        super().__init__(dims, frames, config)
+        cfg: M3NetConfig = self.config
+        if len(self.dims) != 1:
+            raise ValueError(f"m3net reads one modality, got {sorted(self.dims)}")
+        self.views = self._check_views(cfg)
+        self.predicted = tuple(parse_view(v) for v in cfg.predict) if cfg.predict else self.views
+        if not set(self.predicted) <= set(self.views):
+            raise ValueError(f"predict {cfg.predict} must be a subset of views {cfg.views}")
+        unknown = sorted(set(cfg.encoders) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown encoder(s) {unknown}; encoders are {STAGES}")
+        if cfg.iece_set not in IECE_SETS:
+            raise ValueError(f"iece_set must be one of {IECE_SETS}, got {cfg.iece_set!r}")
+        dim = next(iter(self.dims.values()))
+        read = {stage for _, stage in self.views}
+        self.ifce = (IntraFrameEncoder(dim, cfg.patch_grid, max(1, round(cfg.ifce_mlp_ratio * dim)))
+                     if "ifce" in cfg.encoders else None)
+        self.ivce = FrameMixing(dim, frames) if "ivce" in cfg.encoders and "ivce" in read else None
+        self.iece = (IntraEpisodeEncoder(dim, cfg.iece_token_hidden, cfg.iece_kernel)
+                     if "iece" in cfg.encoders and "iece" in read else None)
+        self.cross = nn.ModuleDict({_key(v): CrossReconstruction(dim, cfg.cm_dim) for v in self.views if v[0] == "cm"})
+
+    @staticmethod
+    def _check_views(cfg: M3NetConfig) -> tuple[tuple[str, str], ...]:
+        views = tuple(parse_view(v) for v in cfg.views)
+        if not views:
+            raise ValueError("views must name at least one matching branch (im, cm, tm)")
+        if len(set(views)) != len(views):
+            raise ValueError(f"views {cfg.views} name a branch twice")
+        return views
+
+    def _frames(self, videos: torch.Tensor) -> torch.Tensor:
+        """IFCE (if on) and spatial mean pooling: [E, N, T, P, D] (or [E, N, T, D]) -> [E, N, T, D]."""
+        if videos.dim() == 4:  # frame features without a patch grid: one patch per frame
+            videos = videos[..., None, :]
+        return (self.ifce(videos) if self.ifce is not None else videos).mean(dim=-2)
+
+    def _episode_stage(self, frames: torch.Tensor, queries: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """IECE over each episode's Q + S videos: frames [E, Q+S, T, D] -> (query, support) frames."""
+        assert self.iece is not None
+        out = self.iece(frames)
+        return out[:, :queries], out[:, queries:]
+
+    def _query_stage(self, frames: torch.Tensor, queries: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """IECE over the supports + one query: frames [E, Q+S, T, D] -> query [E·Q, 1, ..], support [E·Q, S, ..]."""
+        assert self.iece is not None
+        query, support = frames[:, :queries], frames[:, queries:]
+        e, s = support.shape[:2]
+        sets = torch.cat([query[:, :, None], support[:, None].expand(e, queries, *support.shape[1:])], dim=2)
+        out = self.iece(sets)  # [E, Q, 1 + S, T, D]
+        return out[:, :, :1].flatten(0, 1), out[:, :, 1:].flatten(0, 1)
+
+    def stages(self, query: Features, support: Features, support_labels: torch.Tensor) -> dict[str, _Pairs]:
+        """The encoded features each read stage offers the matching functions (module docstring)."""
+        q, s = single_stream(query), single_stream(support)
+        nq = q.shape[1]
+        frames = self._frames(torch.cat([q, s], dim=1))  # every video through IFCE once
+        base = _Pairs(frames[:, :nq], frames[:, nq:], support_labels)
+        out: dict[str, _Pairs] = {}
+        for stage in {stage for _, stage in self.views}:
+            if stage == "ivce" and self.ivce is not None:
+                out[stage] = _Pairs(self.ivce(base.query), self.ivce(base.support), support_labels)
+            elif stage == "iece" and self.iece is not None and self.config.iece_set == "query":
+                out[stage] = _Pairs(*self._query_stage(frames, nq), support_labels.repeat_interleave(nq, dim=0))
+            elif stage == "iece" and self.iece is not None:
+                out[stage] = _Pairs(*self._episode_stage(frames, nq), support_labels)
+            else:
+                out[stage] = base
+        return out
+
+    def _distances(self, view: tuple[str, str], pairs: _Pairs, way: int, lam: float | None) -> torch.Tensor:
+        """D_v of one view: [E', Q', way] (class distances; K shots averaged for I-M and T-M)."""
+        match, _ = view
+        if match == "cm":
+            return self.cross[_key(view)](pairs.query, pairs.support, pairs.labels, way)
+        pair = instance_distance(pairs.query, pairs.support, lam) if match == "im" else \
+            task_distance(pairs.query, pairs.support)
+        return shot_mean(pair, pairs.labels, way)
+
+    def branch_logits(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
+                      soft: bool = False) -> dict[str, torch.Tensor]:
+        """-D_v of every view, keyed "im@ifce" etc.: {view: [E, Q, way] float32}.
+
+        ``soft``: I-M with the soft-min OTAM (λ = ``otam_lambda``, training) instead of the hard min.
+        """
+        stages = self.stages(query, support, support_labels)
+        e, nq = support_labels.shape[0], single_stream(query).shape[1]
+        lam = self.config.otam_lambda if soft else None
+        return {_key(v): -self._distances(v, stages[v[1]], way, lam).reshape(e, nq, way) for v in self.views}
+
+    def forward(self, query: Features, support: Features, support_labels: torch.Tensor,
+                way: int) -> torch.Tensor:
+        logits = self.branch_logits(query, support, support_labels, way)
+        return torch.stack([logits[_key(v)].softmax(dim=-1) for v in self.predicted]).sum(dim=0)
+
+    def loss(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
+             query_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """L = Σ_v CE(softmax(-D_v), y) over ``views`` (matching-losses fusion), I-M with soft OTAM."""
+        logits = self.branch_logits(query, support, support_labels, way, soft=True)
+        target = query_labels.flatten()
+        losses = {name: F.cross_entropy(value.flatten(0, 1), target) for name, value in logits.items()}
+        total = torch.stack(list(losses.values())).sum()
+        return total, {name: float(value.detach()) for name, value in losses.items()}
+
+
+def _key(view: tuple[str, str]) -> str:
+    """"im@ifce": the name of a view in logits, losses and module keys."""
+    return f"{view[0]}@{view[1]}"
