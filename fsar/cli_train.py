@@ -41,6 +41,9 @@ def _learned_names() -> list[str]:
 @click.option("--weight-decay", type=float, default=None, help="[the paper's]")
 @click.option("--tasks-per-step", type=click.IntRange(1), default=None,
               help="Episodes per optimiser step, batched in one forward pass [the paper's].")
+@click.option("--lr-decay-every", type=click.IntRange(0), default=None,
+              help="Multiply the learning rate by --lr-decay after every this many episodes [the paper's; 0: never].")
+@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=None, help="[the paper's, or 0.1]")
 @click.option("--modality", default=None, help="rgb, flow or rgb+flow [rgb; rgb+flow for heads that need flow].")
 @click.option("--center", is_flag=True, help="Subtract each video's temporal mean RGB feature (kept for eval).")
 @click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
@@ -60,7 +63,8 @@ def _learned_names() -> list[str]:
 @user_errors
 def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: int, way: int, query: int,
               episodes_per_epoch: int, epochs: int, lr: float | None, optimizer: str | None,
-              weight_decay: float | None, tasks_per_step: int | None, modality: str | None, center: bool,
+              weight_decay: float | None, tasks_per_step: int | None, lr_decay_every: int | None,
+              lr_decay: float | None, modality: str | None, center: bool,
               params: tuple[str, ...], val_episodes: int, seed: int, device: str, no_amp: bool, resume: bool,
               out: Path | None, list_params: bool, quiet: bool, workspace: Path | None) -> None:
     """Train a learned head on the train split of a feature cache; keep the best epoch by val accuracy.
@@ -80,7 +84,8 @@ def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots:
     cache_path = cache if cache is not None else find_cache(ws, dataset)
     config = TrainConfig(matcher=matcher_name, shots=shots, way=way, query=query,
                          episodes_per_epoch=episodes_per_epoch, epochs=epochs, lr=lr, optimizer=optimizer,
-                         weight_decay=weight_decay, tasks_per_step=tasks_per_step, modality=modality, center=center,
+                         weight_decay=weight_decay, tasks_per_step=tasks_per_step, lr_decay_every=lr_decay_every,
+                         lr_decay=lr_decay, modality=modality, center=center,
                          params=_params(params), seed=seed, device=device, amp=not no_amp)
     from fsar.cache.store import open_cache
 

@@ -56,6 +56,8 @@ class TrainDefaults:
     weight_decay: float = 0.0
     clip_norm: float | None = None
     tasks_per_step: int = 1  # episodes whose gradients are accumulated before one optimiser step
+    lr_decay_every: int = 0  # step decay: lr x lr_decay after every this many training episodes (0: constant)
+    lr_decay: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ class ITAHead(Head):
     """
 
     Config = ITAConfig
-    defaults = TrainDefaults(optimizer="sgd", lr=1e-5, momentum=0.0, weight_decay=0.0)
+    defaults = TrainDefaults(optimizer="sgd", lr=1e-5, momentum=0.0, weight_decay=0.0, lr_decay_every=12_000)
 
     def __init__(self, dims: Mapping[str, int], frames: int, config: ITAConfig | None = None) -> None:
         super().__init__(dims, frames, config)

@@ -157,7 +157,8 @@ class M3NetHead(Head):
     """
 
     Config = M3NetConfig
-    defaults = TrainDefaults(optimizer="sgd", lr=1e-4, momentum=0.0, weight_decay=0.0, clip_norm=None)
+    defaults = TrainDefaults(optimizer="sgd", lr=1e-4, momentum=0.0, weight_decay=0.0, clip_norm=None,
+                             lr_decay_every=2_000, lr_decay=0.5)
     # Per query-class pair C-M holds t x 1152 prototypes and K·t x 1152 reconstructions; every video also
     # runs through IFCE's D x D maps at each of its T·P patches.
     eval_pairs = 1024

@@ -64,6 +64,8 @@ class TrainConfig:
     optimizer: str | None = None
     weight_decay: float | None = None
     tasks_per_step: int | None = None
+    lr_decay_every: int | None = None
+    lr_decay: float | None = None
     modality: str | None = None  # default: rgb, or rgb+flow for heads that need flow
     center: bool = False
     params: dict[str, str] = field(default_factory=dict)
@@ -83,6 +85,8 @@ class TrainConfig:
             optimizer=self.optimizer or defaults.optimizer,  # type: ignore[arg-type]
             weight_decay=self.weight_decay if self.weight_decay is not None else defaults.weight_decay,
             tasks_per_step=self.tasks_per_step or defaults.tasks_per_step,
+            lr_decay_every=self.lr_decay_every if self.lr_decay_every is not None else defaults.lr_decay_every,
+            lr_decay=self.lr_decay if self.lr_decay is not None else defaults.lr_decay,
         )
 
 
@@ -268,6 +272,7 @@ def _run_epoch(head: Head, data: _TrainSplit, config: TrainConfig, epoch: int, s
     bar = tqdm(_epoch_batches(data, config, epoch, per_step), total=steps, desc=f"epoch {epoch}", unit="step",
                disable=not progress, leave=False)
     for i, (query, support) in enumerate(bar, 1):
+        _set_lr(optimiser, settings, (epoch - 1) * config.episodes_per_epoch + (i - 1) * per_step)
         query = {m: x.to(device, non_blocking=True) for m, x in query.items()}
         support = {m: x.to(device, non_blocking=True) for m, x in support.items()}
         optimiser.zero_grad(set_to_none=True)
@@ -292,6 +297,13 @@ def _run_epoch(head: Head, data: _TrainSplit, config: TrainConfig, epoch: int, s
         bar.set_postfix(loss=f"{total / i:.4f}", **{k: f"{v / i:.3f}" for k, v in parts_sum.items() if k != "loss"})
     bar.close()
     return total / max(1, steps)
+
+
+def _set_lr(optimiser: torch.optim.Optimizer, settings: TrainDefaults, episodes_done: int) -> None:
+    """Step decay as a function of the episodes seen so far (nothing to save for resume)."""
+    decays = episodes_done // settings.lr_decay_every if settings.lr_decay_every > 0 else 0
+    for group in optimiser.param_groups:
+        group["lr"] = settings.lr * settings.lr_decay ** decays
 
 
 def _cpu_state(head: Head) -> dict[str, torch.Tensor]:
