@@ -1,8 +1,9 @@
 """``fsar demo``: the whole pipeline on the built-in synthetic dataset, on a laptop, offline.
 
 synth -> extract (EfficientNet-Lite0, RGB + flow + 2x2 patches) -> fixed episodes -> eval of every
-parameter-free matcher at 5-way 1-shot and 5-shot -> table, plot and paired comparisons. Every
-stage is resumable: running the demo again reuses what exists.
+parameter-free matcher at 5-way 1-shot and 5-shot -> training of a learned head on the train split and
+its evaluation on the same episodes -> table, plot and paired comparisons. Every stage is resumable:
+running the demo again reuses what exists.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ Echo = Callable[[str], None]
 # The (A, B) pairs the demo compares on identical episodes: the standard protocol on raw features,
 # what temporal centring recovers, temporal vs order-free matching, and what flow adds.
 COMPARISONS = (("otam", "proto"), ("otam/c", "otam"), ("otam/c", "km/c"), ("dtw/c", "km/c"),
-               ("otam@flow", "otam"), ("otam@rgb+flow/c", "otam/c"), ("jmm@rgb+flow/c", "jmm/c"))
+               ("otam@flow", "otam"), ("otam@rgb+flow/c", "otam/c"), ("jmm@rgb+flow/c", "jmm/c"),
+               ("ita/c", "proto/c"), ("ita/c", "otam/c"))
 STREAM_MATCHERS = ("otam", "km", "jmm")
 
 
@@ -40,6 +42,8 @@ class DemoConfig:
     shots: tuple[int, ...] = (1, 5)
     workers: int = 2
     seed: int = 0
+    heads: tuple[str, ...] = ("ita",)  # learned heads trained on centred RGB features, one per shot
+    train_episodes: int = 1_200  # training episodes per head (4 epochs)
 
 
 def _synth(data: Path, config: DemoConfig, echo: Echo, progress: bool) -> None:
@@ -67,21 +71,21 @@ def run_demo(workspace: Path, config: DemoConfig = DemoConfig(), *, echo: Echo =
     """Run every stage into ``workspace``; returns the path of the written report (Markdown)."""
     started = time.perf_counter()
     data = workspace / "data" / "synthetic"
-    echo(f"[1/5] synthetic dataset ({config.videos_per_class} videos per class, {config.size} px)")
+    echo(f"[1/6] synthetic dataset ({config.videos_per_class} videos per class, {config.size} px)")
     _synth(data, config, echo, progress)
     sheet = write_contact_sheet(data, workspace / "tables" / "synthetic-classes.png")
     echo(f"      contact sheet of the classes: {sheet}")
 
-    echo("[2/5] extract: efficientnet_lite0 (ImageNet), rgb + flow, 2x2 patches, val + test splits")
+    echo("[2/6] extract: efficientnet_lite0 (ImageNet), rgb + flow, 2x2 patches, train + val + test splits")
     out = cache_path(workspace, "synthetic", "efficientnet_lite0", "imagenet")
     extract = ExtractConfig(dataset="synthetic", root=data, backbone="efficientnet_lite0",
                             modalities=("rgb", "flow"), patches=2, short_side=config.input_size,
-                            input_size=config.input_size, splits=("val", "test"), workers=config.workers,
+                            input_size=config.input_size, splits=("train", "val", "test"), workers=config.workers,
                             seed=config.seed)
     for line in describe(run_extraction(extract, out, progress=progress)).splitlines():
         echo(f"      {line}")
 
-    echo(f"[3/5] + [4/5] fixed episodes ({config.episodes:,} per setting, seed {config.seed}) and evaluation")
+    echo(f"[3/6] + [4/6] fixed episodes ({config.episodes:,} per setting, seed {config.seed}) and evaluation")
     results = workspace / "results" / "demo"
     base = EvalPlan(matchers="all", cache=out, shots=config.shots, way=5, workspace=workspace,
                     protocol="otam" if config.episodes == 10_000 else "custom", n_episodes=config.episodes,
@@ -91,8 +95,34 @@ def run_demo(workspace: Path, config: DemoConfig = DemoConfig(), *, echo: Echo =
     plans += [replace(base, matchers=m, modality="rgb+flow", center=True) for m in STREAM_MATCHERS]
     _evaluate(plans, echo, progress)
 
-    echo("[5/5] table, plot and paired comparisons")
+    echo(f"[5/6] train {', '.join(config.heads)} on the train split (centred RGB, {config.train_episodes:,} "
+         "episodes) and evaluate on the same test episodes")
+    _evaluate(_train_heads(workspace, out, base, config, echo, progress), echo, progress)
+
+    echo("[6/6] table, plot and paired comparisons")
     return _report(workspace, results, config, echo, started)
+
+
+def _train_heads(workspace: Path, cache: Path, base: EvalPlan, config: DemoConfig, echo: Echo,
+                 progress: bool) -> list[EvalPlan]:
+    """Train each head of ``config.heads`` per shot (resuming finished runs); eval plans of the checkpoints."""
+    from fsar.matchers.train import TrainConfig, train
+    from fsar.report.plot import plot_history
+
+    epochs = 4
+    plans = []
+    for head in config.heads:
+        for shot in config.shots:
+            out = workspace / "checkpoints" / f"demo-{head}-{shot}shot.pt"
+            run = TrainConfig(matcher=head, shots=shot, way=5, query=3, epochs=epochs,
+                              episodes_per_epoch=config.train_episodes // epochs, optimizer="adam", lr=1e-3,
+                              center=True, seed=config.seed, device="cpu")
+            ckpt = train(run, cache, out, val_episodes=300, resume=True, progress=progress,
+                         echo=lambda line: echo(f"      {line}"))
+            plot_history(ckpt.history, out.with_suffix(".png"), title=f"{head}, 5-way {shot}-shot")
+            echo(f"      {head} {shot}-shot: best epoch {ckpt.epoch}, val {ckpt.val_accuracy:.1f} % -> {out}")
+            plans.append(replace(base, matchers=head, shots=(shot,), checkpoint=out))
+    return plans
 
 
 def _evaluate(plans: list[EvalPlan], echo: Echo, progress: bool) -> None:
