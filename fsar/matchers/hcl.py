@@ -245,6 +245,11 @@ class HCLHead(Head):
         self.encoder = VideoEncoder(dim, frames, cfg) if cfg.encoder == "transformer" else None
         self.text_projection = nn.Linear(cfg.text_dim, dim, bias=False) if cfg.text_encoder == "minilm" else None
 
+    @property
+    def uses_class_text(self) -> bool:
+        """True with ``text_encoder="minilm"``: the semantic attention α (Eq. 5) reads the class names."""
+        return self.text_projection is not None
+
     def encode(self, patches: torch.Tensor) -> Encoded:
         """Multi-level cues of videos: patches [..., T, P, D] -> :class:`Encoded`."""
         if self.encoder is None:

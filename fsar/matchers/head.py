@@ -17,6 +17,10 @@ A head class is registered with ``@register(name, kind="learned", ...)`` and car
 - ``loss(...)``: its training objective on one episode batch (cross-entropy unless the paper says
   otherwise), returning the loss and named parts for the progress bar.
 
+A head whose matching reads the episode's class names (HCL's semantic attention) sets
+:attr:`Head.uses_class_text`; its ``forward``/``loss``/``batch_loss`` then also take ``class_text``, the
+name embeddings in label order, which the trainer and the evaluator pass to it (and to no other head).
+
 The trainer (:mod:`fsar.matchers.train`) builds a head as ``cls(dims, frames, config)``.
 """
 
@@ -82,6 +86,13 @@ class Head(nn.Module):
         self.dims = dict(dims)
         self.frames = frames
         self.config = config if config is not None else self.Config()
+
+    @property
+    def uses_class_text(self) -> bool:
+        """Whether ``forward``, ``loss`` and ``batch_loss`` need ``class_text``: embeddings of the class names
+        in label order, [E, way, text_dim] for episodes and [C, text_dim] for a balanced batch. Heads that
+        return False are never given it."""
+        return False
 
     def forward(self, query: Features, support: Features, support_labels: torch.Tensor,
                 way: int) -> torch.Tensor:  # pragma: no cover - abstract

@@ -7,6 +7,9 @@ fixed val-split episode list. The best epoch by val accuracy is kept at ``out``;
 optimiser and RNG state) at ``<out>.last``, from which ``resume`` continues exactly where it stopped,
 so a resumed run gives the same weights as an uninterrupted one. No backbone runs: a CPU trains the
 heads on the synthetic data in minutes.
+
+A head that reads class names (:attr:`Head.uses_class_text`) gets the embeddings of each episode's classes
+(and of the balanced batch's), taken from one table of the cache's class names embedded before training.
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ from fsar.episodes import sample_episodes as draw_episodes
 from fsar.matchers.checkpoint import (
     Checkpoint,
     CheckpointError,
+    ClassText,
+    class_text,
     head_scorer,
     load_checkpoint,
     pick_device,
     save_checkpoint,
+    text_kwargs,
 )
 from fsar.matchers.evaluate import (
     LoadedFeatures,
@@ -116,8 +122,9 @@ def _load_train(cache: FeatureCache, modalities: tuple[str, ...], patches: bool,
 
 
 def _epoch_batches(data: _TrainSplit, config: TrainConfig, epoch: int, per_step: int
-                   ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
-    """(query, support) features of each step's episodes, drawn with a seed of (seed, epoch)."""
+                   ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], NDArray[np.str_]]]:
+    """(query, support) features of each step's episodes, drawn with a seed of (seed, epoch), and their
+    class names [per_step, way] in label order."""
     seed = int(np.random.SeedSequence([config.seed, epoch]).generate_state(1)[0])
     episodes = draw_episodes(data.ids, data.classes, way=config.way, shot=config.shots, query=config.query,
                              n=config.episodes_per_epoch, seed=seed, split="train")
@@ -126,14 +133,17 @@ def _epoch_batches(data: _TrainSplit, config: TrainConfig, epoch: int, per_step:
     n_views = next(iter(data.features.values())).shape[1]
     for start in range(0, episodes.n_episodes - per_step + 1, per_step):
         chunk = episodes.slice(start, start + per_step)
-        yield tuple(  # type: ignore[misc]
-            _gather(data, pool[idx.reshape(per_step, -1)], rng, n_views)
-            for idx in (chunk.query_idx, chunk.support_idx))
+        query, support = (_gather(data, pool[idx.reshape(per_step, -1)], rng, n_views)
+                          for idx in (chunk.query_idx, chunk.support_idx))
+        yield query, support, chunk.class_names
 
 
-def _balanced(data: _TrainSplit, rng: np.random.Generator, classes: int, per_class: int
-              ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """``classes`` x ``per_class`` videos (distinct where the class has enough), one random view each."""
+def _balanced_batch(data: _TrainSplit, rng: np.random.Generator, classes: int, per_class: int
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]:
+    """``classes`` x ``per_class`` videos (distinct where the class has enough), one random view each.
+
+    Returns (videos {m: [B, T, ..]}, labels [B] in 0..C-1, the name of each label's class [C]).
+    """
     names = sorted(set(data.classes))
     members = {c: np.flatnonzero(np.asarray(data.classes) == c) for c in names}
     picked = rng.choice(len(names), size=min(classes, len(names)), replace=False)
@@ -143,7 +153,7 @@ def _balanced(data: _TrainSplit, rng: np.random.Generator, classes: int, per_cla
         rows.append(rng.choice(pool, size=per_class, replace=len(pool) < per_class))
         labels += [k] * per_class
     n_views = next(iter(data.features.values())).shape[1]
-    return _gather(data, np.concatenate(rows), rng, n_views), torch.tensor(labels)
+    return _gather(data, np.concatenate(rows), rng, n_views), torch.tensor(labels), [names[c] for c in picked]
 
 
 def _gather(data: _TrainSplit, rows: NDArray[np.int64], rng: np.random.Generator, n_views: int
@@ -166,8 +176,9 @@ def _optimiser(head: Head, settings: TrainDefaults) -> torch.optim.Optimizer:
     raise CheckpointError(f"unknown optimizer {settings.optimizer!r}: sgd, adam or adamw")
 
 
-def _validate(head: Head, val: LoadedFeatures, episodes: EpisodeList, device: torch.device) -> float:
-    scores = score_all(head_scorer(head, device, "val"), val, episodes, False, "val")["val"]
+def _validate(head: Head, val: LoadedFeatures, episodes: EpisodeList, device: torch.device,
+              text: ClassText | None) -> float:
+    scores = score_all(head_scorer(head, device, "val", text), val, episodes, False, "val")["val"]
     return 100.0 * float(episode_correct(scores, episodes).mean())
 
 
@@ -225,6 +236,7 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
         raise CheckpointError(f"{config.matcher}: {err}") from None
     dims = {m: cache.spec.feature_dim for m in modalities}
     head: Head = info.obj(dims, cache.spec.frames, head_config).to(device)
+    text = class_text(head, cache.class_names)  # None unless the head reads class names
     settings = config.optimiser_settings(info.obj.defaults)
     optimiser = _optimiser(head, settings)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp)
@@ -240,8 +252,8 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
     val = load_features(cache, val_list, modalities, info.needs_patches, config.center)
     for epoch in range(start_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
-        loss = _run_epoch(head, data, config, epoch, settings, optimiser, scaler, device, progress)
-        accuracy = _validate(head, val, val_list, device)
+        loss = _run_epoch(head, data, text, config, epoch, settings, optimiser, scaler, device, progress)
+        accuracy = _validate(head, val, val_list, device, text)
         entry = {"epoch": float(epoch), "loss": loss, "val_accuracy": accuracy,
                  "seconds": time.perf_counter() - started}
         history = [*best.history, entry]
@@ -259,9 +271,9 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
     return final
 
 
-def _run_epoch(head: Head, data: _TrainSplit, config: TrainConfig, epoch: int, settings: TrainDefaults,
-               optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
-               progress: bool) -> float:
+def _run_epoch(head: Head, data: _TrainSplit, text: ClassText | None, config: TrainConfig, epoch: int,
+               settings: TrainDefaults, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               device: torch.device, progress: bool) -> float:
     per_step = min(settings.tasks_per_step, config.episodes_per_epoch)
     steps = config.episodes_per_epoch // per_step
     targets = episode_targets(config.way, config.query, per_step, device)
@@ -271,17 +283,17 @@ def _run_epoch(head: Head, data: _TrainSplit, config: TrainConfig, epoch: int, s
     total, parts_sum = 0.0, dict[str, float]()
     bar = tqdm(_epoch_batches(data, config, epoch, per_step), total=steps, desc=f"epoch {epoch}", unit="step",
                disable=not progress, leave=False)
-    for i, (query, support) in enumerate(bar, 1):
+    for i, (query, support, names) in enumerate(bar, 1):
         _set_lr(optimiser, settings, (epoch - 1) * config.episodes_per_epoch + (i - 1) * per_step)
         query = {m: x.to(device, non_blocking=True) for m, x in query.items()}
         support = {m: x.to(device, non_blocking=True) for m, x in support.items()}
         optimiser.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
-            loss, parts = head.loss(query, support, labels, config.way, targets)
+            loss, parts = head.loss(query, support, labels, config.way, targets, **text_kwargs(text, names, device))
             if head.balanced_batch is not None:
-                videos, video_labels = _balanced(data, batch_rng, *head.balanced_batch)
+                videos, video_labels, picked = _balanced_batch(data, batch_rng, *head.balanced_batch)
                 extra, extra_parts = head.batch_loss({m: x.to(device) for m, x in videos.items()},
-                                                     video_labels.to(device))
+                                                     video_labels.to(device), **text_kwargs(text, picked, device))
                 loss, parts = loss + extra, parts | extra_parts
         if not torch.isfinite(loss):
             raise CheckpointError(f"loss became {float(loss)} at epoch {epoch}, step {i}: lower --lr")

@@ -14,7 +14,7 @@ from fsar.cache.store import create_cache, open_cache
 from fsar.episodes import save_episodes
 from fsar.matchers.checkpoint import CheckpointError, build_head, load_checkpoint, save_checkpoint, variant
 from fsar.matchers.evaluate import EvalRun, episodes_for, evaluate
-from fsar.matchers.train import TrainConfig, _balanced, _load_train, last_path, train
+from fsar.matchers.train import TrainConfig, _balanced_batch, _load_train, last_path, train
 
 T, D, PER_CLASS, SIGNAL = 4, 16, 6, 4
 SPLITS = {"train": 30, "val": 4, "test": 5}
@@ -176,7 +176,7 @@ def test_training_views_and_balanced_batches(toy: Path) -> None:
     assert data.features["rgb"].shape == (SPLITS["train"] * PER_CLASS, 1, T, D)
     np.testing.assert_array_equal(data.features["rgb"][:, 0].numpy(), cache.frames("rgb", cache.rows_for(data.ids),
                                                                                     view=1))
-    videos, labels = _balanced(data, np.random.default_rng(0), classes=5, per_class=3)
+    videos, labels, names = _balanced_batch(data, np.random.default_rng(0), classes=5, per_class=3)
     assert videos["rgb"].shape == (15, T, D)
     assert torch.equal(labels, torch.arange(5).repeat_interleave(3))
     classes = np.asarray(data.classes)
@@ -185,6 +185,7 @@ def test_training_views_and_balanced_batches(toy: Path) -> None:
     picked = classes[rows].reshape(5, 3)
     assert all(len(set(group)) == 1 for group in picked)  # one class per group
     assert len({group[0] for group in picked}) == 5  # distinct classes
+    assert list(names) == [group[0] for group in picked]
 
 
 def test_step_decay_of_the_learning_rate() -> None:
