@@ -250,9 +250,11 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
         echo("note: the cache has no augmented views (extract with --views 3): training on the test view")
     val_list = _val_episodes(cache, config, val_path, val_episodes)
     val = load_features(cache, val_list, modalities, info.needs_patches, config.center)
+    accuracy = best.val_accuracy
     for epoch in range(start_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
-        loss = _run_epoch(head, data, text, config, epoch, settings, optimiser, scaler, device, progress)
+        desc = f"epoch {epoch}/{config.epochs}" + ("" if math.isnan(accuracy) else f" (last val {accuracy:.1f} %)")
+        loss = _run_epoch(head, data, text, config, epoch, settings, optimiser, scaler, device, progress and desc)
         accuracy = _validate(head, val, val_list, device, text)
         entry = {"epoch": float(epoch), "loss": loss, "val_accuracy": accuracy,
                  "seconds": time.perf_counter() - started}
@@ -273,7 +275,8 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
 
 def _run_epoch(head: Head, data: _TrainSplit, text: ClassText | None, config: TrainConfig, epoch: int,
                settings: TrainDefaults, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               device: torch.device, progress: bool) -> float:
+               device: torch.device, progress: str | bool) -> float:
+    """One epoch of optimiser steps; the mean loss. ``progress``: the progress bar's label, or False."""
     per_step = min(settings.tasks_per_step, config.episodes_per_epoch)
     steps = config.episodes_per_epoch // per_step
     targets = episode_targets(config.way, config.query, per_step, device)
@@ -281,7 +284,7 @@ def _run_epoch(head: Head, data: _TrainSplit, text: ClassText | None, config: Tr
     batch_rng = np.random.default_rng([config.seed, epoch, 2])
     head.train()
     total, parts_sum = 0.0, dict[str, float]()
-    bar = tqdm(_epoch_batches(data, config, epoch, per_step), total=steps, desc=f"epoch {epoch}", unit="step",
+    bar = tqdm(_epoch_batches(data, config, epoch, per_step), total=steps, desc=str(progress), unit="step",
                disable=not progress, leave=False)
     for i, (query, support, names) in enumerate(bar, 1):
         _set_lr(optimiser, settings, (epoch - 1) * config.episodes_per_epoch + (i - 1) * per_step)
