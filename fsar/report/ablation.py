@@ -52,13 +52,16 @@ def _cell(record: Record, column: tuple[str, Any]) -> str:
 
 def ablation_rows(records: Iterable[Record], matcher: str, *, digits: int = 2
                   ) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the ablation table of ``matcher`` (records labelled by ``variant``)."""
+    """Header and rows of the ablation table of ``matcher`` (records labelled by ``variant``).
+
+    Each row's Δ is its difference from the paper-default row of the same streams (modality, centring).
+    """
     own = [r for r in records if r.matcher == matcher]
     if not own:
         raise RecordError(f"no records of {matcher!r}: train variants with `fsar train --matcher {matcher} -p ...` "
                           f"and evaluate each with --checkpoint")
     newest = latest(own, lambda r: (_row_key(r), r.dataset, r.way, r.shot))
-    keys = sorted({k[0] for k in newest}, key=lambda k: (k != "", k))
+    keys = sorted({k[0] for k in newest}, key=lambda k: (k[1], k[0] != "", k[0]))
     cols: list[Column] = sorted({(d, w, s) for _, d, w, s in newest})
     firsts = {key: next(r for (k, *_), r in newest.items() if k == key) for key in keys}
     params = _varying(list(firsts.values()))
@@ -67,23 +70,23 @@ def ablation_rows(records: Iterable[Record], matcher: str, *, digits: int = 2
         header += [column_label(col), "Δ"]
     body = []
     for key in keys:
-        row = [key or "paper defaults"] + [_cell(firsts[key], p) for p in params]
+        variant, streams = key
+        row = [(variant or "paper defaults") + streams] + [_cell(firsts[key], p) for p in params]
         for d, w, s in cols:
-            rec, base = newest.get((key, d, w, s)), newest.get(("", d, w, s))
+            rec, base = newest.get((key, d, w, s)), newest.get((("", streams), d, w, s))
             row.append("–" if rec is None else f"{rec.accuracy:.{digits}f} ± {rec.ci95:.{digits}f}")
-            delta = None if rec is None or base is None or key == "" else rec.accuracy - base.accuracy
+            delta = None if rec is None or base is None or variant == "" else rec.accuracy - base.accuracy
             row.append("" if delta is None else f"{delta:+.{digits}f}")
         body.append(row)
     return header, body
 
 
-def _row_key(record: Record) -> str:
-    parts = [str(record.params.get("variant", ""))]
-    if record.modality != "rgb":
-        parts.append(f"@{record.modality}")
+def _row_key(record: Record) -> tuple[str, str]:
+    """(variant, streams): rows are compared with the paper-default row of the same streams."""
+    streams = "" if record.modality == "rgb" else f" @{record.modality}"
     if record.params.get("center"):
-        parts.append("/c")
-    return "".join(parts)
+        streams += " /c"
+    return str(record.params.get("variant", "")), streams
 
 
 def render_ablation(records: Iterable[Record], matcher: str, fmt: str = "md") -> str:

@@ -52,3 +52,13 @@ def test_formats_and_errors(tmp_path: Path) -> None:
     write_record(tmp_path / "single", record("otam"))
     with pytest.raises(RecordError, match="more than one variant"):
         ablation_from_dir(tmp_path / "single", None)
+
+
+def test_delta_is_taken_within_the_same_streams() -> None:
+    centred = [dataclasses.replace(r, params=r.params | {"center": True})
+               for r in (variant(["ce", "g", "t", "s"], True, 60.0), variant(["ce"], True, 52.0))]
+    raw = [variant(["ce", "g", "t", "s"], True, 30.0)]
+    _, body = ablation_rows(centred + raw, "hcl")
+    rows = {row[0]: row for row in body}
+    assert set(rows) == {"paper defaults", "paper defaults /c", "losses=ce /c"}
+    assert rows["losses=ce /c"][-2:] == ["52.00 ± 1.00", "-8.00"]  # vs the centred default, not the raw one
