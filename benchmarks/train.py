@@ -3,7 +3,7 @@
 A training step here is one 5-way 1-shot episode with 5 queries per class (T = 8 frames, D = 1280, the
 EfficientNet-Lite0 width; 256 with --quick; heads that read patches get P = 4): forward, loss, backward, optimiser step.
 The baseline, measured in the same run, is what the reference repositories do per episode: run the
-ResNet-50 backbone over the episode's 80 frames (forward only, 224 px; 112 px with --quick), which a
+ResNet-50 backbone over the episode's 240 frames (forward only, 224 px; 112 px with --quick), which a
 feature cache removes. Run: ``python -m benchmarks --only train`` (or ``python -m benchmarks.train``).
 """
 
