@@ -237,7 +237,8 @@ def head_scorer(head: Head, device: torch.device, name: str, text: ClassText | N
             raise ValueError(f"{name}: the head reads class names; score through score_all, which passes them")
         embedded = text_kwargs(text, class_names if class_names is not None else (), device)
         parts = []
-        with torch.inference_mode(), _autocast(device):
+        # fp16 on CUDA, as in training; none on CPU (bf16 there was slower than fp32 for these small heads).
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             for i in range(0, e, step):
                 qs = {m: torch.from_numpy(np.ascontiguousarray(x[i:i + step])).to(device) for m, x in query.items()}
                 ss = {m: torch.from_numpy(np.ascontiguousarray(x[i:i + step])).to(device) for m, x in support.items()}
@@ -248,8 +249,3 @@ def head_scorer(head: Head, device: torch.device, name: str, text: ClassText | N
 
     return score if text is None else ByClassNames(score)
 
-
-def _autocast(device: torch.device) -> Any:
-    """fp16 autocast on CUDA; nothing on CPU (bf16 there is slower than fp32 for these small heads)."""
-    return torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast(
-        "cpu", enabled=False)

@@ -104,6 +104,11 @@ class _TrainSplit:
     ids: list[str]
     classes: list[str]
     index: dict[str, int]
+    members: dict[str, NDArray[np.int64]]  # class name -> its rows, in sorted class order
+
+    @property
+    def n_views(self) -> int:
+        return next(iter(self.features.values())).shape[1]
 
 
 def _load_train(cache: FeatureCache, modalities: tuple[str, ...], patches: bool, center: bool) -> _TrainSplit:
@@ -118,7 +123,9 @@ def _load_train(cache: FeatureCache, modalities: tuple[str, ...], patches: bool,
         if center and m == "rgb":
             stacked = center_in_time(stacked.reshape(-1, *stacked.shape[2:])).reshape(stacked.shape)
         features[m] = torch.from_numpy(stacked)
-    return _TrainSplit(features, ids, classes, {v: i for i, v in enumerate(ids)})
+    class_of = np.asarray(classes)
+    members = {c: np.flatnonzero(class_of == c) for c in sorted(set(classes))}
+    return _TrainSplit(features, ids, classes, {v: i for i, v in enumerate(ids)}, members)
 
 
 def _epoch_batches(data: _TrainSplit, config: TrainConfig, epoch: int, per_step: int
@@ -130,10 +137,9 @@ def _epoch_batches(data: _TrainSplit, config: TrainConfig, epoch: int, per_step:
                              n=config.episodes_per_epoch, seed=seed, split="train")
     pool = np.array([data.index[i] for i in episodes.ids.tolist()], dtype=np.int64)
     rng = np.random.default_rng([config.seed, epoch, 1])
-    n_views = next(iter(data.features.values())).shape[1]
     for start in range(0, episodes.n_episodes - per_step + 1, per_step):
         chunk = episodes.slice(start, start + per_step)
-        query, support = (_gather(data, pool[idx.reshape(per_step, -1)], rng, n_views)
+        query, support = (_gather(data, pool[idx.reshape(per_step, -1)], rng)
                           for idx in (chunk.query_idx, chunk.support_idx))
         yield query, support, chunk.class_names
 
@@ -144,21 +150,18 @@ def _balanced_batch(data: _TrainSplit, rng: np.random.Generator, classes: int, p
 
     Returns (videos {m: [B, T, ..]}, labels [B] in 0..C-1, the name of each label's class [C]).
     """
-    names = sorted(set(data.classes))
-    members = {c: np.flatnonzero(np.asarray(data.classes) == c) for c in names}
+    names = list(data.members)
     picked = rng.choice(len(names), size=min(classes, len(names)), replace=False)
     rows, labels = [], []
     for k, c in enumerate(picked):
-        pool = members[names[c]]
+        pool = data.members[names[c]]
         rows.append(rng.choice(pool, size=per_class, replace=len(pool) < per_class))
         labels += [k] * per_class
-    n_views = next(iter(data.features.values())).shape[1]
-    return _gather(data, np.concatenate(rows), rng, n_views), torch.tensor(labels), [names[c] for c in picked]
+    return _gather(data, np.concatenate(rows), rng), torch.tensor(labels), [names[c] for c in picked]
 
 
-def _gather(data: _TrainSplit, rows: NDArray[np.int64], rng: np.random.Generator, n_views: int
-            ) -> dict[str, torch.Tensor]:
-    views = torch.from_numpy(rng.integers(0, n_views, size=rows.shape))
+def _gather(data: _TrainSplit, rows: NDArray[np.int64], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    views = torch.from_numpy(rng.integers(0, data.n_views, size=rows.shape))
     r = torch.from_numpy(rows)
     # The same view of a video for every modality: RGB and flow of one clip stay paired.
     return {m: f[r, views].float() for m, f in data.features.items()}
@@ -243,7 +246,7 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
     best = _new_checkpoint(config, cache, head, head_config, modalities, info.needs_patches, settings)
     start_epoch = 0
     if resume and last_path(out).exists():
-        start_epoch, best = _restore(last_path(out), best, head, optimiser, scaler, out)
+        start_epoch, best = _restore(last_path(out), best, head, optimiser, scaler)
         echo(f"resuming {config.matcher} after epoch {start_epoch} (best val {best.val_accuracy:.2f} %)")
     data = _load_train(cache, modalities, info.needs_patches, config.center)
     if cache.spec.views == 1:
@@ -258,19 +261,15 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
         accuracy = _validate(head, val, val_list, device, text)
         entry = {"epoch": float(epoch), "loss": loss, "val_accuracy": accuracy,
                  "seconds": time.perf_counter() - started}
-        history = [*best.history, entry]
         improved = not accuracy <= best.val_accuracy  # NaN (no epoch yet) counts as improved
         if improved:
             best = dataclasses.replace(best, state_dict=_cpu_state(head), epoch=epoch, val_accuracy=accuracy)
-            save_checkpoint(dataclasses.replace(best, history=history), out)
-        best = dataclasses.replace(best, history=history)
+        best = dataclasses.replace(best, history=[*best.history, entry])
+        save_checkpoint(best, out)  # the best weights with the history so far
         save_checkpoint(_last_state(best, head, epoch, optimiser, scaler), last_path(out))
         echo(f"epoch {epoch}/{config.epochs}  loss {loss:.4f}  val {accuracy:.2f} %"
              + ("  (best, saved)" if improved else "") + f"  {entry['seconds']:.0f} s")
-    final = load_checkpoint(out) if Path(out).exists() else best
-    final.history = best.history
-    save_checkpoint(final, out)
-    return final
+    return best
 
 
 def _run_epoch(head: Head, data: _TrainSplit, text: ClassText | None, config: TrainConfig, epoch: int,
@@ -343,7 +342,7 @@ def _last_state(best: Checkpoint, head: Head, epoch: int, optimiser: torch.optim
 
 
 def _restore(path: Path, fresh: Checkpoint, head: Head, optimiser: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler, out: str | Path) -> tuple[int, Checkpoint]:
+             scaler: torch.amp.GradScaler) -> tuple[int, Checkpoint]:
     """Load the ``.last`` state of an interrupted run into ``head``/``optimiser``; (epoch done, best so far)."""
     last = load_checkpoint(path)
     if last.resume is None:
