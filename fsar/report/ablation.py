@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fsar.report.results import Record, RecordError, latest
-from fsar.report.table import Column, column_label
+from fsar.report.table import Column, column_label, render_grid
 
 YES, NO = "✓", "✗"
 
@@ -108,10 +108,5 @@ def render_ablation(records: Iterable[Record], matcher: str, fmt: str = "md") ->
                 cell = cell.replace(a, b)
             return cell.replace("_", r"\_")
 
-        lines = [f"\\begin{{tabular}}{{l{'c' * (len(header) - 1)}}}", "\\toprule",
-                 " & ".join(map(tex, header)) + " \\\\", "\\midrule"]
-        lines += [" & ".join(map(tex, row)) + " \\\\" for row in body]
-        return "\n".join([*lines, "\\bottomrule", "\\end{tabular}"]) + "\n"
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines) + "\n"
+        header, body = [tex(c) for c in header], [[tex(c) for c in row] for row in body]
+    return render_grid(header, body, fmt)

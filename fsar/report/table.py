@@ -89,6 +89,11 @@ def render_table(records: Iterable[Record], fmt: Format = "md", *, digits: int =
     if not records:
         return ""
     header, body = _text_rows(records, fmt, digits)
+    return render_grid(header, body, fmt)
+
+
+def render_grid(header: list[str], body: list[list[str]], fmt: str) -> str:
+    """A Markdown table or a LaTeX booktabs tabular of already formatted cells; ends with a newline."""
     if fmt == "md":
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]
