@@ -26,6 +26,7 @@ from fsar.matchers.checkpoint import TEXT_ENCODER_MISSING, CheckpointError, clas
 from fsar.matchers.evaluate import ByClassNames, EvalRun, episodes_for, evaluate
 from fsar.matchers.hcl import HCLConfig, HCLHead
 from fsar.matchers.train import TrainConfig, train
+from tests.matchers.test_evaluate import video_table
 
 T, D, GRID, PER_CLASS, TEXT_DIM = 4, 8, 2, 4, 384
 SPLITS = {"train": 4, "val": 3, "test": 3}
@@ -41,17 +42,7 @@ def fake_embeddings(names: Sequence[str]) -> torch.Tensor:
 def labelled_patch_cache(path: Path) -> Path:
     """Patch features [.., T, P, D] of noise, except feature 0 = the video's class index (exact in float16)."""
     rng = np.random.default_rng(0)
-    ids: list[str] = []
-    labels: list[int] = []
-    splits: list[str] = []
-    names: list[str] = []
-    for split, n_classes in SPLITS.items():
-        for _ in range(n_classes):
-            names.append(f"{split}_class_{len(names)}")
-            for k in range(PER_CLASS):
-                ids.append(f"{names[-1]}_{k}")
-                labels.append(len(names) - 1)
-                splits.append(split)
+    ids, labels, splits, names = video_table(SPLITS, PER_CLASS, "_class_")
     spec = CacheSpec(dataset="toy", backbone="none", weights="none", weights_sha256="", feature_dim=D, frames=T,
                      views=2, patches=GRID, chunk_videos=8)
     cache = create_cache(path, spec, ids, labels, splits, names)

@@ -15,21 +15,27 @@ T, D, PER_CLASS = 4, 16, 6
 SPLIT_CLASSES = {"train": 2, "val": 4, "test": 5}
 
 
-def toy_cache(path: Path, modalities: tuple[str, ...] = ("rgb",), patches: int = 0, noise: float = 0.6) -> Path:
-    """Each class is a fixed random sequence of T frames; videos are noisy copies of it."""
-    rng = np.random.default_rng(0)
+def video_table(split_classes: dict[str, int], per_class: int, class_infix: str = ""
+                ) -> tuple[list[str], list[int], list[str], list[str]]:
+    """(ids, labels, splits, class names) of a toy dataset: class ``<split><infix><c>``, videos ``<class>_<k>``."""
     ids: list[str] = []
     labels: list[int] = []
     splits: list[str] = []
     names: list[str] = []
-    for split, n_classes in SPLIT_CLASSES.items():
+    for split, n_classes in split_classes.items():
         for _ in range(n_classes):
-            c = len(names)
-            names.append(f"{split}{c}")
-            for k in range(PER_CLASS):
-                ids.append(f"{split}{c}_{k}")
-                labels.append(c)
+            names.append(f"{split}{class_infix}{len(names)}")
+            for k in range(per_class):
+                ids.append(f"{names[-1]}_{k}")
+                labels.append(len(names) - 1)
                 splits.append(split)
+    return ids, labels, splits, names
+
+
+def toy_cache(path: Path, modalities: tuple[str, ...] = ("rgb",), patches: int = 0, noise: float = 0.6) -> Path:
+    """Each class is a fixed random sequence of T frames; videos are noisy copies of it."""
+    rng = np.random.default_rng(0)
+    ids, labels, splits, names = video_table(SPLIT_CLASSES, PER_CLASS)
     spec = CacheSpec(
         dataset="toy",
         backbone="none",

@@ -15,6 +15,7 @@ from fsar.episodes import save_episodes
 from fsar.matchers.checkpoint import CheckpointError, build_head, load_checkpoint, save_checkpoint, variant
 from fsar.matchers.evaluate import EvalRun, episodes_for, evaluate
 from fsar.matchers.train import TrainConfig, _balanced_batch, _load_train, last_path, train
+from tests.matchers.test_evaluate import video_table
 
 T, D, PER_CLASS, SIGNAL = 4, 16, 6, 4
 SPLITS = {"train": 30, "val": 4, "test": 5}
@@ -28,14 +29,7 @@ def nuisance_cache(path: Path, *, views: int = 2, dim: int = D, modalities: tupl
     weight the signal dims separates the classes. Views are fresh noise around the same video.
     """
     rng = np.random.default_rng(seed)
-    ids, labels, splits, names = [], [], [], []
-    for split, n_classes in SPLITS.items():
-        for _ in range(n_classes):
-            names.append(f"{split}{len(names)}")
-            for k in range(PER_CLASS):
-                ids.append(f"{names[-1]}_{k}")
-                labels.append(len(names) - 1)
-                splits.append(split)
+    ids, labels, splits, names = video_table(SPLITS, PER_CLASS)
     spec = CacheSpec(dataset="toy", backbone="none", weights="none", weights_sha256="", feature_dim=dim, frames=T,
                      views=views, modalities=modalities, chunk_videos=8)
     cache = create_cache(path, spec, ids, labels, splits, names)
