@@ -96,6 +96,8 @@ class HCLConfig:
     lambda_g: float = 0.5
     lambda_t: float = 0.3
     lambda_s: float = 0.3
+    batch_classes: int = 24  # the class-balanced batch of Eq. 7-10: batch_classes x batch_videos (paper: 24 x 2)
+    batch_videos: int = 2
     losses: tuple[str, ...] = LOSSES  # loss terms on: ce (episode), g, t, tc, s, sc (balanced batch)
     levels: tuple[str, ...] = LEVELS  # terms of Φ used to match (forward and L_ce)
     encoder: str = "transformer"  # "none": identity encoders (the parameter-free zoom matcher)
@@ -114,6 +116,9 @@ def _check_config(cfg: HCLConfig, dim: int, frames: int) -> None:
         raise ValueError(f"hcl text_encoder must be 'none' or 'minilm', got {cfg.text_encoder!r}")
     if min(cfg.top_clips, cfg.top_patches, cfg.clip_length, cfg.heads, cfg.mlp_ratio, cfg.text_dim) < 1:
         raise ValueError("hcl top_clips, top_patches, clip_length, heads, mlp_ratio and text_dim must be >= 1")
+    if cfg.batch_classes < 2 or cfg.batch_videos < 2:
+        raise ValueError("hcl batch_classes and batch_videos must be >= 2 (the contrastive terms need negatives "
+                         "and positives)")
     if cfg.temperature <= 0 or cfg.cycle_temperature <= 0:
         raise ValueError("hcl temperatures must be > 0")
     if cfg.encoder == "transformer":
@@ -230,7 +235,6 @@ class HCLHead(Head):
 
     Config = HCLConfig
     defaults = TrainDefaults(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0)
-    balanced_batch = (24, 2)  # the paper's mini-batch: 24 classes x 2 videos, for Eq. 7-10
     # An episode's videos pass the transformer block (MLP activations: T·P tokens x 4D per video) and each
     # pair holds T²P² + T'·(L·P)² patch cosines (~30k floats at P = 16): 10 five-way one-shot episodes.
     eval_pairs = 256
@@ -242,6 +246,7 @@ class HCLHead(Head):
             raise ValueError(f"hcl reads one modality, got {sorted(self.dims)}")
         dim = next(iter(self.dims.values()))
         _check_config(cfg, dim, frames)
+        self.balanced_batch = (cfg.batch_classes, cfg.batch_videos)
         self.encoder = VideoEncoder(dim, frames, cfg) if cfg.encoder == "transformer" else None
         self.text_projection = nn.Linear(cfg.text_dim, dim, bias=False) if cfg.text_encoder == "minilm" else None
 

@@ -79,7 +79,8 @@ class Head(nn.Module):
     eval_pairs: ClassVar[int] = 4096
     # (classes, videos per class) of an extra class-balanced batch drawn for every step, for losses that
     # want more negatives than an episode holds; its loss (:meth:`batch_loss`) is added. None: episodes only.
-    balanced_batch: ClassVar[tuple[int, int] | None] = None
+    # A head may set it per instance from its config.
+    balanced_batch: tuple[int, int] | None = None
 
     def __init__(self, dims: Mapping[str, int], frames: int, config: Any = None) -> None:
         super().__init__()

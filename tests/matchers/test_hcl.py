@@ -206,6 +206,9 @@ def test_loss_switches_remove_the_terms_they_name(losses: tuple[str, ...]) -> No
 def test_batch_loss_defaults_and_gradients() -> None:
     head = _head().train()
     assert head.balanced_batch == (24, 2)
+    assert _head(batch_classes=8, batch_videos=3).balanced_batch == (8, 3)
+    with pytest.raises(ValueError, match="batch_classes"):
+        _head(batch_classes=1)
     total, parts = head.batch_loss(*_batch(identical=False))
     assert set(parts) == {"g", "t", "tc", "s", "sc"} and torch.isfinite(total)
     total.backward()
