@@ -101,6 +101,21 @@ def load_features(cache: FeatureCache, episodes: EpisodeList, modalities: tuple[
     return LoadedFeatures(feats)
 
 
+# Features of one (cache, episode list) pair keyed by (modalities, patches, centred): the matchers of one
+# plan read the same arrays, so each combination is read from the store once.
+FeatureMemo = dict[tuple[tuple[str, ...], bool, bool], LoadedFeatures]
+
+
+def _load_once(memo: FeatureMemo | None, cache: FeatureCache, episodes: EpisodeList, modalities: tuple[str, ...],
+               patches: bool, center: bool) -> LoadedFeatures:
+    if memo is None:
+        return load_features(cache, episodes, modalities, patches, center)
+    key = (modalities, patches, center)
+    if key not in memo:
+        memo[key] = load_features(cache, episodes, modalities, patches, center)
+    return memo[key]
+
+
 def center_in_time(features: NDArray[np.float16]) -> NDArray[np.float16]:
     """Subtract each video's mean over time: [N, T, ...] -> [N, T, ...].
 
@@ -214,21 +229,22 @@ class EvalRun:
 
 
 def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
-             progress: bool = True) -> Record:
+             progress: bool = True, memo: FeatureMemo | None = None) -> Record:
     """Score ``run.matcher`` on every episode of the list at ``episodes_path``; the result record.
 
     With two modalities and no given weights, the fusion weights of the components (jmm's four
     scores, or one score per stream) are chosen on validation-split episodes of the same way/shot —
     never on the test episodes. One modality uses the matcher's own equal-weight fusion.
+    ``memo`` (one per cache and episode list) keeps the loaded features for the next matcher.
     """
     info = get(run.matcher)
     cache = open_cache(cache_path)
     episodes = load_episodes(episodes_path)
     start = time.perf_counter()
     if info.kind == "learned":
-        scores, params, modality = _score_learned(run, cache, episodes, progress)
+        scores, params, modality = _score_learned(run, cache, episodes, progress, memo)
     else:
-        scores, params, modality = _score_parameter_free(run, info, cache, episodes, progress)
+        scores, params, modality = _score_parameter_free(run, info, cache, episodes, progress, memo)
     seconds = time.perf_counter() - start
     return make_record(
         matcher=run.matcher, params=params, dataset=episodes.dataset or cache.spec.dataset,
@@ -242,7 +258,7 @@ def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
 
 
 def _score_parameter_free(run: EvalRun, info: MatcherInfo, cache: FeatureCache, episodes: EpisodeList,
-                          progress: bool) -> tuple[NDArray[np.float32], dict[str, Any], str]:
+                          progress: bool, memo: FeatureMemo | None) -> tuple[NDArray[np.float32], dict[str, Any], str]:
     if run.checkpoint is not None:
         raise EpisodeError(f"matcher {run.matcher!r} is parameter-free: it takes no --checkpoint")
     modality = run.modality or "rgb"
@@ -250,7 +266,7 @@ def _score_parameter_free(run: EvalRun, info: MatcherInfo, cache: FeatureCache, 
     if info.needs_flow and "flow" not in modalities:
         raise EpisodeError(f"matcher {run.matcher!r} needs flow features: use --modality rgb+flow")
     fn = _components_fn(info)
-    loaded = load_features(cache, episodes, modalities, info.needs_patches, run.center)
+    loaded = _load_once(memo, cache, episodes, modalities, info.needs_patches, run.center)
     components = score_all(fn, loaded, episodes, progress, run.matcher)
     weights = dict(run.weights) if run.weights is not None else None
     if weights is None and len(modalities) > 1:  # one stream: the matcher's own equal-weight fusion
@@ -263,7 +279,7 @@ def _score_parameter_free(run: EvalRun, info: MatcherInfo, cache: FeatureCache, 
 
 
 def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
-                   progress: bool) -> tuple[NDArray[np.float32], dict[str, Any], str]:
+                   progress: bool, memo: FeatureMemo | None) -> tuple[NDArray[np.float32], dict[str, Any], str]:
     from fsar.matchers.checkpoint import (
         build_head,
         check_fits,
@@ -288,7 +304,7 @@ def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
         raise EpisodeError("the checkpoint was trained without --center: retrain with --center to evaluate so")
     head = build_head(ckpt)
     text = class_text(head, episodes.classes.tolist())  # every class name of the list, embedded once
-    loaded = load_features(cache, episodes, ckpt.modalities, ckpt.patches, ckpt.center)
+    loaded = _load_once(memo, cache, episodes, ckpt.modalities, ckpt.patches, ckpt.center)
     fn = head_scorer(head, pick_device(run.device), run.matcher, text)
     scores = score_all(fn, loaded, episodes, progress, run.matcher)[run.matcher]
     params: dict[str, Any] = {
@@ -394,11 +410,11 @@ def run_plan(plan: EvalPlan, *, progress: bool = True, as_json: bool = False) ->
                         query=query if custom else None, n=plan.n_episodes if custom else None)
         lists.append(path)
     for ep_path in lists:
+        memo: FeatureMemo = {}  # per list: memory holds one list's features at a time
         for name in names:
             run = EvalRun(name, modality=plan.modality, center=plan.center, weights=plan.weights, seed=plan.seed,
                           checkpoint=plan.checkpoint, allow_other_cache=plan.allow_other_cache, device=plan.device)
-            record = evaluate(run,
-                              plan.cache, ep_path, progress=progress)
+            record = evaluate(run, plan.cache, ep_path, progress=progress, memo=memo)
             write_record(out, record)
             yield record_to_json(record) if as_json else summary_line(record)
 

@@ -154,3 +154,27 @@ def test_single_stream_jmm_is_the_equal_weight_fusion(tmp_path: Path) -> None:
     labels = np.broadcast_to(np.repeat(np.arange(5), 2), (episodes.n_episodes, 10))
     expected = get("jmm").obj(q, s, labels, 5).argmax(-1) == np.repeat(np.arange(5), 2)
     np.testing.assert_array_equal(record.correct, expected)
+
+
+def test_all_matchers_read_each_feature_set_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsar.matchers.evaluate as ev
+    from fsar.report.results import load_records
+
+    cache_path = toy_cache(tmp_path / "c.zarr", patches=2)
+    episodes = write_list(tmp_path, cache_path, n=12, shot=1)
+    reads: list[tuple[tuple[str, ...], bool, bool]] = []
+    load = ev.load_features
+
+    def counting(cache, episodes, modalities, patches, center=False):  # type: ignore[no-untyped-def]
+        reads.append((modalities, patches, center))
+        return load(cache, episodes, modalities, patches, center)
+
+    monkeypatch.setattr(ev, "load_features", counting)
+    plan = ev.EvalPlan("all", cache_path, (1,), 5, tmp_path, episodes=episodes, out=tmp_path / "res", center=True)
+    lines = list(ev.run_plan(plan, progress=False))
+    names, _ = ev.runnable_matchers(open_cache(cache_path), "rgb")
+    assert len(lines) == len(names) > 2
+    assert sorted(reads) == [(("rgb",), False, True), (("rgb",), True, True)]  # frames once, patches once
+    for record in load_records(tmp_path / "res"):  # shared arrays give what a lone run gives
+        alone = evaluate(EvalRun(record.matcher, center=True), cache_path, episodes, progress=False)
+        assert np.array_equal(alone.correct, record.correct)
