@@ -4,7 +4,8 @@ Records of one matcher trained with different hyperparameters (``fsar train -p .
 hyperparameters that differ between the rows become columns — one ✓/✗ column per component for
 switch lists such as HCL's ``losses=ce,g,t,s`` or M3Net's ``views=im,cm,tm``, ✓/✗ for booleans, the
 value otherwise — followed by accuracy (mean ± 95% CI) per (dataset, way, shot) and its difference
-from the paper-default row (the one without a variant) where there is one.
+from the reference row: the paper defaults (the row without a variant), or, when every row shares some
+settings (all trained with ``patch_grid=2``, say), the row that changes only those.
 """
 
 from __future__ import annotations
@@ -68,17 +69,34 @@ def ablation_rows(records: Iterable[Record], matcher: str, *, digits: int = 2
     header = ["variant"] + [name if m is None else f"{name}: {m}" for name, m in params]
     for col in cols:
         header += [column_label(col), "Δ"]
+    bases = _reference_rows(keys)
     body = []
     for key in keys:
         variant, streams = key
         row = [(variant or "paper defaults") + streams] + [_cell(firsts[key], p) for p in params]
         for d, w, s in cols:
-            rec, base = newest.get((key, d, w, s)), newest.get((("", streams), d, w, s))
+            base_key = bases.get(streams)
+            rec = newest.get((key, d, w, s))
+            base = None if base_key is None else newest.get((base_key, d, w, s))
             row.append("–" if rec is None else f"{rec.accuracy:.{digits}f} ± {rec.ci95:.{digits}f}")
-            delta = None if rec is None or base is None or variant == "" else rec.accuracy - base.accuracy
+            delta = None if rec is None or base is None or key == base_key else rec.accuracy - base.accuracy
             row.append("" if delta is None else f"{delta:+.{digits}f}")
         body.append(row)
     return header, body
+
+
+def _reference_rows(keys: list[tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """Per streams, the row Δ is taken against: the one that changes only what every row of those streams
+    changes — the paper defaults, or e.g. ``patch_grid=2`` when every variant was trained on a 2×2 cache."""
+    out = {}
+    for streams in {s for _, s in keys}:
+        own = [k for k in keys if k[1] == streams]
+        items = {k: set(filter(None, k[0].split(","))) for k in own}
+        common = set.intersection(*items.values())
+        reference = [k for k in own if items[k] == common]
+        if reference:
+            out[streams] = reference[0]
+    return out
 
 
 def _row_key(record: Record) -> tuple[str, str]:

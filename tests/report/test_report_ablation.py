@@ -62,3 +62,17 @@ def test_delta_is_taken_within_the_same_streams() -> None:
     rows = {row[0]: row for row in body}
     assert set(rows) == {"paper defaults", "paper defaults /c", "losses=ce /c"}
     assert rows["losses=ce /c"][-2:] == ["52.00 ± 1.00", "-8.00"]  # vs the centred default, not the raw one
+
+
+def test_delta_is_taken_against_the_settings_every_row_shares() -> None:
+    shared = [dataclasses.replace(r, params=r.params | {"variant": "gamma=64.0" + (f",{v}" if v else "")})
+              for r, v in ((variant(["ce", "g", "t", "s"], True, 60.0, gamma=64.0), ""),
+                           (variant(["ce"], True, 52.0, gamma=64.0), "losses=ce"),
+                           (variant(["ce", "g"], True, 55.0, gamma=64.0), "losses=ce+g"))]
+    _, body = ablation_rows(shared, "hcl")
+    rows = {row[0]: row for row in body}
+    assert rows["gamma=64.0"][-2:] == ["60.00 ± 1.00", ""]
+    assert rows["gamma=64.0,losses=ce"][-2:] == ["52.00 ± 1.00", "-8.00"]
+    assert rows["gamma=64.0,losses=ce+g"][-2:] == ["55.00 ± 1.00", "-5.00"]
+    _, body = ablation_rows(shared[1:], "hcl")  # no row changes only the shared settings: no Δ
+    assert all(row[-1] == "" for row in body)
