@@ -50,6 +50,17 @@ workspace_option = click.option(
 )
 
 
+def name_values(values: tuple[str, ...]) -> dict[str, str]:
+    """``--param NAME=VALUE`` options as a dict (typed later, by the head's config)."""
+    out = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected name=value, got {text!r}", param_hint="--param")
+        out[name.strip()] = value.strip()
+    return out
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="fsar")
 def main() -> None:

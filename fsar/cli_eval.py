@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fsar.cli import main, user_errors, workspace_option
+from fsar.cli import main, name_values, user_errors, workspace_option
 from fsar.workspace import episodes_path, find_cache, workspace_dir
 
 PROTOCOL_CHOICES = ["otam", "ita", "m3net", "custom"]
@@ -95,6 +95,9 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
 @click.option("--allow-other-cache", is_flag=True,
               help="Evaluate a checkpoint on a cache other than the one it was trained on (same layout).")
 @click.option("--device", default="auto", show_default=True, help="Where learned heads run: auto, cpu, cuda ...")
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+              help="With --checkpoint: a hyperparameter that only changes how the trained head scores "
+              "(e.g. m3net predict=im, one branch of the fused prediction); repeatable.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Results directory [<workspace>/results].")
 @click.option("--json", "as_json", is_flag=True, help="Print each result record as JSON.")
@@ -103,8 +106,8 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
 @user_errors
 def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: str, way: int,
              episodes_file: Path | None, protocol: str, modality: str | None, weights: str | None, center: bool,
-             seed: int, checkpoint: Path | None, allow_other_cache: bool, device: str, out: Path | None,
-             as_json: bool, quiet: bool, workspace: Path | None) -> None:
+             seed: int, checkpoint: Path | None, allow_other_cache: bool, device: str, params: tuple[str, ...],
+             out: Path | None, as_json: bool, quiet: bool, workspace: Path | None) -> None:
     """Score matchers on fixed test episodes and write one result record per run."""
     from fsar.matchers.evaluate import EvalPlan, run_plan
 
@@ -112,7 +115,7 @@ def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: 
                     shots=tuple(_int_list(shots)), way=way, episodes=episodes_file, protocol=protocol,
                     modality=modality, weights=_weights(weights), center=center, seed=seed,
                     workspace=workspace_dir(workspace), out=out, checkpoint=checkpoint,
-                    allow_other_cache=allow_other_cache, device=device)
+                    allow_other_cache=allow_other_cache, device=device, params=name_values(params))
     for line in run_plan(plan, progress=not quiet, as_json=as_json):
         click.echo(line)
 

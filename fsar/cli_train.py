@@ -6,18 +6,8 @@ from pathlib import Path
 
 import click
 
-from fsar.cli import main, user_errors, workspace_option
+from fsar.cli import main, name_values, user_errors, workspace_option
 from fsar.workspace import episodes_path, find_cache, workspace_dir
-
-
-def _params(values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for text in values:
-        name, sep, value = text.partition("=")
-        if not sep or not name.strip():
-            raise click.BadParameter(f"expected name=value, got {text!r}", param_hint="--param")
-        out[name.strip()] = value.strip()
-    return out
 
 
 def _learned_names() -> list[str]:
@@ -86,7 +76,7 @@ def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots:
                          episodes_per_epoch=episodes_per_epoch, epochs=epochs, lr=lr, optimizer=optimizer,
                          weight_decay=weight_decay, tasks_per_step=tasks_per_step, lr_decay_every=lr_decay_every,
                          lr_decay=lr_decay, modality=modality, center=center,
-                         params=_params(params), seed=seed, device=device, amp=not no_amp)
+                         params=name_values(params), seed=seed, device=device, amp=not no_amp)
     from fsar.cache.store import open_cache
 
     spec = open_cache(cache_path).spec

@@ -58,3 +58,44 @@ def test_train_cli_errors_and_parameter_listing(tmp_path: Path) -> None:
     code, out = run("eval", "--workspace", str(ws), "--matcher", "ita", "--checkpoint", str(tmp_path / "no.pt"),
                     "--protocol", "m3net", "--quiet")
     assert code == 1 and "no checkpoint at" in out
+
+
+def test_eval_time_parameters_of_a_checkpoint(tmp_path: Path) -> None:
+    import dataclasses
+
+    import torch
+
+    from fsar.matchers.checkpoint import save_checkpoint
+    from fsar.matchers.train import TrainConfig, train
+    from fsar.report.results import load_records
+    from tests.matchers.test_evaluate import toy_cache, write_list
+
+    cache = toy_cache(tmp_path / "toy.zarr", patches=2)
+    torch.manual_seed(0)
+    config = TrainConfig(matcher="m3net", shots=1, way=2, query=1, episodes_per_epoch=4, epochs=1, seed=0,
+                         device="cpu", params={"cm_dim": "8", "patch_grid": "2"})
+    train(config, cache, tmp_path / "m3.pt", val_episodes=4, val_path=tmp_path / "val.npz", progress=False,
+          echo=lambda *_: None)
+    episodes = write_list(tmp_path, cache, n=30, shot=1)
+    # Oracle: the same weights saved with predict=im in their config.
+    ckpt = load_checkpoint(tmp_path / "m3.pt")
+    save_checkpoint(dataclasses.replace(ckpt, config=ckpt.config | {"predict": ["im"]}), tmp_path / "im.pt")
+    for name, extra in (("m3.pt", ["-p", "predict=im"]), ("im.pt", []), ("m3.pt", [])):
+        code, out = run("eval", "--cache", str(cache), "--matcher", "m3net", "--checkpoint", str(tmp_path / name),
+                        "--episodes", str(episodes), "--out", str(tmp_path / f"r-{name}-{len(extra)}"),
+                        "--quiet", "--device", "cpu", *extra)
+        assert code == 0, out
+    by_eval, by_file, fused = (load_records(tmp_path / d)[0] for d in ("r-m3.pt-2", "r-im.pt-0", "r-m3.pt-0"))
+    assert by_eval.params["variant"] == by_file.params["variant"] == "cm_dim=8,patch_grid=2,predict=im"
+    assert (by_eval.correct == by_file.correct).all()
+    assert by_eval.params["config"]["predict"] == ["im"] and fused.params["config"]["predict"] == []
+
+    base = ["eval", "--cache", str(cache), "--episodes", str(episodes), "--quiet", "--out", str(tmp_path / "x")]
+    code, out = run(*base, "--matcher", "m3net", "--checkpoint", str(tmp_path / "m3.pt"), "-p", "views=im")
+    assert code == 1 and "views are fixed by training" in out and "evaluation may set: predict" in out
+    code, out = run(*base, "--matcher", "m3net", "--checkpoint", str(tmp_path / "m3.pt"), "-p", "predict=xx")
+    assert code == 1 and "view 'xx'" in out
+    code, out = run(*base, "--matcher", "m3net", "--checkpoint", str(tmp_path / "m3.pt"), "-p", "predict=im@ivce")
+    assert code == 1 and "must be a subset of views" in out
+    code, out = run(*base, "--matcher", "otam", "-p", "predict=im")
+    assert code == 1 and "parameter-free" in out

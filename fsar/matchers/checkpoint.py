@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from fsar import __version__
 from fsar.cache.store import FeatureCache
-from fsar.matchers.head import Head
+from fsar.matchers.head import Head, config_from_params
 from fsar.matchers.registry import get
 
 if TYPE_CHECKING:
@@ -118,6 +118,29 @@ def head_config(matcher: str, config: dict[str, Any]) -> Any:
                               f"fsar version? retrain with this one")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     return cls(**values)
+
+
+def with_eval_params(ckpt: Checkpoint, params: Mapping[str, str]) -> Checkpoint:
+    """``ckpt`` with evaluation-time hyperparameters (``fsar eval -p NAME=VALUE``) set in its config.
+
+    Only a head's ``eval_params`` may change after training; anything else needs a new ``fsar train``.
+    """
+    head_cls = get(ckpt.matcher).obj
+    fixed = sorted(set(params) - head_cls.eval_params)
+    if fixed:
+        allowed = ", ".join(sorted(head_cls.eval_params)) or "none"
+        raise CheckpointError(f"{ckpt.matcher} parameter(s) {', '.join(fixed)} are fixed by training: retrain with "
+                              f"`fsar train -p ...` (evaluation may set: {allowed})")
+    try:
+        parsed = dataclasses.asdict(config_from_params(head_cls.Config, params))
+    except ValueError as err:
+        raise CheckpointError(f"{ckpt.matcher}: {err}") from None
+    config = ckpt.config | {k: _plain(parsed[k]) for k in params}
+    try:  # the combination must still be valid for the trained head
+        head_cls(ckpt.dims, ckpt.frames, head_config(ckpt.matcher, config))
+    except ValueError as err:
+        raise CheckpointError(f"{ckpt.matcher}: {err}") from None
+    return dataclasses.replace(ckpt, config=config)
 
 
 def variant(ckpt: Checkpoint) -> str:

@@ -226,6 +226,7 @@ class EvalRun:
     checkpoint: str | Path | None = None
     allow_other_cache: bool = False
     device: str = "auto"
+    params: Mapping[str, str] | None = None  # evaluation-time head hyperparameters (``fsar eval -p``)
 
 
 def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
@@ -259,8 +260,8 @@ def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
 
 def _score_parameter_free(run: EvalRun, info: MatcherInfo, cache: FeatureCache, episodes: EpisodeList,
                           progress: bool, memo: FeatureMemo | None) -> tuple[NDArray[np.float32], dict[str, Any], str]:
-    if run.checkpoint is not None:
-        raise EpisodeError(f"matcher {run.matcher!r} is parameter-free: it takes no --checkpoint")
+    if run.checkpoint is not None or run.params:
+        raise EpisodeError(f"matcher {run.matcher!r} is parameter-free: it takes no --checkpoint or --param")
     modality = run.modality or "rgb"
     modalities = parse_modality(modality)
     if info.needs_flow and "flow" not in modalities:
@@ -288,6 +289,7 @@ def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
         load_checkpoint,
         pick_device,
         variant,
+        with_eval_params,
     )
 
     if run.checkpoint is None:
@@ -296,6 +298,8 @@ def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
     ckpt = load_checkpoint(run.checkpoint)
     if ckpt.matcher != run.matcher:
         raise EpisodeError(f"{run.checkpoint} holds a {ckpt.matcher} head, not {run.matcher}")
+    if run.params:
+        ckpt = with_eval_params(ckpt, run.params)
     check_fits(ckpt, cache, allow_other_cache=run.allow_other_cache)
     modality = "+".join(ckpt.modalities)
     if run.modality not in (None, modality):
@@ -362,6 +366,7 @@ class EvalPlan:
     checkpoint: Path | None = None
     allow_other_cache: bool = False
     device: str = "auto"
+    params: Mapping[str, str] | None = None
 
 
 def runnable_matchers(cache: FeatureCache, modality: str) -> tuple[list[str], list[str]]:
@@ -413,7 +418,8 @@ def run_plan(plan: EvalPlan, *, progress: bool = True, as_json: bool = False) ->
         memo: FeatureMemo = {}  # per list: memory holds one list's features at a time
         for name in names:
             run = EvalRun(name, modality=plan.modality, center=plan.center, weights=plan.weights, seed=plan.seed,
-                          checkpoint=plan.checkpoint, allow_other_cache=plan.allow_other_cache, device=plan.device)
+                          checkpoint=plan.checkpoint, allow_other_cache=plan.allow_other_cache, device=plan.device,
+                          params=plan.params)
             record = evaluate(run, plan.cache, ep_path, progress=progress, memo=memo)
             write_record(out, record)
             yield record_to_json(record) if as_json else summary_line(record)

@@ -81,6 +81,9 @@ class Head(nn.Module):
     # want more negatives than an episode holds; its loss (:meth:`batch_loss`) is added. None: episodes only.
     # A head may set it per instance from its config.
     balanced_batch: tuple[int, int] | None = None
+    # Config fields that change only how a trained head scores, not what it learns: ``fsar eval -p`` may
+    # set them on a checkpoint (M3Net's ``predict``: which branches are summed in the prediction).
+    eval_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, dims: Mapping[str, int], frames: int, config: Any = None) -> None:
         super().__init__()

@@ -157,6 +157,7 @@ class M3NetHead(Head):
     """
 
     Config = M3NetConfig
+    eval_params = frozenset({"predict"})  # Table 4: single-branch predictions of the fused model
     defaults = TrainDefaults(optimizer="sgd", lr=1e-4, momentum=0.0, weight_decay=0.0, clip_norm=None,
                              lr_decay_every=2_000, lr_decay=0.5)
     # Per query-class pair C-M holds t x 1152 prototypes and K·t x 1152 reconstructions; every video also
