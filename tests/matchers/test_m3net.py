@@ -239,7 +239,7 @@ def test_loss_is_sum_of_branch_cross_entropies() -> None:
     assert float(loss.detach()) == pytest.approx(sum(parts.values()), rel=1e-6)
     logits = head.branch_logits(q, s, labels, 3, soft=True)
     ce = torch.nn.functional.cross_entropy(logits["tm@iece"].flatten(0, 1), targets.flatten())
-    assert parts["tm@iece"] == pytest.approx(float(ce), rel=1e-6)
+    assert parts["tm@iece"] == pytest.approx(float(ce.detach()), rel=1e-6)
 
 
 def test_encoder_switches_route_the_stages() -> None:
