@@ -135,12 +135,8 @@ def with_eval_params(ckpt: Checkpoint, params: Mapping[str, str]) -> Checkpoint:
         parsed = dataclasses.asdict(config_from_params(head_cls.Config, params))
     except ValueError as err:
         raise CheckpointError(f"{ckpt.matcher}: {err}") from None
-    config = ckpt.config | {k: _plain(parsed[k]) for k in params}
-    try:  # the combination must still be valid for the trained head
-        head_cls(ckpt.dims, ckpt.frames, head_config(ckpt.matcher, config))
-    except ValueError as err:
-        raise CheckpointError(f"{ckpt.matcher}: {err}") from None
-    return dataclasses.replace(ckpt, config=config)
+    # Whether the combination still fits the trained head is checked where the head is built.
+    return dataclasses.replace(ckpt, config=ckpt.config | {k: _plain(parsed[k]) for k in params})
 
 
 def variant(ckpt: Checkpoint) -> str:
@@ -165,7 +161,10 @@ def build_head(ckpt: Checkpoint, *, load_weights: bool = True) -> Head:
     info = get(ckpt.matcher)
     if info.kind != "learned":
         raise CheckpointError(f"checkpoint names {ckpt.matcher!r}, which is not a learned matcher")
-    head: Head = info.obj(ckpt.dims, ckpt.frames, head_config(ckpt.matcher, ckpt.config))
+    try:
+        head: Head = info.obj(ckpt.dims, ckpt.frames, head_config(ckpt.matcher, ckpt.config))
+    except ValueError as err:  # e.g. an evaluation-time setting (``with_eval_params``) the config rejects
+        raise CheckpointError(f"{ckpt.matcher}: {err}") from None
     if load_weights:
         head.load_state_dict(ckpt.state_dict)
     return head

@@ -74,8 +74,8 @@ def ablation_rows(records: Iterable[Record], matcher: str, *, digits: int = 2
     for key in keys:
         variant, streams = key
         row = [(variant or "paper defaults") + streams] + [_cell(firsts[key], p) for p in params]
+        base_key = bases.get(streams)
         for d, w, s in cols:
-            base_key = bases.get(streams)
             rec = newest.get((key, d, w, s))
             base = None if base_key is None else newest.get((base_key, d, w, s))
             row.append("–" if rec is None else f"{rec.accuracy:.{digits}f} ± {rec.ci95:.{digits}f}")
