@@ -100,3 +100,16 @@ def test_rejects_a_class_without_supports(name: str) -> None:
     q, s, labels, _ = _episodes(info, seed=6, e=1, way=3, shot=1, query=1, t=4)
     with pytest.raises(ValueError):
         _score(name, q, s, np.zeros_like(labels), 3)
+
+
+@pytest.mark.parametrize("name", PARAMETER_FREE)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("role", ["query", "support"])
+def test_non_finite_features_are_rejected(name: str, value: float, role: str) -> None:
+    info = load_all()[name]
+    q, s, labels, _ = _episodes(info, seed=5, e=3, way=3, shot=2, query=2, t=4)
+    bad = q if role == "query" else s
+    rng = np.random.default_rng(6)
+    bad[tuple(int(rng.integers(n)) for n in bad.shape)] = value  # one element, anywhere
+    with pytest.raises(ValueError, match="NaN or inf"):
+        _score(name, q, s, labels, 3)

@@ -178,3 +178,34 @@ def test_all_matchers_read_each_feature_set_once(tmp_path: Path, monkeypatch: py
     for record in load_records(tmp_path / "res"):  # shared arrays give what a lone run gives
         alone = evaluate(EvalRun(record.matcher, center=True), cache_path, episodes, progress=False)
         assert np.array_equal(alone.correct, record.correct)
+
+
+def test_chunk_scores_are_copied_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keeping each chunk's own output array pinned the heap around it (memory grew with the number of
+    # episodes): score_all must hold copies only, and give the same scores.
+    import gc
+    import weakref
+
+    import fsar.matchers.evaluate as ev
+    from fsar.episodes import load_episodes
+
+    cache_path = toy_cache(tmp_path / "c.zarr")
+    episodes = load_episodes(write_list(tmp_path, cache_path, n=30, shot=1))
+    monkeypatch.setattr(ev, "PAIRS_PER_CHUNK", 50)  # several chunks
+    loaded = ev.load_features(open_cache(cache_path), episodes, ("rgb",), False)
+    returned: list[weakref.ref[np.ndarray]] = []
+    alive: list[int] = []  # earlier chunks' arrays still referenced, seen at each chunk
+    score = get("otam").obj
+
+    def fn(query, support, labels, way):  # type: ignore[no-untyped-def]
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in returned))
+        out = score(query["rgb"], support["rgb"], labels, way)
+        returned.append(weakref.ref(out))
+        return {"otam": out}
+
+    scores = ev.score_all(fn, loaded, episodes, progress=False, desc="otam")["otam"]
+    assert len(alive) > 2 and max(alive) <= 1  # at most the previous chunk's, before it is replaced
+    whole = score(*(f["rgb"] for f in ev._Gatherer(loaded).episode_inputs(episodes)[:2]),
+                  np.broadcast_to(np.arange(episodes.way), (episodes.n_episodes, episodes.way)), episodes.way)
+    np.testing.assert_array_equal(scores, whole)
