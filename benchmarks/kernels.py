@@ -94,6 +94,7 @@ def run(pairs: int, threads: int) -> list[tuple[str, float, float | None]]:
 
 def tables(quick: bool = False, threads: int = 2) -> list[Table]:
     """The kernel table for ``python -m benchmarks`` (``quick``: a few thousand pairs, seconds)."""
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)  # NUMBA_NUM_THREADS caps what numba can use
     pairs = 5_000 if quick else 200_000
     table = Table(f"Kernels: ns per {T}x{T} cost matrix ({pairs:,} per call, {threads} threads, best of several)",
                   ["kernel", "ns/pair", "reference way ns/pair", "speed-up vs reference"])
