@@ -41,10 +41,17 @@ def _varying(records: list[Record]) -> list[tuple[str, Any]]:
     return columns
 
 
+def _set_in_variant(record: Record, name: str) -> bool:
+    """True when the record's variant (its non-default hyperparameters) sets ``name``."""
+    return any(part.split("=", 1)[0] == name for part in str(record.params.get("variant", "")).split(","))
+
+
 def _cell(record: Record, column: tuple[str, Any]) -> str:
     name, member = column
     value = _config(record).get(name)
     if member is not None:
+        if value == [] and not _set_in_variant(record, name):
+            return "–"  # an empty default list is the head's "not restricted" (M3Net predict: every view)
         return YES if isinstance(value, list) and member in value else NO
     if isinstance(value, bool):
         return YES if value else NO

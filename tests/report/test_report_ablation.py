@@ -76,3 +76,20 @@ def test_delta_is_taken_against_the_settings_every_row_shares() -> None:
     assert rows["gamma=64.0,losses=ce+g"][-2:] == ["55.00 ± 1.00", "-5.00"]
     _, body = ablation_rows(shared[1:], "hcl")  # no row changes only the shared settings: no Δ
     assert all(row[-1] == "" for row in body)
+
+
+def test_an_empty_default_list_is_not_shown_as_all_off() -> None:
+    # M3Net's predict=() (the default) means every view; predict=im restricts it; encoders= (set, empty) is all off.
+    def m3(predict: list[str], encoders: list[str], changed: str, accuracy: float):
+        rec = record("m3net", accuracy=accuracy, ci95=1.0)
+        params = {"config": {"predict": predict, "encoders": encoders}} | ({"variant": changed} if changed else {})
+        return dataclasses.replace(rec, params=params)
+
+    records = [m3([], ["ifce", "ivce"], "", 55.0), m3(["im"], ["ifce", "ivce"], "predict=im", 56.0),
+               m3([], [], "encoders=", 22.0)]
+    header, body = ablation_rows(records, "m3net")
+    assert header[1:4] == ["encoders: ifce", "encoders: ivce", "predict: im"]
+    rows = {row[0]: row[1:4] for row in body}
+    assert rows["paper defaults"] == ["✓", "✓", "–"]
+    assert rows["predict=im"] == ["✓", "✓", "✓"]
+    assert rows["encoders="] == ["✗", "✗", "–"]
