@@ -235,6 +235,8 @@ class HCLHead(Head):
 
     Config = HCLConfig
     defaults = TrainDefaults(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0)
+    # Table 4: the zoom-in levels are chosen at test time on one trained model (they change no parameter).
+    eval_params = frozenset({"levels"})
     # An episode's videos pass the transformer block (MLP activations: T·P tokens x 4D per video) and each
     # pair holds T²P² + T'·(L·P)² patch cosines (~30k floats at P = 16): 10 five-way one-shot episodes.
     eval_pairs = 256

@@ -290,3 +290,22 @@ def test_minilm_class_embeddings() -> None:
     assert e.shape == (3, 384) and e.dtype == torch.float32
     cos = torch.nn.functional.normalize(e, dim=-1) @ torch.nn.functional.normalize(e, dim=-1).T
     assert cos[0, 1] > cos[0, 2]
+
+
+def test_levels_can_be_chosen_at_evaluation_time() -> None:
+    # The paper's Table 4 matches one trained model at different levels: `fsar eval -p levels=g`.
+    from fsar.matchers.checkpoint import Checkpoint, CheckpointError, build_head, with_eval_params
+
+    full = _head(levels=("g", "t", "s"))
+    ckpt = Checkpoint(matcher="hcl", config=dataclasses.asdict(full.config) | {"levels": ["g", "t", "s"]},
+                      dims={"rgb": D}, frames=4, modalities=("rgb",), patches=True, center=False,
+                      cache_sha256="", cache_path="", train={}, state_dict=full.state_dict())
+    only_g = build_head(with_eval_params(ckpt, {"levels": "g"}))
+    q, s, labels = _episode(3, e=2, way=2, shot=2, query=2, t=4, p=4)
+    single = _head(levels=("g",))
+    single.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(only_g.eval()({"rgb": q}, {"rgb": s}, labels, 2),
+                                   single.eval()({"rgb": q}, {"rgb": s}, labels, 2))
+    with pytest.raises(CheckpointError, match="fixed by training"):
+        with_eval_params(ckpt, {"losses": "ce"})
