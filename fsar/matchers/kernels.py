@@ -308,7 +308,7 @@ def _checked(x: NDArray[np.floating], name: str, ndim: int = 3) -> NDArray[np.fl
     if ndim > 0 and min(x.shape[1:]) < 1:
         raise ValueError(f"{name} has an empty matrix axis: shape {x.shape}")
     x = np.ascontiguousarray(x)
-    if _count_nonfinite(x.reshape(-1)):
+    if not all_finite(x):
         raise ValueError(f"{name} contains NaN or inf")
     return x
 
