@@ -2,8 +2,10 @@
 
 DataLoader workers decode and preprocess videos while the backbone runs on the previous ones;
 frames of several videos are batched into one backbone call. A chunk of ``chunk_videos`` videos is
-committed at once (features, then ``done``), so a killed run loses at most the chunk in flight and the
-same command resumes where it stopped. Unreadable videos are recorded with their reason.
+committed at once (features, then ``done``) by a writer thread while the backbone works on the next
+chunk, so a killed run loses at most the chunks in flight and the same command resumes where it
+stopped; an interrupted run (Ctrl-C, an error) still commits the chunks it has computed. Unreadable
+videos are recorded with their reason.
 
 Scale-out: ``--shard i/n`` or ``torchrun`` (RANK/WORLD_SIZE) give each process a chunk-aligned slice
 of the store; shard 0 creates the store and the others wait for it.
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,14 +176,50 @@ def _features(backbone: Backbone, items: list[VideoItem], modality: str, spec: C
     return frames, patches
 
 
-def _commit(cache: FeatureCache, start: int, items: list[VideoItem], backbones: dict[str, Backbone],
-            modalities: list[str], config: ExtractConfig) -> None:
+def _chunk_writes(cache: FeatureCache, start: int, items: list[VideoItem], backbones: dict[str, Backbone],
+                  modalities: list[str], config: ExtractConfig) -> Callable[[], None]:
+    """Run the backbone on one chunk's videos; returns the call that commits the chunk."""
     status = np.array([item.status for item in items], np.int8)
     errors = [item.error for item in items]
     n_frames = np.array([item.n_frames for item in items], np.int32)
-    for m in modalities:
-        frames, patches = _features(backbones[m], items, m, cache.spec, config)
-        cache.write_chunk(m, start, frames, status, errors, n_frames, patches)
+    features = {m: _features(backbones[m], items, m, cache.spec, config) for m in modalities}
+
+    def commit() -> None:
+        for m, (frames, patches) in features.items():
+            cache.write_chunk(m, start, frames, status, errors, n_frames, patches)
+
+    return commit
+
+
+class _Writer:
+    """Commits chunks on one background thread, in order; at most ``depth`` chunks wait to be written.
+
+    A chunk counts (summary, progress bar) once it is committed. :meth:`close` waits for every
+    submitted chunk and re-raises the first write error.
+    """
+
+    def __init__(self, summary: ExtractSummary, bar: tqdm, depth: int = 2) -> None:
+        self.summary, self.bar, self.depth = summary, bar, depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsar-write")
+        self._pending: deque[tuple[Future[None], list[VideoItem]]] = deque()
+
+    def submit(self, commit: Callable[[], None], items: list[VideoItem]) -> None:
+        while len(self._pending) >= self.depth:
+            self._finish_one()
+        self._pending.append((self._pool.submit(commit), items))
+
+    def _finish_one(self) -> None:
+        future, items = self._pending.popleft()
+        future.result()
+        _tally(self.summary, items)
+        self.bar.update(len(items))
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._finish_one()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def run_extraction(config: ExtractConfig, out: str | Path, *, progress: bool = True) -> ExtractSummary:
@@ -204,16 +244,18 @@ def run_extraction(config: ExtractConfig, out: str | Path, *, progress: bool = T
     bar = tqdm(total=len(jobs), desc=f"extract {config.backbone}", unit="video", disable=not progress)
     buffer: list[VideoItem] = []
     chunk = 0
-    # Keep a whole chunk (plus one) decoding while the backbone works on the current one.
-    for item in _items(jobs, source, config.workers, ahead=config.chunk_videos + 1):
-        buffer.append(item)
-        start, stop, mods = pending[chunk]
-        if len(buffer) == stop - start:
-            _commit(cache, start, buffer, backbones, mods, config)
-            _tally(summary, buffer)
-            bar.update(len(buffer))
-            buffer, chunk = [], chunk + 1
-    bar.close()
+    writer = _Writer(summary, bar)
+    try:
+        # Keep a whole chunk (plus one) decoding while the backbone works on the current one.
+        for item in _items(jobs, source, config.workers, ahead=config.chunk_videos + 1):
+            buffer.append(item)
+            start, stop, mods = pending[chunk]
+            if len(buffer) == stop - start:
+                writer.submit(_chunk_writes(cache, start, buffer, backbones, mods, config), buffer)
+                buffer, chunk = [], chunk + 1
+    finally:
+        writer.close()  # what was computed is committed, also when the loop stopped on an error
+        bar.close()
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 from pathlib import Path
 
@@ -224,3 +225,24 @@ def test_flow_flip_negates_x() -> None:
     outs = {int(random_resized_crop(flow, np.random.default_rng(s), config, is_flow=True)[0, 0, 0, 0])
             for s in range(12)}
     assert outs == {200, 55}
+
+
+def _read_in_child(path: str, queue: multiprocessing.Queue[int]) -> None:
+    queue.put(int(read_frames(path, [3, 20]).sum()))
+
+
+def test_decoding_after_fork(videos: dict[str, Path]) -> None:
+    """A DataLoader worker forked after the parent decoded must decode too (swscale threads do not survive a
+    fork: a converter inherited from the parent would wait for them forever)."""
+    path = str(videos["h264.mp4"])
+    expected = int(read_frames(path, [3, 20]).sum())  # the parent converts first
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_read_in_child, args=(path, queue))
+    child.start()
+    child.join(timeout=30)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung, "decoding in a forked process hung"
+    assert queue.get(timeout=5) == expected

@@ -129,3 +129,43 @@ def test_torchrun_environment_gives_the_shard(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert torchrun_shard() == (2, 4)
+
+
+def test_an_interrupted_run_commits_the_chunks_it_computed(dataset: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C after 2.5 chunks: the writer thread still commits the 2 whole chunks; a rerun completes the
+    cache with the same arrays as an uninterrupted run."""
+    from fsar.extract import run as run_module
+
+    items = run_module._items
+
+    def interrupted(*args: object, **kw: object):  # type: ignore[no-untyped-def]
+        for k, item in enumerate(items(*args, **kw)):  # type: ignore[arg-type]
+            if k == 10:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(run_module, "_items", interrupted)
+    out = tmp_path / "c.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        run_extraction(config(dataset), out, progress=False)
+    np.testing.assert_array_equal(open_cache(out).done("rgb"), np.arange(24) < 8)
+    monkeypatch.setattr(run_module, "_items", items)
+    summary = run_extraction(config(dataset), out, progress=False)
+    assert (summary.extracted, summary.skipped_done) == (16, 8)
+    whole = tmp_path / "whole.zarr"
+    run_extraction(config(dataset), whole, progress=False)
+    np.testing.assert_array_equal(open_cache(out).frames("rgb", np.arange(24)),
+                                  open_cache(whole).frames("rgb", np.arange(24)))
+
+
+def test_a_write_error_stops_the_run_with_its_message(dataset: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from fsar.cache.store import FeatureCache
+
+    def full_disk(self: FeatureCache, *args: object, **kw: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FeatureCache, "write_chunk", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        run_extraction(config(dataset), tmp_path / "c.zarr", progress=False)
