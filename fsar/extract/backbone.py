@@ -20,6 +20,9 @@ uint8 frames into pooled features (B, D) and, with ``patches=n``, an n x n adapt
 Flow (``modality="flow"``): inputs are 2-channel images (x, y displacement, see
 :mod:`fsar.extract.flow`); the first convolution gets TSN's cross-modality initialisation (Wang et al.
 2016, sec. 3.2): the RGB filters averaged over input channels and replicated over the 2 flow channels.
+
+On the CPU, :func:`load_backbone` makes the process keep large freed blocks for reuse
+(:func:`fsar.extract.heap.retain_freed_blocks`): batches then stop page-faulting their activations in anew.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import torchvision
 from numpy.typing import NDArray
 from torch import nn
 
+from fsar.extract import heap
 from fsar.extract.efficientnet_lite import FEATURE_DIM as LITE0_DIM
 from fsar.extract.efficientnet_lite import EfficientNetLite0, packaged_weights_path
 
@@ -195,6 +199,8 @@ def load_backbone(
     if modality == "flow" and preprocessing.channels != 2:
         preprocessing = replace(preprocessing, mean=FLOW_MEAN, std=FLOW_STD, channels=2)
     dev = torch.device(device)
+    if dev.type == "cpu":
+        heap.retain_freed_blocks()
     model.eval().to(dev)
     model.to(memory_format=torch.channels_last)
     return Backbone(name=name, modality=modality, module=spec.trunk(model), model=model,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from fsar.extract import heap
 from fsar.extract.flow import FlowMethod
 from fsar.extract.source import SourceConfig, load_video
 from fsar.extract.transforms import CropConfig
@@ -111,6 +112,8 @@ def make_loader(
 ) -> torch.utils.data.DataLoader[Clip]:
     """A loader of :class:`Batch` es; ``shuffle_seed`` None keeps the list order (validation)."""
     generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
+    if workers:
+        heap.trim()  # the workers fork when the loader is iterated, right after: share no free blocks
     return torch.utils.data.DataLoader(
         ClipDataset(videos, view, spec), batch_size=videos_per_batch, shuffle=shuffle_seed is not None,
         generator=generator, num_workers=workers, collate_fn=collate, pin_memory=pin_memory,

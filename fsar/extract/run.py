@@ -29,6 +29,7 @@ from fsar import __version__
 from fsar.cache.schema import CacheSpec, Status
 from fsar.cache.store import CacheError, FeatureCache, create_cache, open_cache, shard_ranges
 from fsar.datasets.catalog import DatasetListing, VideoEntry, load_dataset
+from fsar.extract import heap
 from fsar.extract.backbone import Backbone, load_backbone
 from fsar.extract.flow import FlowMethod
 from fsar.extract.source import SourceConfig, VideoItem, load_video
@@ -79,6 +80,8 @@ class ExtractSummary:
     padded: int = 0
     seconds: float = 0.0
     missing: int = 0
+    #: seconds from the start of the run at which each chunk was committed (the run's throughput over time)
+    committed_s: list[float] = field(default_factory=list)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -152,6 +155,7 @@ def _items(jobs: list[tuple[int, VideoEntry]], config: SourceConfig, workers: in
         for row, entry in jobs:
             yield load_video(row, entry.id, entry.path, config)
         return
+    heap.trim()  # the workers fork below: share no free blocks with them (see fsar.extract.heap)
     loader = torch.utils.data.DataLoader(_Source(jobs, config), batch_size=None, shuffle=False,
                                          num_workers=workers, prefetch_factor=max(2, -(-ahead // workers)),
                                          persistent_workers=False)
@@ -198,19 +202,24 @@ class _Writer:
     submitted chunk and re-raises the first write error.
     """
 
-    def __init__(self, summary: ExtractSummary, bar: tqdm, depth: int = 2) -> None:
-        self.summary, self.bar, self.depth = summary, bar, depth
+    def __init__(self, summary: ExtractSummary, bar: tqdm, started: float, depth: int = 2) -> None:
+        self.summary, self.bar, self.started, self.depth = summary, bar, started, depth
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsar-write")
-        self._pending: deque[tuple[Future[None], list[VideoItem]]] = deque()
+        self._pending: deque[tuple[Future[float], list[VideoItem]]] = deque()
 
     def submit(self, commit: Callable[[], None], items: list[VideoItem]) -> None:
         while len(self._pending) >= self.depth:
             self._finish_one()
-        self._pending.append((self._pool.submit(commit), items))
+
+        def timed_commit() -> float:
+            commit()
+            return time.perf_counter()
+
+        self._pending.append((self._pool.submit(timed_commit), items))
 
     def _finish_one(self) -> None:
         future, items = self._pending.popleft()
-        future.result()
+        self.summary.committed_s.append(future.result() - self.started)
         _tally(self.summary, items)
         self.bar.update(len(items))
 
@@ -244,7 +253,7 @@ def run_extraction(config: ExtractConfig, out: str | Path, *, progress: bool = T
     bar = tqdm(total=len(jobs), desc=f"extract {config.backbone}", unit="video", disable=not progress)
     buffer: list[VideoItem] = []
     chunk = 0
-    writer = _Writer(summary, bar)
+    writer = _Writer(summary, bar, started)
     try:
         # Keep a whole chunk (plus one) decoding while the backbone works on the current one.
         for item in _items(jobs, source, config.workers, ahead=config.chunk_videos + 1):

@@ -43,8 +43,12 @@ def cli(*args: str) -> list[str]:
 
 def test_cached_features_equal_a_direct_backbone_call(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "c.zarr"
-    run_extraction(config(dataset, modalities=("rgb",)), out, progress=False)
+    summary = run_extraction(config(dataset, modalities=("rgb",)), out, progress=False)
     cache = open_cache(out)
+    # one commit time per chunk of 4 videos, in order, within the run
+    assert len(summary.committed_s) == -(-cache.n_videos // 4)
+    assert 0 < summary.committed_s[0] and np.all(np.diff(summary.committed_s) >= 0)
+    assert summary.committed_s[-1] <= summary.seconds
     backbone = load_backbone("efficientnet_lite0", "imagenet", "cpu")
     for row in (0, 7, cache.n_videos - 1):
         vid = cache.ids[row]
