@@ -12,7 +12,8 @@ backbone, input size and precision, in one run:
   the workers, decoding the first chunk before the backbone can start), shown in seconds on its own.
 
 Shared CPUs vary by about 10 % from one run to the next, so the measurements are interleaved in ``rounds``
-(each round: backbone alone, then the full run with each worker count) and the median of each is reported.
+(each round: backbone alone, then the full run with each worker count); rates are medians over the rounds and
+each ratio is the median of the rounds' ratios (a round's two runs are back to back), shown with their range.
 The goal (full >= 90 % of the backbone alone) is judged on the steady rate, with the serial decode + preprocess
 time per video measured on the side to explain the gap. On a CPU the decoding
 workers and the backbone share the cores, so the full run cannot exceed the *CPU bound*
@@ -77,33 +78,56 @@ class FullRun:
 @dataclass(frozen=True)
 class Measured:
     frames: int
-    backbone_fps: float  # median over the rounds
-    full: dict[int, FullRun]  # workers -> medians over the rounds
+    alone_fps: list[float]  # backbone alone, per round
+    full: dict[int, list[FullRun]]  # workers -> the full runs, per round
     load_s: float  # building the backbone and loading its weights
     decode_s_per_video: float  # serial decode + sample + crop
 
-    @property
-    def best_workers(self) -> int:
-        return max(self.full, key=lambda w: self.full[w].steady_fps)
+    def steady_ratios(self, workers: int) -> list[float]:
+        """Steady full / alone of each round (the two measured back to back)."""
+        return [run.steady_fps / alone for run, alone in zip(self.full[workers], self.alone_fps, strict=True)]
 
     @property
-    def best(self) -> FullRun:
-        return self.full[self.best_workers]
+    def best_workers(self) -> int:
+        return max(self.full, key=lambda w: float(np.median(self.steady_ratios(w))))
 
     @property
     def ratio(self) -> float:
-        return self.best.steady_fps / self.backbone_fps
+        return float(np.median(self.steady_ratios(self.best_workers)))
+
+    @property
+    def backbone_fps(self) -> float:
+        return float(np.median(self.alone_fps))
+
+    @property
+    def steady_fps(self) -> float:
+        return float(np.median([run.steady_fps for run in self.full[self.best_workers]]))
+
+    @property
+    def whole_fps(self) -> float:
+        return float(np.median([run.whole_fps for run in self.full[self.best_workers]]))
+
+    @property
+    def whole_ratio(self) -> float:
+        runs = self.full[self.best_workers]
+        return float(np.median([run.whole_fps / alone for run, alone in zip(runs, self.alone_fps, strict=True)]))
 
     @property
     def startup_s(self) -> float:
-        """How much longer the whole call took than the frames at the steady rate."""
-        return self.frames / self.best.whole_fps - self.frames / self.best.steady_fps
+        """How much longer the whole call took than its frames at the steady rate (median of the rounds)."""
+        return float(np.median([self.frames / run.whole_fps - self.frames / run.steady_fps
+                                for run in self.full[self.best_workers]]))
 
     @property
     def cpu_bound(self) -> float:
         """Highest full / alone when decoding and the backbone share the CPU cores."""
         backbone_core_s = torch.get_num_threads() * FRAMES / self.backbone_fps
         return backbone_core_s / (backbone_core_s + self.decode_s_per_video)
+
+
+def spread(values: list[float]) -> str:
+    """``88-97`` (per cent) for the range of ``values``."""
+    return f"{100 * min(values):.0f}-{100 * max(values):.0f}"
 
 
 def make_dataset(out: Path, video_px: int, videos: int) -> Path:
@@ -141,7 +165,7 @@ def full_run(case: Case, root: Path, workers: int, out: Path) -> FullRun:
 
 def measure(case: Case, root: Path, frames: NDArray[np.uint8], decode_s: float, workers: tuple[int, ...],
             scratch: Path, rounds: int) -> Measured:
-    """Backbone alone and the full runs, interleaved over ``rounds``; medians."""
+    """Backbone alone and the full runs, interleaved over ``rounds``."""
     load_s, backbone = timed(lambda: load_backbone(case.backbone, case.weights, "cpu"))
     precision: Precision = case.precision  # type: ignore[assignment]
     backbone.extract(frames[:8], precision=precision)  # warm-up: oneDNN builds its primitives on the first call
@@ -154,9 +178,7 @@ def measure(case: Case, root: Path, frames: NDArray[np.uint8], decode_s: float, 
             out = scratch / f"{case.backbone}-{case.input_size}-{case.precision}-w{w}-r{r}.zarr"
             full[w].append(full_run(case, root, w, out))
             shutil.rmtree(out)
-    medians = {w: FullRun(float(np.median([run.whole_fps for run in runs])),
-                          float(np.median([run.steady_fps for run in runs]))) for w, runs in full.items()}
-    return Measured(frames.shape[0], float(np.median(alone)), medians, load_s, decode_s)
+    return Measured(frames.shape[0], alone, full, load_s, decode_s)
 
 
 def cases(quick: bool) -> list[Case]:
@@ -174,8 +196,8 @@ def tables(quick: bool = False, videos: dict[int, int] | None = None, rounds: in
     rounds = 1 if quick else rounds
     table = Table("Extraction: full run vs backbone alone (frames/s, same run)",
                   ["backbone", "input", "precision", "frames", "backbone alone f/s", "full f/s steady (workers)",
-                   "steady / alone", f"goal >= {percent(GOAL)}", "CPU bound", "whole call f/s", "whole / alone",
-                   "start-up s", "decode ms/video", "backbone load s"])
+                   "steady / alone (rounds)", f"goal >= {percent(GOAL)}", "CPU bound", "whole call f/s",
+                   "whole / alone", "start-up s", "decode ms/video", "backbone load s"])
     with tempfile.TemporaryDirectory(prefix="fsar-bench-extract-") as tmp:
         scratch = Path(tmp)
         preloaded: dict[int, tuple[Path, NDArray[np.uint8], float]] = {}
@@ -188,16 +210,16 @@ def tables(quick: bool = False, videos: dict[int, int] | None = None, rounds: in
             m = measure(case, root, frames, decode_s, workers, scratch, rounds)
             dtype = str(resolve_precision(case.precision, torch.device("cpu"))).removeprefix("torch.")  # type: ignore[arg-type]
             table.add(case.backbone, case.input_size, f"{case.precision} ({dtype})", m.frames,
-                      f"{m.backbone_fps:.1f}", f"{m.best.steady_fps:.1f} ({m.best_workers})",
-                      percent(m.ratio), verdict(m.ratio >= GOAL), percent(m.cpu_bound),
-                      f"{m.best.whole_fps:.1f}", percent(m.best.whole_fps / m.backbone_fps),
+                      f"{m.backbone_fps:.1f}", f"{m.steady_fps:.1f} ({m.best_workers})",
+                      f"{percent(m.ratio)} ({spread(m.steady_ratios(m.best_workers))})", verdict(m.ratio >= GOAL),
+                      percent(m.cpu_bound), f"{m.whole_fps:.1f}", percent(m.whole_ratio),
                       f"{m.startup_s:.1f}", f"{1000 * m.decode_s_per_video:.0f}", f"{m.load_s:.2f}")
     table.notes += [
         machine_line(),
         "input 224: 256 px videos, short side 256, centre crop 224; input 112: 128 px videos, short side 112",
-        f"medians of {rounds} interleaved rounds (backbone alone, then the full run with workers "
-        f"{'/'.join(map(str, workers))}; the best worker count shown); backbone alone = Backbone.extract on the "
-        "preloaded uint8 frames after a warm-up call",
+        f"{rounds} interleaved rounds (backbone alone, then the full run with workers {'/'.join(map(str, workers))}; "
+        "the best worker count shown): rates are medians over the rounds, ratios the median (and range) of each "
+        "round's ratio; backbone alone = Backbone.extract on the preloaded uint8 frames after a warm-up call",
         f"full = run_extraction (decode, backbone, write) into a new store, chunks of {CHUNK_VIDEOS} videos; steady: "
         "the frames committed after the first chunk over the time from its commit to the last one (the rate of a "
         "long extraction); whole call: all frames over the whole call; start-up s: how much longer the whole "
