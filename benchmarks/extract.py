@@ -159,7 +159,7 @@ def full_run(case: Case, root: Path, workers: int, out: Path) -> FullRun:
     commits = summary.committed_s
     if len(commits) < 2:  # one chunk: no steady part to measure
         return FullRun(whole, whole)
-    after_first = (summary.extracted - min(CHUNK_VIDEOS, summary.extracted)) * FRAMES
+    after_first = (summary.extracted - CHUNK_VIDEOS) * FRAMES  # two commits or more: more than one chunk
     return FullRun(whole, after_first / (commits[-1] - commits[0]))
 
 

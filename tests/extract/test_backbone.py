@@ -155,4 +155,3 @@ def test_registry_errors() -> None:
         register_backbone(BACKBONES["resnet50"])
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_backbone("resnet18", "/nonexistent/nope.pth")
-
