@@ -5,6 +5,9 @@ A frame folder is ``<video_dir>/*.jpg`` (also ``.jpeg``/``.png``) in natural sor
 (``img_2.jpg`` before ``img_10.jpg``; zero-padded names sort the same either way), the layout most
 FSAR repositories extract to.
 
+:class:`VideoFile` opens a video once for its frame count and the sampled frames (what extraction does for
+every video); :func:`count_frames` and :func:`read_frames` are the one-call forms.
+
 Decoding is single-threaded per video: extraction decodes several videos at once in DataLoader
 workers, where codec threads would only compete with them for the cores. Frames that are neither
 requested nor referenced by another frame are not decoded at all (``skip_frame``): about a fifth
@@ -81,55 +84,143 @@ def list_frame_files(video_dir: str | Path) -> list[Path]:
     return sorted(files, key=natural_key)
 
 
-def count_frames(path: str | Path, *, exact: bool = False) -> int:
-    """Number of frames of a video file or frame folder.
+class VideoFile:
+    """A video file or frame folder opened once: its frame count and any of its frames.
 
-    Uses the container's frame count for mp4/mov/avi when it is positive; for webm/mkv, which usually
-    carry none, counts packets when the codec puts one frame in each (h264, VP9, ...); otherwise, or with
-    ``exact=True``, counts by decoding every frame.
+    Extraction counts a video's frames, samples, then reads the sampled ones: with one ``VideoFile`` that is
+    one container opened and at most one demux pass (the packet map a webm/mkv count builds is the one
+    seeking uses), and a frame folder listed once. :func:`count_frames` and :func:`read_frames` are the
+    one-call forms. Use it as a context manager (or call :meth:`close`).
     """
-    path = Path(path)
-    if path.is_dir():
-        return len(list_frame_files(path))
-    with _open(path) as container:
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._files: list[Path] | None = None
+        self._container: av.container.InputContainer | None = None
+        self._packets: tuple[list[int], list[int]] | None = None
+        self._packets_tried = False
+        self._consumed = False  # packets have been read: the container is no longer at its start
+        if self.path.is_dir():
+            self._files = list_frame_files(self.path)
+        else:
+            self._container = _open(self.path)
+
+    def __enter__(self) -> VideoFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def count(self, *, exact: bool = False) -> int:
+        """Number of frames.
+
+        Uses the container's frame count for mp4/mov/avi when it is positive; for webm/mkv, which usually
+        carry none, counts packets when the codec puts one frame in each (h264, VP9, ...); otherwise, or
+        with ``exact=True``, counts by decoding every frame.
+        """
+        if self._files is not None:
+            return len(self._files)
+        container = self._opened()
         stream = container.streams.video[0]
         if not exact and stream.frames > 0 and _format_in(container, _TRUSTED_COUNT_FORMATS):
             return int(stream.frames)
         if not exact and stream.codec_context.name in _ONE_FRAME_PER_PACKET \
                 and _format_in(container, ("matroska", "webm")):
-            try:
-                return len(_packet_map(container, stream)[0])
-            except (_SeekUnreliable, av.FFmpegError):
-                container.seek(0)  # no usable timestamps: decode to count
+            packets = self._packet_map()
+            if packets is not None:
+                return len(packets[0])
+        container = self._at_start()
         try:
-            n = sum(1 for _ in container.decode(stream))
+            n = sum(1 for _ in container.decode(container.streams.video[0]))
         except (av.FFmpegError, ValueError) as exc:
-            raise VideoReadError(path, f"decoding failed while counting frames: {exc}") from exc
-    if n == 0:
-        raise VideoReadError(path, "the video stream holds no decodable frame")
-    return n
+            raise VideoReadError(self.path, f"decoding failed while counting frames: {exc}") from exc
+        if n == 0:
+            raise VideoReadError(self.path, "the video stream holds no decodable frame")
+        return n
+
+    def read(self, indices: Sequence[int] | NDArray[np.integer], *, seek: bool = True) -> NDArray:
+        """Frames ``indices`` as RGB.
+
+        indices: (K,) frame numbers from 0, in any order, repeats allowed.
+        seek: for mp4/mov/webm/mkv, jump to the keyframe before a target when that skips more than a
+            GOP of decoding; otherwise decode sequentially and stop after the last target.
+        Returns (K, H, W, 3) uint8, row k = frame ``indices[k]``.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            raise ValueError("indices is empty")
+        if idx.min() < 0:
+            raise ValueError(f"frame indices must be >= 0, got {idx.min()}")
+        wanted = sorted({int(i) for i in idx})
+        if self._files is not None:
+            frames = _read_folder(self.path, self._files, wanted)
+        else:
+            self._opened()  # a closed file is a caller's mistake, not a read error
+            frames = self._read_video(wanted, seek)
+        try:
+            return np.stack([frames[int(i)] for i in idx])
+        except ValueError as exc:
+            raise VideoReadError(self.path, f"frames differ in size: {exc}") from exc
+
+    def _read_video(self, wanted: list[int], seek: bool) -> dict[int, NDArray]:
+        try:
+            if seek and _format_in(self._opened(), _SEEKABLE_FORMATS):
+                packets = self._packet_map()  # may open the container again
+                if packets is not None:
+                    container = self._opened()
+                    try:
+                        return _decode_seeking(container, container.streams.video[0], packets, wanted)
+                    except (_SeekUnreliable, av.FFmpegError):
+                        pass  # timestamps or seeking unusable: the sequential pass decides
+            container = self._at_start()
+            return _decode_sequential(container.decode(container.streams.video[0]), wanted, self.path)
+        except (av.FFmpegError, ValueError) as exc:
+            raise VideoReadError(self.path, f"decoding failed: {exc}") from exc
+
+    def _packet_map(self) -> tuple[list[int], list[int]] | None:
+        """:func:`_packet_map` of the file, from its first call on; None when the timestamps are unusable."""
+        if not self._packets_tried:
+            self._packets_tried = True
+            container = self._at_start()
+            try:
+                self._packets = _packet_map(container, container.streams.video[0])
+            except (_SeekUnreliable, av.FFmpegError):
+                self._packets = None
+        return self._packets
+
+    def _opened(self) -> av.container.InputContainer:
+        if self._container is None:
+            raise ValueError(f"{self.path} is closed")
+        return self._container
+
+    def _at_start(self) -> av.container.InputContainer:
+        """The container, about to be read from its first packet: opened again if it has been read."""
+        container = self._opened()
+        if self._consumed:
+            container.close()
+            container = self._container = _open(self.path)
+        self._consumed = True
+        return container
+
+
+def count_frames(path: str | Path, *, exact: bool = False) -> int:
+    """Number of frames of a video file or frame folder (see :meth:`VideoFile.count`)."""
+    with VideoFile(path) as video:
+        return video.count(exact=exact)
 
 
 def read_frames(path: str | Path, indices: Sequence[int] | NDArray[np.integer], *, seek: bool = True) -> NDArray:
-    """Frames ``indices`` of a video as RGB.
+    """Frames ``indices`` of a video file or frame folder as RGB (see :meth:`VideoFile.read`).
 
-    indices: (K,) frame numbers from 0, in any order, repeats allowed.
-    seek: for mp4/mov/webm/mkv, jump to the keyframe before a target when that skips more than a
-        GOP of decoding; otherwise decode sequentially and stop after the last target.
     Returns (K, H, W, 3) uint8, row k = frame ``indices[k]``.
     """
-    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if idx.size == 0:
-        raise ValueError("indices is empty")
-    if idx.min() < 0:
-        raise ValueError(f"frame indices must be >= 0, got {idx.min()}")
-    wanted = sorted({int(i) for i in idx})
-    path = Path(path)
-    frames = _read_folder(path, wanted) if path.is_dir() else _read_video(path, wanted, seek)
-    try:
-        return np.stack([frames[int(i)] for i in idx])
-    except ValueError as exc:
-        raise VideoReadError(path, f"frames differ in size: {exc}") from exc
+    with VideoFile(path) as video:
+        return video.read(indices, seek=seek)
 
 
 def pair_indices(indices: Sequence[int] | NDArray[np.integer], n_frames: int) -> NDArray[np.int64]:
@@ -150,8 +241,7 @@ def read_frame_pairs(
     return frames.reshape(pairs.shape[0], 2, *frames.shape[1:])
 
 
-def _read_folder(path: Path, wanted: list[int]) -> dict[int, NDArray]:
-    files = list_frame_files(path)
+def _read_folder(path: Path, files: list[Path], wanted: list[int]) -> dict[int, NDArray]:
     if wanted[-1] >= len(files):
         raise VideoReadError(path, f"frame {wanted[-1]} requested but the folder holds {len(files)} frames")
     out = {}
@@ -161,21 +251,6 @@ def _read_folder(path: Path, wanted: list[int]) -> dict[int, NDArray]:
             raise VideoReadError(path, f"cannot decode image {files[i].name}")
         out[i] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return out
-
-
-def _read_video(path: Path, wanted: list[int], seek: bool) -> dict[int, NDArray]:
-    try:
-        if seek:
-            with _open(path) as container:
-                if _format_in(container, _SEEKABLE_FORMATS):
-                    try:
-                        return _decode_seeking(container, container.streams.video[0], wanted)
-                    except (_SeekUnreliable, av.FFmpegError):
-                        pass  # timestamps or seeking unusable: the sequential pass decides
-        with _open(path) as container:
-            return _decode_sequential(container.decode(container.streams.video[0]), wanted, path)
-    except (av.FFmpegError, ValueError) as exc:
-        raise VideoReadError(path, f"decoding failed: {exc}") from exc
 
 
 def _decode_sequential(frames: Iterator[av.VideoFrame], wanted: list[int], path: Path) -> dict[int, NDArray]:
@@ -215,14 +290,14 @@ def _packet_map(container: av.container.InputContainer, stream: av.VideoStream) 
     return pts, sorted(index_of[p] for p in key_pts)
 
 
-def _decode_seeking(
-    container: av.container.InputContainer, stream: av.VideoStream, wanted: list[int]
-) -> dict[int, NDArray]:
+def _decode_seeking(container: av.container.InputContainer, stream: av.VideoStream,
+                    packets: tuple[list[int], list[int]], wanted: list[int]) -> dict[int, NDArray]:
     """Decode ``wanted`` frames, seeking to a keyframe whenever that skips decoding frames.
 
-    Non-reference frames that are not wanted are skipped; frame numbers come from the timestamps.
+    packets: the stream's :func:`_packet_map`. Non-reference frames that are not wanted are skipped; frame
+    numbers come from the timestamps.
     """
-    pts, keys = _packet_map(container, stream)
+    pts, keys = packets
     if wanted[-1] >= len(pts):
         raise _SeekUnreliable  # the sequential pass reports the short video
     index_of = {p: i for i, p in enumerate(pts)}

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fsar.cache.schema import Status
-from fsar.extract.decode import VideoReadError, count_frames, read_frames
+from fsar.extract.decode import VideoFile, VideoReadError
 from fsar.extract.flow import FlowMethod, flow_images, locate_flow, read_flow_files
 from fsar.extract.sampling import SampledIndices, sample_indices
 from fsar.extract.transforms import CropConfig, preprocess_view
@@ -61,33 +61,34 @@ def load_video(row: int, video_id: str, path: Path, config: SourceConfig,
         return VideoItem(row, video_id, int(Status.UNREADABLE), f"{path}: {type(err).__name__}: {err}", 0, {})
 
 
-def _load(row: int, video_id: str, path: Path, config: SourceConfig, views: tuple[int, ...],
-          n_frames: int | None = None) -> VideoItem:
+def _load(row: int, video_id: str, path: Path, config: SourceConfig, views: tuple[int, ...]) -> VideoItem:
     if not path.exists():
         raise VideoReadError(path, "file not found")
-    counted_exactly = n_frames is not None
-    n = n_frames if n_frames is not None else count_frames(path)
+    with VideoFile(path) as video:  # opened once: counted, then read
+        n = video.count()
+        try:
+            return _sample(row, video_id, video, config, views, n)
+        except VideoReadError:
+            # The container's frame count can overstate what decodes: count exactly and sample again.
+            exact = video.count(exact=True)
+            if exact == n:
+                raise
+            return _sample(row, video_id, video, config, views, exact)
+
+
+def _sample(row: int, video_id: str, video: VideoFile, config: SourceConfig, views: tuple[int, ...],
+            n: int) -> VideoItem:
+    """Sample the views of an ``n``-frame video, decode the frames they need, and preprocess them."""
     indices = [sample_indices(n, num_segments=config.frames, view=v, seed=config.seed, video_id=video_id)
                for v in views]
     wanted = np.concatenate([s.indices for s in indices])
     if "flow" in config.modalities and config.flow_root is None:
         wanted = np.concatenate([wanted, np.minimum(wanted + 1, n - 1)])
-    try:
-        decoded = _decode(path, wanted)
-    except VideoReadError:
-        # The container's frame count can overstate what decodes: count exactly and sample again.
-        exact = n if counted_exactly else count_frames(path, exact=True)
-        if exact == n:
-            raise
-        return _load(row, video_id, path, config, views, exact)
-    return _build(row, video_id, path, config, n, dict(zip(views, indices, strict=True)), decoded,
-                  any(s.padded for s in indices))
-
-
-def _decode(path: Path, wanted: NDArray[np.int64]) -> dict[int, NDArray[np.uint8]]:
     unique = np.unique(wanted)
-    frames = read_frames(path, unique)
-    return {int(i): frames[k] for k, i in enumerate(unique)}
+    frames = video.read(unique)
+    decoded = {int(i): frames[k] for k, i in enumerate(unique)}
+    return _build(row, video_id, video.path, config, n, dict(zip(views, indices, strict=True)), decoded,
+                  any(s.padded for s in indices))
 
 
 def _build(row: int, video_id: str, path: Path, config: SourceConfig, n_frames: int,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from fsar.cache.schema import Status
 from fsar.extract import decode
 from fsar.extract.decode import (
     VideoReadError,
@@ -21,6 +22,8 @@ from fsar.extract.decode import (
     read_frame_pairs,
     read_frames,
 )
+from fsar.extract.sampling import sample_indices
+from fsar.extract.source import SourceConfig, load_video
 from fsar.extract.transforms import CropConfig, centre_view, preprocess_view, random_resized_crop
 
 N_FRAMES = 40
@@ -107,7 +110,8 @@ def test_seeking_path_is_taken_and_exact(videos: dict[str, Path], name: str) -> 
     reference = full_decode(path)
     wanted = [1, 17, 18, 33, 39]
     with av.open(str(path)) as container:
-        got = decode._decode_seeking(container, container.streams.video[0], wanted)  # no fallback
+        stream = container.streams.video[0]
+        got = decode._decode_seeking(container, stream, decode._packet_map(container, stream), wanted)  # no fallback
     for i in wanted:
         np.testing.assert_array_equal(got[i], reference[i])
 
@@ -147,6 +151,93 @@ def test_camera_clip_msmpeg4_avi() -> None:
     reference = full_decode(VTEST, set(indices))
     assert count_frames(VTEST) == 795
     np.testing.assert_array_equal(read_frames(VTEST, indices), np.stack([reference[i] for i in indices]))
+
+
+class _Spy:
+    """Counts the calls of a module function while passing them through."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        self.calls = 0
+        original = getattr(decode, name)
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(decode, name, counted)
+
+
+@pytest.mark.parametrize(("name", "opens_expected"), [("h264.mp4", 1), ("vp9.webm", 1), ("mpeg4.avi", 1),
+                                                     ("vp8.webm", 2)])
+def test_video_file_counts_and_reads_with_one_open(videos: dict[str, Path], name: str, opens_expected: int,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Count then read (what extraction does) opens the container once and demuxes it at most once; only a
+    count that decodes the whole video (VP8 in webm: no frame count, packets are no frames) opens it again."""
+    path = videos[name]
+    reference = full_decode(path)
+    opens, maps = _Spy(monkeypatch, "_open"), _Spy(monkeypatch, "_packet_map")
+    indices = [31, 2, 17, 2]
+    with decode.VideoFile(path) as video:
+        assert video.count() == N_FRAMES
+        np.testing.assert_array_equal(video.read(indices), np.stack([reference[i] for i in indices]))
+    assert opens.calls == opens_expected
+    assert maps.calls <= 1
+
+
+@pytest.mark.parametrize("name", [s[0] for s in SYNTHETIC])
+def test_video_file_reads_again_after_any_use(videos: dict[str, Path], name: str) -> None:
+    """Reads after an exact count, after another read, and sequential after seeking all give the right frames."""
+    path = videos[name]
+    reference = full_decode(path)
+    with decode.VideoFile(path) as video:
+        assert video.count(exact=True) == N_FRAMES
+        for indices, seek in (([39, 0], True), ([5, 30], True), ([1, 38], False), ([20], True), ([7], False)):
+            np.testing.assert_array_equal(video.read(indices, seek=seek), np.stack([reference[i] for i in indices]))
+        assert video.count() == video.count(exact=True) == N_FRAMES
+    with pytest.raises(ValueError, match="closed"):
+        video.read([0])
+
+
+def test_video_file_lists_a_frame_folder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for t, frame in enumerate(synthetic_frames(5)):
+        cv2.imwrite(str(tmp_path / f"{t:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    listings = _Spy(monkeypatch, "list_frame_files")
+    with decode.VideoFile(tmp_path) as video:
+        assert video.count() == 5
+        np.testing.assert_array_equal(video.read([4, 0]), synthetic_frames(5)[[4, 0]])  # png: lossless
+    assert listings.calls == 1
+
+
+def _expected_view(reference: dict[int, NDArray], n_frames: int, crop: CropConfig) -> NDArray:
+    """The oracle of a video's test view: its sampled frames from a full decode, preprocessed."""
+    indices = sample_indices(n_frames, num_segments=8).indices
+    return preprocess_view(np.stack([reference[int(i)] for i in indices]), view=0, config=crop)
+
+
+def test_load_video_opens_the_file_once(videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    path = videos["h264.mp4"]
+    crop = CropConfig(resize_short=48, crop=32)
+    expected = _expected_view(full_decode(path), N_FRAMES, crop)
+    opens = _Spy(monkeypatch, "_open")
+    item = load_video(0, "v", path, SourceConfig(crop=crop))
+    assert (item.status, item.n_frames, opens.calls) == (int(Status.OK), N_FRAMES, 1)
+    np.testing.assert_array_equal(item.inputs["rgb"][0], expected)
+
+
+def test_load_video_recounts_when_the_container_overstates(videos: dict[str, Path],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame count past what decodes: the video is counted by decoding and sampled again, not failed."""
+    path = videos["h264.mp4"]
+    real_count = decode.VideoFile.count
+
+    def overstated(self: decode.VideoFile, *, exact: bool = False) -> int:
+        return real_count(self, exact=exact) + (0 if exact else 25)
+
+    monkeypatch.setattr(decode.VideoFile, "count", overstated)
+    crop = CropConfig(resize_short=48, crop=32)
+    item = load_video(0, "v", path, SourceConfig(crop=crop))
+    assert (item.status, item.n_frames, item.error) == (int(Status.OK), N_FRAMES, "")
+    np.testing.assert_array_equal(item.inputs["rgb"][0], _expected_view(full_decode(path), N_FRAMES, crop))
 
 
 def test_frame_pairs_clamp_at_the_end(videos: dict[str, Path]) -> None:
