@@ -35,6 +35,14 @@ def test_extract_quick() -> None:
     _check(extract.tables(quick=True))
 
 
+def test_extract_rows_can_be_chosen() -> None:
+    every = extract.cases(quick=False)
+    assert {(c.backbone, c.input_size) for c in every} == {(b, size) for b, _ in extract.BACKBONES
+                                                          for size in extract.INPUTS}
+    chosen = extract.cases(quick=False, inputs=(112,), backbones=("resnet50",))
+    assert chosen and {(c.backbone, c.input_size) for c in chosen} == {("resnet50", 112)}
+
+
 def test_train_quick() -> None:
     tables = train_bench.tables(quick=True)
     _check(tables)
