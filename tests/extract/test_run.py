@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -19,6 +20,7 @@ from fsar.extract.decode import count_frames, read_frames
 from fsar.extract.run import ExtractConfig, run_extraction, torchrun_shard
 from fsar.extract.sampling import sample_indices
 from fsar.extract.transforms import CropConfig, preprocess_view
+from tests.extract.test_decode import SYNTHETIC, full_decode, synthetic_frames, write_video
 
 SIZE = 64
 
@@ -60,6 +62,49 @@ def test_cached_features_equal_a_direct_backbone_call(dataset: Path, tmp_path: P
         np.testing.assert_allclose(cache.frames("rgb", np.array([row]))[0], pooled, rtol=2e-3, atol=2e-3)
         np.testing.assert_allclose(cache.patches("rgb", np.array([row]))[0], grid, rtol=2e-3, atol=2e-3)
     assert cache.done("rgb").all() and (cache.status("rgb") == Status.OK).all()
+
+
+def test_every_container_and_a_frame_folder_through_the_run(tmp_path: Path) -> None:
+    """h264 mp4 (B-frames), VP8 and VP9 webm, MPEG-4 avi and a png frame folder shorter than T, in one
+    ``folder`` dataset: the cache holds the backbone's features of the oracle's frames (full decode,
+    sampled, preprocessed), the frame counts, and the short video marked padded."""
+    data, lists = tmp_path / "data", tmp_path / "lists"
+    lengths = [40, 33, 27, 20]
+    oracle: dict[str, dict[int, np.ndarray]] = {}
+    lines = []
+    for (name, codec, options), n in zip(SYNTHETIC, lengths, strict=True):
+        stem = name.replace(".", "_")
+        path = data / stem / name.replace(name.split(".")[0], stem)
+        path.parent.mkdir(parents=True)
+        write_video(path, np.roll(synthetic_frames(n), 8 * len(lines), axis=2), codec, options)
+        oracle[stem] = full_decode(path)
+        lines.append(f"{stem}/{stem}")
+    folder = data / "png" / "png"
+    folder.mkdir(parents=True)
+    pngs = synthetic_frames(5)
+    for t, frame in enumerate(pngs):
+        cv2.imwrite(str(folder / f"img_{t + 1}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    oracle["png"] = dict(enumerate(pngs))  # lossless
+    lines.append("png/png")
+    lists.mkdir()
+    (lists / "testlist.txt").write_text("".join(f"{line}\n" for line in lines))
+
+    out = tmp_path / "c.zarr"
+    summary = run_extraction(config(data, dataset="folder", split_dir=lists, workers=1, patches=0), out,
+                             progress=False)
+    assert (summary.extracted, summary.failures, summary.padded) == (5, {}, 1)
+    cache = open_cache(out)
+    backbone = load_backbone("efficientnet_lite0", "imagenet", "cpu")
+    statuses = dict(zip(cache.ids, cache.status("rgb"), strict=True))
+    counts = dict(zip(cache.ids, cache.n_frames(), strict=True))
+    for vid, reference in oracle.items():
+        idx = sample_indices(len(reference), num_segments=8).indices
+        frames = preprocess_view(np.stack([reference[int(i)] for i in idx]), view=0, config=CropConfig(SIZE, SIZE))
+        pooled, _ = backbone.extract(frames, precision="fp32")
+        row = cache.rows_for([vid])
+        np.testing.assert_allclose(cache.frames("rgb", row)[0], pooled, rtol=2e-3, atol=2e-3, err_msg=vid)
+        assert counts[vid] == len(reference)
+        assert statuses[vid] == (Status.PADDED if vid == "png" else Status.OK)
 
 
 def test_broken_videos_are_recorded_and_the_rest_kept(dataset: Path, tmp_path: Path) -> None:
