@@ -67,18 +67,21 @@ def _load(row: int, video_id: str, path: Path, config: SourceConfig, views: tupl
     with VideoFile(path) as video:  # opened once: counted, then read
         n = video.count()
         try:
-            return _sample(row, video_id, video, config, views, n)
+            indices, decoded = _decode(video, video_id, config, views, n)
         except VideoReadError:
             # The container's frame count can overstate what decodes: count exactly and sample again.
             exact = video.count(exact=True)
             if exact == n:
                 raise
-            return _sample(row, video_id, video, config, views, exact)
+            n = exact
+            indices, decoded = _decode(video, video_id, config, views, n)
+    return _build(row, video_id, path, config, n, dict(zip(views, indices, strict=True)), decoded,
+                  any(s.padded for s in indices))
 
 
-def _sample(row: int, video_id: str, video: VideoFile, config: SourceConfig, views: tuple[int, ...],
-            n: int) -> VideoItem:
-    """Sample the views of an ``n``-frame video, decode the frames they need, and preprocess them."""
+def _decode(video: VideoFile, video_id: str, config: SourceConfig, views: tuple[int, ...], n: int
+            ) -> tuple[list[SampledIndices], dict[int, NDArray[np.uint8]]]:
+    """The sampled indices of each view of an ``n``-frame video and the frames they need (by index)."""
     indices = [sample_indices(n, num_segments=config.frames, view=v, seed=config.seed, video_id=video_id)
                for v in views]
     wanted = np.concatenate([s.indices for s in indices])
@@ -86,9 +89,7 @@ def _sample(row: int, video_id: str, video: VideoFile, config: SourceConfig, vie
         wanted = np.concatenate([wanted, np.minimum(wanted + 1, n - 1)])
     unique = np.unique(wanted)
     frames = video.read(unique)
-    decoded = {int(i): frames[k] for k, i in enumerate(unique)}
-    return _build(row, video_id, video.path, config, n, dict(zip(views, indices, strict=True)), decoded,
-                  any(s.padded for s in indices))
+    return indices, {int(i): frames[k] for k, i in enumerate(unique)}
 
 
 def _build(row: int, video_id: str, path: Path, config: SourceConfig, n_frames: int,
