@@ -34,6 +34,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +93,14 @@ class Measured:
     def best_workers(self) -> int:
         return max(self.full, key=lambda w: float(np.median(self.steady_ratios(w))))
 
+    def _median(self, value: Callable[[FullRun, float], float]) -> float:
+        """Median over the rounds of ``value(full run, backbone alone f/s)``, for the best worker count."""
+        runs = self.full[self.best_workers]
+        return float(np.median([value(run, alone) for run, alone in zip(runs, self.alone_fps, strict=True)]))
+
     @property
     def ratio(self) -> float:
-        return float(np.median(self.steady_ratios(self.best_workers)))
+        return self._median(lambda run, alone: run.steady_fps / alone)
 
     @property
     def backbone_fps(self) -> float:
@@ -102,22 +108,20 @@ class Measured:
 
     @property
     def steady_fps(self) -> float:
-        return float(np.median([run.steady_fps for run in self.full[self.best_workers]]))
+        return self._median(lambda run, _: run.steady_fps)
 
     @property
     def whole_fps(self) -> float:
-        return float(np.median([run.whole_fps for run in self.full[self.best_workers]]))
+        return self._median(lambda run, _: run.whole_fps)
 
     @property
     def whole_ratio(self) -> float:
-        runs = self.full[self.best_workers]
-        return float(np.median([run.whole_fps / alone for run, alone in zip(runs, self.alone_fps, strict=True)]))
+        return self._median(lambda run, alone: run.whole_fps / alone)
 
     @property
     def startup_s(self) -> float:
         """How much longer the whole call took than its frames at the steady rate (median of the rounds)."""
-        return float(np.median([self.frames / run.whole_fps - self.frames / run.steady_fps
-                                for run in self.full[self.best_workers]]))
+        return self._median(lambda run, _: self.frames / run.whole_fps - self.frames / run.steady_fps)
 
     @property
     def decode_load(self) -> float:

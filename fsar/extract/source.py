@@ -62,9 +62,7 @@ def load_video(row: int, video_id: str, path: Path, config: SourceConfig,
 
 
 def _load(row: int, video_id: str, path: Path, config: SourceConfig, views: tuple[int, ...]) -> VideoItem:
-    if not path.exists():
-        raise VideoReadError(path, "file not found")
-    with VideoFile(path) as video:  # opened once: counted, then read
+    with VideoFile(path) as video:  # opened once: counted, then read; a missing path raises VideoReadError
         n = video.count()
         try:
             indices, decoded = _decode(video, video_id, config, views, n)

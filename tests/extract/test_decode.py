@@ -208,7 +208,7 @@ def test_video_file_lists_a_frame_folder_once(tmp_path: Path, monkeypatch: pytes
     assert listings.calls == 1
 
 
-def _expected_view(reference: dict[int, NDArray], n_frames: int, crop: CropConfig) -> NDArray:
+def expected_view(reference: dict[int, NDArray], n_frames: int, crop: CropConfig) -> NDArray:
     """The oracle of a video's test view: its sampled frames from a full decode, preprocessed."""
     indices = sample_indices(n_frames, num_segments=8).indices
     return preprocess_view(np.stack([reference[int(i)] for i in indices]), view=0, config=crop)
@@ -217,7 +217,7 @@ def _expected_view(reference: dict[int, NDArray], n_frames: int, crop: CropConfi
 def test_load_video_opens_the_file_once(videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     path = videos["h264.mp4"]
     crop = CropConfig(resize_short=48, crop=32)
-    expected = _expected_view(full_decode(path), N_FRAMES, crop)
+    expected = expected_view(full_decode(path), N_FRAMES, crop)
     opens = _Spy(monkeypatch, "_open")
     item = load_video(0, "v", path, SourceConfig(crop=crop))
     assert (item.status, item.n_frames, opens.calls) == (int(Status.OK), N_FRAMES, 1)
@@ -237,7 +237,7 @@ def test_load_video_recounts_when_the_container_overstates(videos: dict[str, Pat
     crop = CropConfig(resize_short=48, crop=32)
     item = load_video(0, "v", path, SourceConfig(crop=crop))
     assert (item.status, item.n_frames, item.error) == (int(Status.OK), N_FRAMES, "")
-    np.testing.assert_array_equal(item.inputs["rgb"][0], _expected_view(full_decode(path), N_FRAMES, crop))
+    np.testing.assert_array_equal(item.inputs["rgb"][0], expected_view(full_decode(path), N_FRAMES, crop))
 
 
 def test_frame_pairs_clamp_at_the_end(videos: dict[str, Path]) -> None:

@@ -20,7 +20,7 @@ from fsar.extract.decode import count_frames, read_frames
 from fsar.extract.run import ExtractConfig, run_extraction, torchrun_shard
 from fsar.extract.sampling import sample_indices
 from fsar.extract.transforms import CropConfig, preprocess_view
-from tests.extract.test_decode import SYNTHETIC, full_decode, synthetic_frames, write_video
+from tests.extract.test_decode import SYNTHETIC, expected_view, full_decode, synthetic_frames, write_video
 
 SIZE = 64
 
@@ -74,7 +74,7 @@ def test_every_container_and_a_frame_folder_through_the_run(tmp_path: Path) -> N
     lines = []
     for (name, codec, options), n in zip(SYNTHETIC, lengths, strict=True):
         stem = name.replace(".", "_")
-        path = data / stem / name.replace(name.split(".")[0], stem)
+        path = data / stem / f"{stem}{Path(name).suffix}"
         path.parent.mkdir(parents=True)
         write_video(path, np.roll(synthetic_frames(n), 8 * len(lines), axis=2), codec, options)
         oracle[stem] = full_decode(path)
@@ -98,9 +98,8 @@ def test_every_container_and_a_frame_folder_through_the_run(tmp_path: Path) -> N
     statuses = dict(zip(cache.ids, cache.status("rgb"), strict=True))
     counts = dict(zip(cache.ids, cache.n_frames(), strict=True))
     for vid, reference in oracle.items():
-        idx = sample_indices(len(reference), num_segments=8).indices
-        frames = preprocess_view(np.stack([reference[int(i)] for i in idx]), view=0, config=CropConfig(SIZE, SIZE))
-        pooled, _ = backbone.extract(frames, precision="fp32")
+        pooled, _ = backbone.extract(expected_view(reference, len(reference), CropConfig(SIZE, SIZE)),
+                                     precision="fp32")
         row = cache.rows_for([vid])
         np.testing.assert_allclose(cache.frames("rgb", row)[0], pooled, rtol=2e-3, atol=2e-3, err_msg=vid)
         assert counts[vid] == len(reference)
