@@ -22,6 +22,23 @@ def _shard(text: str | None) -> tuple[int, int] | None:
     return int(match[1]), int(match[2])
 
 
+class _Workers(click.ParamType):
+    """A count of decoding processes (0 or more) or ``auto``."""
+
+    name = "INTEGER|auto"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) or value == "auto":
+            return value
+        text = str(value)
+        if not text.isdigit():
+            self.fail(f"expected a number of processes (0 or more) or 'auto', got {text!r}", param, ctx)
+        return int(text)
+
+
+WORKERS = _Workers()
+
+
 def _choices(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in text.split(",") if p.strip())
     bad = [p for p in parts if p not in allowed]
@@ -66,7 +83,9 @@ def dataset_options(func: F) -> F:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
               show_default=True, help="auto: fp16 on CUDA, bf16 on CPUs that have it, else fp32.")
-@click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Decoding processes.")
+@click.option("--workers", type=WORKERS, default="auto", show_default=True,
+              help="Decoding processes (0: decode in this process). auto: 2 on a CPU, whose cores the backbone "
+                   "uses; on CUDA this process's CPU cores (shared among torchrun's local ranks) less one, at most 16.")
 @click.option("--batch-frames", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--chunk-videos", type=click.IntRange(1), default=16, show_default=True,
               help="Videos per committed chunk (the unit of resume and of sharding).")
@@ -80,7 +99,7 @@ def dataset_options(func: F) -> F:
 def extract_cmd(dataset: str, root: Path | None, split_set: str | None, split_dir: Path | None, splits: str,
                 backbone: str, weights: str, modality: str, frames: int, views: int, patches: int,
                 short_side: int, input_size: int, flow_method: str, flow_root: Path | None, device: str,
-                precision: str, workers: int, batch_frames: int, chunk_videos: int, seed: int, shard: str | None,
+                precision: str, workers: int | str, batch_frames: int, chunk_videos: int, seed: int, shard: str | None,
                 out: Path | None, quiet: bool, workspace: Path | None) -> None:
     """Decode videos, run the backbone and write per-frame features to a Zarr cache.
 
@@ -99,7 +118,8 @@ def extract_cmd(dataset: str, root: Path | None, split_set: str | None, split_di
         short_side=short_side, input_size=input_size, flow_method=flow_method,  # type: ignore[arg-type]
         flow_root=flow_root, split_set=split_set, split_dir=split_dir,
         splits=_choices(splits, ("train", "val", "test"), "--splits"), device=device, precision=precision,
-        workers=workers, batch_frames=batch_frames, seed=seed, chunk_videos=chunk_videos,
+        workers=workers if isinstance(workers, int) else "auto", batch_frames=batch_frames, seed=seed,
+        chunk_videos=chunk_videos,
         shard=_shard(shard) or torchrun_shard() or (0, 1),
     )
     out = out or cache_path(workspace_dir(workspace), dataset, backbone, weights_label(weights))

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ class ExtractConfig:
     splits: tuple[str, ...] = ("train", "val", "test")
     device: str = "auto"
     precision: str = "auto"
-    workers: int = 2
+    workers: int | Literal["auto"] = "auto"  # decoding processes; see resolve_workers
     batch_frames: int = 64
     seed: int = 0
     shard: tuple[int, int] = (0, 1)
@@ -89,6 +90,27 @@ def resolve_device(device: str) -> torch.device:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
     return torch.device(device)
+
+
+#: Decoding processes of ``workers="auto"`` on a CPU: the backbone's threads use every core, so more decoders
+#: only take cores from it (2 was the best of 0-2 on the 2-core benchmark machines).
+CPU_WORKERS = 2
+#: The most decoding processes ``auto`` starts per GPU: at about 15 ms per 224 px video, 16 decoders feed ~8,500
+#: frames/s, more than one GPU runs ResNet-50 at.
+MAX_GPU_WORKERS = 16
+
+
+def resolve_workers(workers: int | Literal["auto"], device: torch.device) -> int:
+    """The decoding processes to start. ``auto``: on CUDA, the CPU cores this process may use, shared among the
+    processes of this machine (torchrun's LOCAL_WORLD_SIZE), less one for the process itself, between 1 and
+    :data:`MAX_GPU_WORKERS`; on a CPU :data:`CPU_WORKERS`."""
+    if workers != "auto":
+        return workers
+    if device.type != "cuda":
+        return CPU_WORKERS
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(MAX_GPU_WORKERS, cores // local - 1))
 
 
 def torchrun_shard() -> tuple[int, int] | None:
@@ -256,7 +278,7 @@ def run_extraction(config: ExtractConfig, out: str | Path, *, progress: bool = T
     writer = _Writer(summary, bar, started)
     try:
         # Keep a whole chunk (plus one) decoding while the backbone works on the current one.
-        for item in _items(jobs, source, config.workers, ahead=config.chunk_videos + 1):
+        for item in _items(jobs, source, resolve_workers(config.workers, device), ahead=config.chunk_videos + 1):
             buffer.append(item)
             start, stop, mods = pending[chunk]
             if len(buffer) == stop - start:

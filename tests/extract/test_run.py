@@ -11,13 +11,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+from click.testing import CliRunner
 
 from fsar.cache.schema import Status
 from fsar.cache.store import CacheError, open_cache
+from fsar.cli import main
 from fsar.datasets.synthetic import synthesize
 from fsar.extract.backbone import load_backbone
 from fsar.extract.decode import count_frames, read_frames
-from fsar.extract.run import ExtractConfig, run_extraction, torchrun_shard
+from fsar.extract.run import ExtractConfig, ExtractSummary, resolve_workers, run_extraction, torchrun_shard
 from fsar.extract.sampling import sample_indices
 from fsar.extract.transforms import CropConfig, preprocess_view
 from tests.extract.test_decode import SYNTHETIC, expected_view, full_decode, synthetic_frames, write_video
@@ -177,6 +180,37 @@ def test_torchrun_environment_gives_the_shard(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert torchrun_shard() == (2, 4)
+
+
+def test_auto_workers_follow_the_device_and_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert resolve_workers(3, cuda) == 3 and resolve_workers(0, cpu) == 0  # a count is taken as given
+    assert resolve_workers("auto", cpu) == 2  # the backbone's threads hold the cores
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for cores, local, expected in ((16, None, 15), (16, "4", 3), (2, None, 1), (64, None, 16), (4, "8", 1)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        if local is None:
+            monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        else:
+            monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+        assert resolve_workers("auto", cuda) == expected, (cores, local)
+
+
+def test_the_workers_option_takes_a_count_or_auto(dataset: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+
+    def record(config: ExtractConfig, out: Path, progress: bool = True) -> ExtractSummary:
+        seen.append(config.workers)
+        return ExtractSummary(out=str(out))
+
+    monkeypatch.setattr("fsar.extract.run.run_extraction", record)
+    base = ["extract", "--dataset", "synthetic", "--root", str(dataset), "--out", str(tmp_path / "c.zarr")]
+    for given in ([], ["--workers", "auto"], ["--workers", "3"], ["--workers", "0"]):
+        assert CliRunner().invoke(main, base + given).exit_code == 0
+    assert seen == ["auto", "auto", 3, 0]
+    result = CliRunner().invoke(main, [*base, "--workers", "two"])
+    assert result.exit_code == 2 and "or 'auto'" in result.output
 
 
 def test_an_interrupted_run_commits_the_chunks_it_computed(dataset: Path, tmp_path: Path,
