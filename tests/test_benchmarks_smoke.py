@@ -11,6 +11,7 @@ from benchmarks import eval as eval_bench
 from benchmarks import extract, kernels
 from benchmarks import train as train_bench
 from benchmarks._common import Table
+from fsar.datasets.catalog import load_dataset
 
 
 def _check(tables: list[Table]) -> None:
@@ -41,6 +42,24 @@ def test_extract_rows_can_be_chosen() -> None:
                                                           for size in extract.INPUTS}
     chosen = extract.cases(quick=False, inputs=(112,), backbones=("resnet50",))
     assert chosen and {(c.backbone, c.input_size) for c in chosen} == {("resnet50", 112)}
+    apart = [c for c in every if c.apart]  # one decode-apart row per backbone and input, at the fastest precision
+    assert len(apart) == len(extract.BACKBONES) * len(extract.INPUTS) and all(c.workers == (1,) for c in apart)
+    assert all(c.threads == max(1, extract.CORES - 1) for c in apart)
+
+
+def test_extract_cases_are_sized_in_whole_chunks() -> None:
+    chunk = extract.CHUNK_VIDEOS
+    assert extract.videos_for(10.0, 5.0) == extract.MIN_VIDEOS  # a slow backbone still gets three chunks
+    assert extract.videos_for(800.0, 5.0) == 512  # 500 videos in 5 s at 800 f/s, rounded up to 32 chunks
+    assert extract.videos_for(800.0, 5.0) % chunk == 0
+
+
+def test_extract_first_videos_lists_a_prefix_of_the_dataset(tmp_path: Path) -> None:
+    root = extract.make_dataset(tmp_path / "data", 32, 7)
+    every = load_dataset("synthetic", root).videos
+    lists = extract.first_videos(root, 5, tmp_path / "lists")
+    subset = load_dataset("synthetic", root, split_dir=lists).videos
+    assert [v.id for v in subset] == [v.id for v in every[:5]] and len(every) >= 7
 
 
 def test_train_quick() -> None:
