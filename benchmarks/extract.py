@@ -201,11 +201,12 @@ def preload(root: Path, input_size: int) -> tuple[NDArray[np.uint8], float]:
 
 
 def probe_fps(backbone: Backbone, case: Case) -> float:
-    """Frames/s of the backbone on 64 random frames (after a warm-up call), to size the case's dataset."""
+    """Frames/s of the backbone on 64 random frames (after a warm-up call of the same batch), to size the case's
+    dataset."""
     frames = np.random.default_rng(0).integers(0, 256, (64, case.input_size, case.input_size, 3), np.uint8)
     precision: Precision = case.precision  # type: ignore[assignment]
     with torch_threads(case.threads):
-        backbone.extract(frames[:8], precision=precision)
+        backbone.extract(frames, batch_size=64, precision=precision)  # oneDNN builds its primitives per shape
         seconds, _ = timed(lambda: backbone.extract(frames, batch_size=64, precision=precision))
     return frames.shape[0] / seconds
 
@@ -243,7 +244,7 @@ def measure(case: Case, backbone: Backbone, load_s: float, root: Path, split_dir
     alone: list[float] = []
     full: dict[int, list[FullRun]] = {w: [] for w in case.workers}
     with torch_threads(case.threads):
-        backbone.extract(frames[:8], precision=precision)  # warm-up: oneDNN builds its primitives on the first call
+        backbone.extract(frames[:64], batch_size=64, precision=precision)  # warm-up: oneDNN builds its primitives
         for r in range(rounds):
             seconds, _ = timed(lambda: backbone.extract(frames, batch_size=64, precision=precision))
             alone.append(frames.shape[0] / seconds)
