@@ -53,7 +53,7 @@ from benchmarks._common import Table, machine_line, percent, timed, verdict
 from fsar.datasets.catalog import load_dataset
 from fsar.datasets.synthetic import synthesize
 from fsar.extract.backbone import Backbone, Precision, load_backbone, resolve_precision
-from fsar.extract.run import ExtractConfig, run_extraction
+from fsar.extract.run import ExtractConfig, run_extraction, usable_cores
 from fsar.extract.source import SourceConfig, load_video
 from fsar.extract.transforms import CropConfig
 
@@ -70,7 +70,7 @@ CHUNK_VIDEOS = 16  # the extract default
 #: At least three chunks, so the steady rate spans two chunks or more.
 MIN_VIDEOS = 3 * CHUNK_VIDEOS
 ROUNDS = 3
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+CORES = usable_cores()
 THREADS = torch.get_num_threads()  # torch's default: what the backbone uses unless a case says otherwise
 
 

@@ -100,6 +100,11 @@ CPU_WORKERS = 2
 MAX_GPU_WORKERS = 16
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def resolve_workers(workers: int | Literal["auto"], device: torch.device) -> int:
     """The decoding processes to start. ``auto``: on CUDA, the CPU cores this process may use, shared among the
     processes of this machine (torchrun's LOCAL_WORLD_SIZE), less one for the process itself, between 1 and
@@ -108,9 +113,8 @@ def resolve_workers(workers: int | Literal["auto"], device: torch.device) -> int
         return workers
     if device.type != "cuda":
         return CPU_WORKERS
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(1, min(MAX_GPU_WORKERS, cores // local - 1))
+    return max(1, min(MAX_GPU_WORKERS, usable_cores() // local - 1))
 
 
 def torchrun_shard() -> tuple[int, int] | None:

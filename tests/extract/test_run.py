@@ -186,7 +186,6 @@ def test_auto_workers_follow_the_device_and_the_cores(monkeypatch: pytest.Monkey
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert resolve_workers(3, cuda) == 3 and resolve_workers(0, cpu) == 0  # a count is taken as given
     assert resolve_workers("auto", cpu) == 2  # the backbone's threads hold the cores
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     for cores, local, expected in ((16, None, 15), (16, "4", 3), (2, None, 1), (64, None, 16), (4, "8", 1)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
         if local is None:
