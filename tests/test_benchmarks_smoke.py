@@ -54,6 +54,21 @@ def test_extract_cases_are_sized_in_whole_chunks() -> None:
     assert extract.videos_for(800.0, 5.0) % chunk == 0
 
 
+def test_extract_ceiling_counts_the_decoding_cpu_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(extract, "CORES", 2)
+    # 800 frames alone in 2 s (400 f/s) using 4 CPU seconds: 5 ms of CPU a frame; decoding 8 ms a video = 1 ms a frame
+    m = extract.Measured(frames=800, alone_fps=[400.0], alone_cpu_s=[4.0], full={}, load_s=0.0,
+                         decode_s_per_video=0.008)
+    assert m.ceiling_fps(apart=False) == pytest.approx(2 / (0.005 + 0.001))  # 333 f/s: the cores' CPU seconds
+    assert m.ceiling_fps(apart=True) == pytest.approx(400.0)  # one core decodes 1000 f/s: the backbone limits
+    slow = extract.Measured(frames=800, alone_fps=[400.0], alone_cpu_s=[4.0], full={}, load_s=0.0,
+                            decode_s_per_video=0.08)
+    assert slow.ceiling_fps(apart=True) == pytest.approx(100.0)  # 10 ms a frame on the decoder's core
+    idle = extract.Measured(frames=800, alone_fps=[400.0], alone_cpu_s=[0.4], full={}, load_s=0.0,
+                            decode_s_per_video=0.008)
+    assert idle.ceiling_fps(apart=False) == pytest.approx(400.0)  # spare cores: never above the backbone alone
+
+
 def test_extract_first_videos_lists_a_prefix_of_the_dataset(tmp_path: Path) -> None:
     root = extract.make_dataset(tmp_path / "data", 32, 7)
     every = load_dataset("synthetic", root).videos
