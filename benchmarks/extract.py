@@ -52,10 +52,11 @@ import torch
 from numpy.typing import NDArray
 
 from benchmarks._common import Table, machine_line, percent, timed, verdict
+from fsar._platform import usable_cores
 from fsar.datasets.catalog import load_dataset
 from fsar.datasets.synthetic import synthesize
 from fsar.extract.backbone import Backbone, Precision, load_backbone, resolve_precision
-from fsar.extract.run import ExtractConfig, run_extraction, usable_cores
+from fsar.extract.run import ExtractConfig, run_extraction
 from fsar.extract.source import SourceConfig, load_video
 from fsar.extract.transforms import CropConfig
 

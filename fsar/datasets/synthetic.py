@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from fsar._platform import usable_cores
 from fsar.datasets._render import MIRRORED, PRIMITIVES, render_video
 
 __all__ = [
@@ -210,7 +210,7 @@ def synthesize(out_dir: Path, *, classes: int = 100, videos_per_class: int = 20,
         (out_dir / "videos" / cls.name).mkdir(parents=True, exist_ok=True)
         for k in range(videos_per_class):
             tasks.append((out_dir / "videos" / cls.name / f"{cls.name}_{k:03d}.mp4", cls, k, seed, size, fps))
-    _run(tasks, workers or len(os.sched_getaffinity(0)), progress)
+    _run(tasks, workers or usable_cores(), progress)
     entries: list[dict[str, Any]] = []
     for split, members in splits.items():
         lines = [f"{c.name}/{c.name}_{k:03d}\n" for c in members for k in range(videos_per_class)]

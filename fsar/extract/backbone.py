@@ -121,15 +121,31 @@ class Backbone:
     weights_sha256: str | None
     device: torch.device
 
+    _normalisers: dict[Preprocessing, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False)
+
     def to_input(self, frames: NDArray[np.uint8]) -> torch.Tensor:
-        """(B, H, W, C) uint8 -> normalised (B, C, H, W) float32 on the device, channels_last."""
+        """(B, H, W, C) uint8 -> normalised (B, C, H, W) float32 on the device, channels_last.
+
+        On CUDA the frames go through pinned memory and the copy is queued: nothing waits for the GPU.
+        """
         p = self.preprocessing
         if frames.ndim != 4 or frames.shape[3] != p.channels:
             raise ValueError(f"expected (B, H, W, {p.channels}) frames, got shape {frames.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float()
-        mean = torch.tensor(p.mean, device=self.device).view(1, -1, 1, 1) * p.input_scale
-        std = torch.tensor(p.std, device=self.device).view(1, -1, 1, 1) * p.input_scale
-        return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+        x = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        mean, std = self._normaliser(p)
+        return ((x.permute(0, 3, 1, 2).float() - mean) / std).contiguous(memory_format=torch.channels_last)
+
+    def _normaliser(self, p: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std as (1, C, 1, 1) tensors on the device, made once: copying them per batch from
+        pageable memory would make every CUDA batch wait for the one before."""
+        if p not in self._normalisers:
+            mean = torch.tensor(p.mean).view(1, -1, 1, 1) * p.input_scale
+            std = torch.tensor(p.std).view(1, -1, 1, 1) * p.input_scale
+            self._normalisers[p] = (mean.to(self.device), std.to(self.device))
+        return self._normalisers[p]
 
     def forward(self, x: torch.Tensor, patches: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, C, H, W) -> pooled (B, D), patches (B, n*n, D) or None; float32, differentiable."""
@@ -139,6 +155,29 @@ class Backbone:
             return pooled, None
         grid = F.adaptive_avg_pool2d(fmap, patches)
         return pooled, grid.flatten(2).transpose(1, 2)
+
+    def features(
+        self,
+        frames: NDArray[np.uint8],
+        *,
+        patches: int | None = None,
+        batch_size: int = 64,
+        precision: Precision = "auto",
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`extract`'s features as float32 tensors left on the device.
+
+        On CUDA the call returns once the work is queued, so the caller can prepare the next batch while
+        the GPU runs; the first ``.cpu()`` of a result waits for it.
+        """
+        dtype = resolve_precision(precision, self.device)
+        pooled_out, patch_out = [], []
+        with torch.inference_mode(), _autocast(self.device, dtype):
+            for start in range(0, frames.shape[0], batch_size):
+                pooled, grid = self.forward(self.to_input(frames[start : start + batch_size]), patches)
+                pooled_out.append(pooled)
+                if grid is not None:
+                    patch_out.append(grid)
+        return torch.cat(pooled_out), (torch.cat(patch_out) if patch_out else None)
 
     def extract(
         self,
@@ -154,15 +193,8 @@ class Backbone:
         precision: "auto" = fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32.
         Returns pooled (B, D) float32 and patches (B, n*n, D) float32 or None.
         """
-        dtype = resolve_precision(precision, self.device)
-        pooled_out, patch_out = [], []
-        with torch.inference_mode(), _autocast(self.device, dtype):
-            for start in range(0, frames.shape[0], batch_size):
-                pooled, grid = self.forward(self.to_input(frames[start : start + batch_size]), patches)
-                pooled_out.append(pooled.cpu().numpy())
-                if grid is not None:
-                    patch_out.append(grid.cpu().numpy())
-        return np.concatenate(pooled_out), (np.concatenate(patch_out) if patch_out else None)
+        pooled, grid = self.features(frames, patches=patches, batch_size=batch_size, precision=precision)
+        return pooled.cpu().numpy(), (grid.cpu().numpy() if grid is not None else None)
 
 
 def load_backbone(

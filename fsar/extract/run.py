@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from fsar import __version__
+from fsar._platform import usable_cores
 from fsar.cache.schema import CacheSpec, Status
 from fsar.cache.store import CacheError, FeatureCache, create_cache, open_cache, shard_ranges
 from fsar.datasets.catalog import DatasetListing, VideoEntry, load_dataset
@@ -98,11 +99,6 @@ CPU_WORKERS = 2
 #: The most decoding processes ``auto`` starts per GPU: at about 15 ms per 224 px video, 16 decoders feed ~8,500
 #: frames/s, more than one GPU runs ResNet-50 at.
 MAX_GPU_WORKERS = 16
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_workers(workers: int | Literal["auto"], device: torch.device) -> int:
@@ -189,21 +185,30 @@ def _items(jobs: list[tuple[int, VideoEntry]], config: SourceConfig, workers: in
 
 
 def _features(backbone: Backbone, items: list[VideoItem], modality: str, spec: CacheSpec, config: ExtractConfig
-              ) -> tuple[np.ndarray, np.ndarray | None]:
-    """[n, V, T, D] (and [n, V, T, P, D]) for the items; zeros for failed videos."""
+              ) -> Callable[[], tuple[np.ndarray, np.ndarray | None]]:
+    """Run the backbone on the items' frames; returns the call that collects the features, [n, V, T, D] (and
+    [n, V, T, P, D]) with zeros for failed videos. On CUDA the backbone's work is only queued here and that call
+    waits for it: made by the writer thread, it lets the GPU run while this process prepares the next chunk."""
     n, v, t, d = len(items), spec.views, spec.frames, spec.feature_dim
-    frames = np.zeros((n, v, t, d), np.float32)
-    patches = np.zeros((n, v, t, spec.patches**2, d), np.float32) if spec.patches else None
     ok = [i for i, item in enumerate(items) if modality in item.inputs]
+    queued = None
     if ok:
         batch = np.concatenate([items[i].inputs[modality].reshape(v * t, *items[i].inputs[modality].shape[2:])
                                 for i in ok])
-        pooled, grid = backbone.extract(batch, patches=spec.patches or None, batch_size=config.batch_frames,
-                                        precision=config.precision)  # type: ignore[arg-type]
-        frames[ok] = pooled.reshape(len(ok), v, t, d)
-        if patches is not None and grid is not None:
-            patches[ok] = grid.reshape(len(ok), v, t, spec.patches**2, d)
-    return frames, patches
+        queued = backbone.features(batch, patches=spec.patches or None, batch_size=config.batch_frames,
+                                   precision=config.precision)  # type: ignore[arg-type]
+
+    def collect() -> tuple[np.ndarray, np.ndarray | None]:
+        frames = np.zeros((n, v, t, d), np.float32)
+        patches = np.zeros((n, v, t, spec.patches**2, d), np.float32) if spec.patches else None
+        if queued is not None:
+            pooled, grid = queued
+            frames[ok] = pooled.cpu().numpy().reshape(len(ok), v, t, d)
+            if patches is not None and grid is not None:
+                patches[ok] = grid.cpu().numpy().reshape(len(ok), v, t, spec.patches**2, d)
+        return frames, patches
+
+    return collect
 
 
 def _chunk_writes(cache: FeatureCache, start: int, items: list[VideoItem], backbones: dict[str, Backbone],
@@ -215,7 +220,8 @@ def _chunk_writes(cache: FeatureCache, start: int, items: list[VideoItem], backb
     features = {m: _features(backbones[m], items, m, cache.spec, config) for m in modalities}
 
     def commit() -> None:
-        for m, (frames, patches) in features.items():
+        for m, collect in features.items():
+            frames, patches = collect()
             cache.write_chunk(m, start, frames, status, errors, n_frames, patches)
 
     return commit

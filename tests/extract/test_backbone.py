@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,27 @@ def test_contract_random_init(name: str) -> None:
     np.testing.assert_allclose(patches.mean(axis=1), pooled, rtol=1e-4, atol=1e-5)
     assert backbone.weights_sha256 is None
     assert backbone.extract(random_frames(1, 64), precision="fp32")[1] is None
+
+
+def test_features_match_a_hand_normalised_forward_across_batches() -> None:
+    backbone = load_backbone("resnet18", "none", "cpu")
+    frames = random_frames(5, 32)
+    p = backbone.preprocessing
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).double() / 255
+    x = (x - torch.tensor(p.mean).view(1, 3, 1, 1)) / torch.tensor(p.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        fmap = backbone.module(x.float())
+    pooled, grid = backbone.features(frames, patches=1, batch_size=2, precision="fp32")  # batches of 2, 2, 1
+    assert pooled.dtype == torch.float32 and pooled.device == backbone.device and grid is not None
+    np.testing.assert_allclose(pooled.numpy(), fmap.mean(dim=(2, 3)).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grid[:, 0].numpy(), pooled.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(backbone.extract(frames, batch_size=2, precision="fp32")[0], pooled.numpy())
+    # A changed preprocessing (as fine-tuning sets it) is what the next call normalises with.
+    backbone.preprocessing = replace(p, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    with torch.inference_mode():
+        unnormalised = backbone.module(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)
+    np.testing.assert_allclose(backbone.extract(frames, precision="fp32")[0],
+                               unnormalised.mean(dim=(2, 3)).numpy(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(("image", "classes"), [("chelsea", set(CAT_CLASSES)), ("coffee", CUP_CLASSES)])
