@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from fsar.cache.schema import Status
 from fsar.cache.store import CacheError, open_cache
 from fsar.cli import main
 from fsar.datasets.synthetic import synthesize
-from fsar.extract.backbone import load_backbone
+from fsar.extract.backbone import Backbone, load_backbone
 from fsar.extract.decode import count_frames, read_frames
 from fsar.extract.run import ExtractConfig, ExtractSummary, resolve_workers, run_extraction, torchrun_shard
 from fsar.extract.sampling import sample_indices
@@ -65,6 +66,39 @@ def test_cached_features_equal_a_direct_backbone_call(dataset: Path, tmp_path: P
         np.testing.assert_allclose(cache.frames("rgb", np.array([row]))[0], pooled, rtol=2e-3, atol=2e-3)
         np.testing.assert_allclose(cache.patches("rgb", np.array([row]))[0], grid, rtol=2e-3, atol=2e-3)
     assert cache.done("rgb").all() and (cache.status("rgb") == Status.OK).all()
+
+
+def test_features_are_collected_by_the_writer_thread(dataset: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The main process never waits for the backbone's results (on CUDA: the GPU runs while it prepares the
+    next chunk): every ``.cpu()`` of a feature tensor is made by the writer thread, and the cache is unchanged."""
+    plain = tmp_path / "plain.zarr"
+    run_extraction(config(dataset, modalities=("rgb",)), plain, progress=False)
+    collected_by: list[str] = []
+
+    class Queued:
+        def __init__(self, tensor: torch.Tensor) -> None:
+            self.tensor = tensor
+
+        def cpu(self) -> torch.Tensor:
+            collected_by.append(threading.current_thread().name)
+            return self.tensor
+
+    features = Backbone.features
+
+    def queued_features(self: Backbone, *args: object, **kwargs: object) -> tuple[Queued, Queued | None]:
+        pooled, grid = features(self, *args, **kwargs)  # type: ignore[arg-type]
+        return Queued(pooled), (Queued(grid) if grid is not None else None)
+
+    monkeypatch.setattr(Backbone, "features", queued_features)
+    out = tmp_path / "c.zarr"
+    run_extraction(config(dataset, modalities=("rgb",)), out, progress=False)
+    a, b = open_cache(plain), open_cache(out)
+    assert len(collected_by) == 2 * -(-b.n_videos // 4)  # pooled and patches of every chunk
+    assert all(name.startswith("fsar-write") for name in collected_by), collected_by
+    rows = np.arange(b.n_videos)
+    np.testing.assert_array_equal(b.frames("rgb", rows), a.frames("rgb", rows))
+    np.testing.assert_array_equal(b.patches("rgb", rows), a.patches("rgb", rows))
 
 
 def test_every_container_and_a_frame_folder_through_the_run(tmp_path: Path) -> None:
