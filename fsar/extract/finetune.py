@@ -197,14 +197,6 @@ def _amp_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32  # CPU autocast training is slower than fp32 on most CPUs, and fp32 is deterministic
 
 
-def _to_input(frames: torch.Tensor, p: Preprocessing, device: torch.device) -> torch.Tensor:
-    """(B, S, S, C) uint8 -> normalised (B, C, S, S) float32 on ``device``, channels_last."""
-    x = frames.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    mean = torch.tensor(p.mean, device=device).view(1, -1, 1, 1) * p.input_scale
-    std = torch.tensor(p.std, device=device).view(1, -1, 1, 1) * p.input_scale
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-
-
 @dataclass
 class _Trainer:
     """The objects one epoch needs."""
@@ -263,7 +255,7 @@ def _train_mode(model: nn.Module, partial_bn: bool) -> None:
 def _step(t: _Trainer, batch: Batch) -> tuple[float, int]:
     """One optimiser step; returns the batch's mean loss and number of correct frames."""
     device = t.backbone.device
-    x = _to_input(batch.frames, t.backbone.preprocessing, device)
+    x = t.backbone.to_input(batch.frames)
     y = batch.labels.to(device, non_blocking=True)
     with t.autocast():
         logits = t.backbone.model(x)
@@ -284,7 +276,7 @@ def _validate(t: _Trainer, videos: list[LabelledVideo], run: _Run) -> float:
         for batch in t.loader(videos, 0, shuffle_seed=None):
             run.skipped.update(batch.failures)
             if len(batch.labels):
-                logits = model(_to_input(batch.frames, t.backbone.preprocessing, device))
+                logits = model(t.backbone.to_input(batch.frames))
                 correct += int((logits.argmax(1) == batch.labels.to(device)).sum())
                 total += len(batch.labels)
     return correct / total if total else 0.0
