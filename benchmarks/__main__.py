@@ -1,7 +1,7 @@
 """Run every benchmark and print Markdown tables; also written to ``benchmarks/results.md`` (overwritten).
 
-Usage: ``python -m benchmarks [--quick] [--only extract|eval|kernels|train] [--out PATH]``. Every figure is compared
-with a baseline measured in the same run (backbone alone, the reference repositories' way), so the ratios
+Usage: ``python -m benchmarks [--quick] [--only extract|eval|handover|kernels|train] [--out PATH]``. Every figure
+is compared with a baseline measured in the same run (backbone alone, the reference repositories' way), so the ratios
 hold on a noisy shared machine even when the absolute numbers do not.
 """
 
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import eval as eval_bench
-from benchmarks import extract, kernels
+from benchmarks import extract, handover, kernels
 from benchmarks import train as train_bench
 from benchmarks._common import Table, machine_line
 
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Table]]] = {
     "kernels": kernels.tables,
     "eval": eval_bench.tables,
     "extract": extract.tables,
+    "handover": handover.tables,
     "train": train_bench.tables,
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import __main__ as bench
 from benchmarks import eval as eval_bench
-from benchmarks import extract, kernels
+from benchmarks import extract, handover, kernels
 from benchmarks import train as train_bench
 from benchmarks._common import Table
 from fsar.datasets.catalog import load_dataset
@@ -34,6 +34,10 @@ def test_eval_quick() -> None:
 
 def test_extract_quick() -> None:
     _check(extract.tables(quick=True))
+
+
+def test_handover_quick() -> None:
+    _check(handover.tables(quick=True))
 
 
 def test_extract_rows_can_be_chosen() -> None:

@@ -1,7 +1,8 @@
 """The extraction run: dataset videos -> backbone features -> a Zarr cache, resumable and sharded.
 
-DataLoader workers decode and preprocess videos while the backbone runs on the previous ones;
-frames of several videos are batched into one backbone call. A chunk of ``chunk_videos`` videos is
+DataLoader workers decode and preprocess videos (a few per task) while the backbone runs on the previous
+ones, and hand their frames over through shared memory (:mod:`fsar.extract.ring`); frames of several
+videos are batched into one backbone call. A chunk of ``chunk_videos`` videos is
 committed at once (features, then ``done``) by a writer thread while the backbone works on the next
 chunk, so a killed run loses at most the chunks in flight and the same command resumes where it
 stopped; an interrupted run (Ctrl-C, an error) still commits the chunks it has computed. Unreadable
@@ -34,6 +35,8 @@ from fsar.datasets.catalog import DatasetListing, VideoEntry, load_dataset
 from fsar.extract import heap
 from fsar.extract.backbone import Backbone, load_backbone
 from fsar.extract.flow import FlowMethod
+from fsar.extract.ring import FrameRing, Layout, slot_bytes
+from fsar.extract.ring import available as ring_available
 from fsar.extract.source import SourceConfig, VideoItem, load_video
 from fsar.extract.transforms import CropConfig
 
@@ -96,6 +99,9 @@ def resolve_device(device: str) -> torch.device:
 #: Decoding processes of ``workers="auto"`` on a CPU: the backbone's threads use every core, so more decoders
 #: only take cores from it (2 was the best of 0-2 on the 2-core benchmark machines).
 CPU_WORKERS = 2
+#: Videos a decoding worker decodes per DataLoader task: each task costs the main process about 0.5 ms of
+#: CPU whatever its size (2-core AMD EPYC), so tasks of 4 videos halve what receiving a video costs it.
+TASK_VIDEOS = 4
 #: The most decoding processes ``auto`` starts per GPU: at about 15 ms per 224 px video, 16 decoders feed ~8,500
 #: frames/s, more than one GPU runs ResNet-50 at.
 MAX_GPU_WORKERS = 16
@@ -158,30 +164,50 @@ def _open_store(out: str | Path, spec: CacheSpec, videos: list[VideoEntry], list
     raise CacheError(f"shard {shard[0]}/{shard[1]}: shard 0 did not create {out} within {wait_s:.0f} s")
 
 
-class _Source(torch.utils.data.Dataset[VideoItem]):
-    def __init__(self, jobs: list[tuple[int, VideoEntry]], config: SourceConfig) -> None:
-        self.jobs, self.config = jobs, config
+class _Source(torch.utils.data.Dataset[tuple[VideoItem, Layout | None]]):
+    """Item ``i``: the video decoded by a worker, its frames in ``ring`` (see :class:`FrameRing.put`)."""
+
+    def __init__(self, jobs: list[tuple[int, VideoEntry]], config: SourceConfig, ring: FrameRing | None) -> None:
+        self.jobs, self.config, self.ring = jobs, config, ring
 
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def __getitem__(self, i: int) -> VideoItem:
+    def __getitem__(self, i: int) -> tuple[VideoItem, Layout | None]:
         row, entry = self.jobs[i]
-        return load_video(row, entry.id, entry.path, self.config)
+        item = load_video(row, entry.id, entry.path, self.config)
+        return self.ring.put(i, item) if self.ring is not None else (item, None)
 
 
-def _items(jobs: list[tuple[int, VideoEntry]], config: SourceConfig, workers: int, ahead: int
-           ) -> Iterator[VideoItem]:
-    """Decoded videos in order; with workers, about ``ahead`` videos are decoded while the backbone runs."""
+def decoded_videos(jobs: list[tuple[int, VideoEntry]], config: SourceConfig, workers: int, ahead: int, *,
+                   ring: bool = True) -> Iterator[VideoItem]:
+    """Decoded videos in order; with workers, about ``ahead`` videos are decoded while the backbone runs, and
+    their frames come through a :class:`FrameRing` where the platform has one (``ring=False``: pickled through
+    the DataLoader's pipes, as a plain DataLoader sends them). A worker decodes :data:`TASK_VIDEOS` videos per
+    task."""
     if workers == 0:
         for row, entry in jobs:
             yield load_video(row, entry.id, entry.path, config)
         return
+    prefetch = max(2, -(-ahead // (workers * TASK_VIDEOS)))  # tasks in flight per worker
+    # Besides the task being handed over, at most prefetch x workers are in flight: with slots for all of them
+    # no worker waits for one (see FrameRing).
+    slots = (prefetch * workers + 1) * TASK_VIDEOS + 1
+    shared = FrameRing(slots, slot_bytes(config)) if ring and ring_available() else None
     heap.trim()  # the workers fork below: share no free blocks with them (see fsar.extract.heap)
-    loader = torch.utils.data.DataLoader(_Source(jobs, config), batch_size=None, shuffle=False,
-                                         num_workers=workers, prefetch_factor=max(2, -(-ahead // workers)),
-                                         persistent_workers=False)
-    yield from loader
+    loader = torch.utils.data.DataLoader(_Source(jobs, config, shared), batch_size=TASK_VIDEOS, shuffle=False,
+                                         collate_fn=_as_list, num_workers=workers, prefetch_factor=prefetch,
+                                         persistent_workers=False,
+                                         multiprocessing_context="fork" if shared is not None else None)
+    index = 0
+    for task in loader:
+        for item, layout in task:
+            yield shared.take(index, item, layout) if shared is not None else item
+            index += 1
+
+
+def _as_list(task: list[tuple[VideoItem, Layout | None]]) -> list[tuple[VideoItem, Layout | None]]:
+    return task
 
 
 def _features(backbone: Backbone, items: list[VideoItem], modality: str, spec: CacheSpec, config: ExtractConfig
@@ -288,7 +314,8 @@ def run_extraction(config: ExtractConfig, out: str | Path, *, progress: bool = T
     writer = _Writer(summary, bar, started)
     try:
         # Keep a whole chunk (plus one) decoding while the backbone works on the current one.
-        for item in _items(jobs, source, resolve_workers(config.workers, device), ahead=config.chunk_videos + 1):
+        workers = resolve_workers(config.workers, device)
+        for item in decoded_videos(jobs, source, workers, ahead=config.chunk_videos + 1):
             buffer.append(item)
             start, stop, mods = pending[chunk]
             if len(buffer) == stop - start:

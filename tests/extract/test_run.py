@@ -21,8 +21,11 @@ from fsar.cli import main
 from fsar.datasets.synthetic import synthesize
 from fsar.extract.backbone import Backbone, load_backbone
 from fsar.extract.decode import count_frames, read_frames
+from fsar.extract.ring import FrameRing, Layout
+from fsar.extract.ring import available as ring_available
 from fsar.extract.run import ExtractConfig, ExtractSummary, resolve_workers, run_extraction, torchrun_shard
 from fsar.extract.sampling import sample_indices
+from fsar.extract.source import VideoItem
 from fsar.extract.transforms import CropConfig, preprocess_view
 from tests.extract.test_decode import SYNTHETIC, expected_view, full_decode, synthetic_frames, write_video
 
@@ -99,6 +102,31 @@ def test_features_are_collected_by_the_writer_thread(dataset: Path, tmp_path: Pa
     rows = np.arange(b.n_videos)
     np.testing.assert_array_equal(b.frames("rgb", rows), a.frames("rgb", rows))
     np.testing.assert_array_equal(b.patches("rgb", rows), a.patches("rgb", rows))
+
+
+@pytest.mark.skipif(not ring_available(), reason="the ring needs fork (Linux)")
+def test_decoding_workers_hand_their_frames_over_through_the_ring(dataset: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two decoding processes every video's frames come through shared memory, not the pipe, and the
+    cache equals the one a run without workers makes (same frames, same order)."""
+    plain = tmp_path / "plain.zarr"
+    run_extraction(config(dataset, modalities=("rgb", "flow")), plain, progress=False)
+    through_ring: list[bool] = []
+    take = FrameRing.take
+
+    def spied_take(self: FrameRing, index: int, item: VideoItem, layout: Layout | None) -> VideoItem:
+        through_ring.append(layout is not None)
+        return take(self, index, item, layout)
+
+    monkeypatch.setattr(FrameRing, "take", spied_take)
+    out = tmp_path / "c.zarr"
+    run_extraction(config(dataset, modalities=("rgb", "flow"), workers=2), out, progress=False)
+    a, b = open_cache(plain), open_cache(out)
+    assert through_ring == [True] * b.n_videos
+    rows = np.arange(b.n_videos)
+    for modality in ("rgb", "flow"):
+        np.testing.assert_array_equal(b.frames(modality, rows), a.frames(modality, rows), err_msg=modality)
+        np.testing.assert_array_equal(b.patches(modality, rows), a.patches(modality, rows), err_msg=modality)
 
 
 def test_every_container_and_a_frame_folder_through_the_run(tmp_path: Path) -> None:
@@ -252,7 +280,7 @@ def test_an_interrupted_run_commits_the_chunks_it_computed(dataset: Path, tmp_pa
     cache with the same arrays as an uninterrupted run."""
     from fsar.extract import run as run_module
 
-    items = run_module._items
+    items = run_module.decoded_videos
 
     def interrupted(*args: object, **kw: object):  # type: ignore[no-untyped-def]
         for k, item in enumerate(items(*args, **kw)):  # type: ignore[arg-type]
@@ -260,12 +288,12 @@ def test_an_interrupted_run_commits_the_chunks_it_computed(dataset: Path, tmp_pa
                 raise KeyboardInterrupt
             yield item
 
-    monkeypatch.setattr(run_module, "_items", interrupted)
+    monkeypatch.setattr(run_module, "decoded_videos", interrupted)
     out = tmp_path / "c.zarr"
     with pytest.raises(KeyboardInterrupt):
         run_extraction(config(dataset), out, progress=False)
     np.testing.assert_array_equal(open_cache(out).done("rgb"), np.arange(24) < 8)
-    monkeypatch.setattr(run_module, "_items", items)
+    monkeypatch.setattr(run_module, "decoded_videos", items)
     summary = run_extraction(config(dataset), out, progress=False)
     assert (summary.extracted, summary.skipped_done) == (16, 8)
     whole = tmp_path / "whole.zarr"
