@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from benchmarks._common import Table, machine_line, ratio
-from benchmarks.extract import INPUTS, make_dataset
+from benchmarks.extract import CHUNK_VIDEOS, INPUTS, make_dataset
 from fsar.datasets.catalog import VideoEntry, load_dataset
 from fsar.extract import heap
 from fsar.extract.ring import available as ring_available
@@ -40,6 +40,7 @@ from fsar.extract.transforms import CropConfig
 VIDEOS = 192
 WORKERS = 2
 ROUNDS = 3
+AHEAD = CHUNK_VIDEOS + 1  # videos in flight, as run_extraction keeps them with the default chunks
 
 
 class _Plain(torch.utils.data.Dataset[VideoItem]):
@@ -55,10 +56,10 @@ class _Plain(torch.utils.data.Dataset[VideoItem]):
 
 
 def plain_loader(jobs: list[tuple[int, VideoEntry]], config: SourceConfig) -> Iterator[VideoItem]:
-    """The baseline: one video per item, as many in flight as fsar keeps (17), pickled to this process."""
+    """The baseline: one video per item, about as many in flight as fsar keeps, pickled to this process."""
     heap.trim()
     yield from torch.utils.data.DataLoader(_Plain(jobs, config), batch_size=None, num_workers=WORKERS,
-                                           prefetch_factor=-(-17 // WORKERS))
+                                           prefetch_factor=-(-AHEAD // WORKERS))
 
 
 def main_cpu_ms(videos: Callable[[], Iterator[VideoItem]]) -> float:
@@ -86,8 +87,8 @@ def tables(quick: bool = False, rounds: int = ROUNDS) -> list[Table]:
             config = SourceConfig(frames=8, crop=CropConfig(resize_short=short, crop=size, flip=False))
             ways: dict[str, Callable[[], Iterator[VideoItem]]] = {
                 "plain": lambda: plain_loader(jobs, config),  # noqa: B023 (called within the iteration)
-                "pipe": lambda: decoded_videos(jobs, config, WORKERS, ahead=17, ring=False),  # noqa: B023
-                "ring": lambda: decoded_videos(jobs, config, WORKERS, ahead=17),  # noqa: B023
+                "pipe": lambda: decoded_videos(jobs, config, WORKERS, ahead=AHEAD, ring=False),  # noqa: B023
+                "ring": lambda: decoded_videos(jobs, config, WORKERS, ahead=AHEAD),  # noqa: B023
             }
             ms: dict[str, list[float]] = {way: [] for way in ways}
             for _ in range(rounds):

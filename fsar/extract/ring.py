@@ -53,7 +53,7 @@ class FrameRing:
     def put(self, index: int, item: VideoItem) -> tuple[VideoItem, Layout | None]:
         """In a worker: move item ``index``'s frames into its slot. Returns the item without them and where
         they lie, or the item unchanged and None when they do not fit or the slot stays busy."""
-        arrays = [(m, a) for m, a in item.inputs.items()]
+        arrays = list(item.inputs.items())
         if not arrays or sum(a.nbytes for _, a in arrays) > self.slot_bytes or not self._wait_free(index):
             return item, None
         offset = (index % self.slots) * self.slot_bytes
