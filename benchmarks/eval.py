@@ -3,7 +3,7 @@
 Run: ``python -m benchmarks.eval [--quick]``. On a toy cache of random float16 features (T=8, D=2048; 24 test
 classes x 20 videos) and fixed lists of 5-way episodes with 1 query per class (the OTAM protocol), in one run:
 
-- end-to-end seconds of :func:`fsar.matchers.evaluate.evaluate` for ``otam`` and ``km``, 1-shot and 5-shot,
+- end-to-end seconds of :func:`fsar.runner.evaluate.evaluate` for ``otam`` and ``km``, 1-shot and 5-shot,
   10,000 episodes (wall time of the call, so reading the cache and the list are included);
 - the reference repositories' way on a subsample of the same episodes, extrapolated to the full list: per
   episode, broadcast cosine (``torch.nn.functional.cosine_similarity`` on [Q, S, T, T, D] broadcast tensors),
@@ -44,8 +44,8 @@ from fsar.cache.schema import CacheSpec
 from fsar.cache.store import create_cache
 from fsar.episodes import EpisodeList, load_episodes, sample_episodes, save_episodes
 from fsar.matchers import kernels
-from fsar.matchers.evaluate import EvalRun, evaluate
 from fsar.matchers.similarity import frame_similarity
+from fsar.runner.evaluate import EvalRun, evaluate
 
 T, D, WAY = 8, 2048, 5
 CLASSES, PER_CLASS = 24, 20

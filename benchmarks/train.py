@@ -15,7 +15,7 @@ import torchvision
 from benchmarks._common import Table, best_seconds, ratio
 from fsar.matchers.head import Head, episode_targets
 from fsar.matchers.registry import load_all
-from fsar.matchers.train import _optimiser
+from fsar.runner.train import _optimiser
 
 WAY, SHOT, QUERY, T, D, P = 5, 1, 5, 8, 1280, 4
 

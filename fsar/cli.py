@@ -22,9 +22,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from fsar.cache.store import CacheError
     from fsar.datasets.catalog import DatasetError
     from fsar.episodes import EpisodeError
-    from fsar.matchers.checkpoint import CheckpointError
     from fsar.report.compare import ComparisonError
     from fsar.report.results import RecordError
+    from fsar.runner.checkpoint import CheckpointError
     from fsar.workspace import WorkspaceError
 
     return (CacheError, DatasetError, EpisodeError, WorkspaceError, RecordError, ComparisonError,

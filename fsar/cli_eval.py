@@ -60,7 +60,7 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
     """Write a fixed, seeded episode list (refers to videos by id, so it fits every cache of a dataset)."""
     from fsar.cache.store import open_cache
     from fsar.episodes import save_episodes
-    from fsar.matchers.evaluate import episodes_for
+    from fsar.episodes.pool import episodes_for
 
     if protocol == "custom":
         query, n = query or 1, n or 10_000
@@ -109,7 +109,7 @@ def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: 
              seed: int, checkpoint: Path | None, allow_other_cache: bool, device: str, params: tuple[str, ...],
              out: Path | None, as_json: bool, quiet: bool, workspace: Path | None) -> None:
     """Score matchers on fixed test episodes and write one result record per run."""
-    from fsar.matchers.evaluate import EvalPlan, run_plan
+    from fsar.runner.evaluate import EvalPlan, run_plan
 
     plan = EvalPlan(matchers=matcher_name, cache=_resolve_cache(workspace, cache, dataset),
                     shots=tuple(_int_list(shots)), way=way, episodes=episodes_file, protocol=protocol,

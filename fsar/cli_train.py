@@ -64,8 +64,8 @@ def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots:
     run the same command again after an interruption. Evaluate with
     `fsar eval --matcher NAME --checkpoint OUT`.
     """
-    from fsar.matchers.train import TrainConfig, describe_params, train
     from fsar.report.plot import plot_history
+    from fsar.runner.train import TrainConfig, describe_params, train
 
     if list_params:
         click.echo(describe_params(matcher_name))

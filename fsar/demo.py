@@ -19,8 +19,8 @@ import numpy as np
 from fsar.datasets.synthetic import synthesize, write_contact_sheet
 from fsar.episodes import load_episodes
 from fsar.extract.run import ExtractConfig, describe, run_extraction
-from fsar.matchers.evaluate import EvalPlan, run_plan
 from fsar.report.pairs import compare_latest, labelled_records, plot_from_dir, table_from_dir
+from fsar.runner.evaluate import EvalPlan, run_plan
 from fsar.workspace import cache_path
 
 Echo = Callable[[str], None]
@@ -106,8 +106,8 @@ def run_demo(workspace: Path, config: DemoConfig = DemoConfig(), *, echo: Echo =
 def _train_heads(workspace: Path, cache: Path, base: EvalPlan, config: DemoConfig, echo: Echo,
                  progress: bool) -> list[EvalPlan]:
     """Train each head of ``config.heads`` per shot (resuming finished runs); eval plans of the checkpoints."""
-    from fsar.matchers.train import TrainConfig, train
     from fsar.report.plot import plot_history
+    from fsar.runner.train import TrainConfig, train
 
     epochs = 4
     plans = []

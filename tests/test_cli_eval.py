@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from fsar.cli import main
 from fsar.episodes import load_episodes
-from tests.matchers.test_evaluate import toy_cache
+from tests.runner.test_evaluate import toy_cache
 
 
 def run(*args: str) -> tuple[int, str]:

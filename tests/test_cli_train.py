@@ -5,8 +5,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from fsar.cli import main
-from fsar.matchers.checkpoint import load_checkpoint
-from tests.matchers.test_train import nuisance_cache
+from fsar.runner.checkpoint import load_checkpoint
+from tests.runner.test_train import nuisance_cache
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -65,10 +65,10 @@ def test_eval_time_parameters_of_a_checkpoint(tmp_path: Path) -> None:
 
     import torch
 
-    from fsar.matchers.checkpoint import save_checkpoint
-    from fsar.matchers.train import TrainConfig, train
     from fsar.report.results import load_records
-    from tests.matchers.test_evaluate import toy_cache, write_list
+    from fsar.runner.checkpoint import save_checkpoint
+    from fsar.runner.train import TrainConfig, train
+    from tests.runner.test_evaluate import toy_cache, write_list
 
     cache = toy_cache(tmp_path / "toy.zarr", patches=2)
     torch.manual_seed(0)

@@ -216,14 +216,24 @@ def _minilm() -> Any:
     return package.load_model(device="cpu")
 
 
+TEXT_ENCODER_MISSING = "hcl with -p text_encoder=minilm needs the optional text encoder: pip install 'fsar[text]'"
+
+
 def class_text_embeddings(names: Sequence[str]) -> torch.Tensor:
-    """Class-name embeddings e_y of Eq. 5 (all-MiniLM-L6-v2, underscores read as spaces): [len(names), 384]."""
+    """Class-name embeddings e_y of Eq. 5 (all-MiniLM-L6-v2, underscores read as spaces): [len(names), 384].
+
+    Raises ImportError(:data:`TEXT_ENCODER_MISSING`) without the optional encoder package.
+    """
+    try:
+        model = _minilm()
+    except ImportError as err:
+        raise ImportError(TEXT_ENCODER_MISSING) from err
     with torch.no_grad():
-        out = _minilm().encode([name.replace("_", " ") for name in names], convert_to_tensor=True)
+        out = model.encode([name.replace("_", " ") for name in names], convert_to_tensor=True)
     return out.float().cpu()
 
 
-@register("hcl", kind="learned", paper=HCL, needs_patches=True)
+@register("hcl", kind="learned", paper=HCL, needs_patches=True, class_text=class_text_embeddings)
 class HCLHead(Head):
     """Hierarchical zoom-in matching Φ = Φ_g + Φ_t + Φ_s over a learned space-time encoder, trained with HCL.
 

@@ -21,7 +21,7 @@ A head whose matching reads the episode's class names (HCL's semantic attention)
 :attr:`Head.uses_class_text`; its ``forward``/``loss``/``batch_loss`` then also take ``class_text``, the
 name embeddings in label order, which the trainer and the evaluator pass to it (and to no other head).
 
-The trainer (:mod:`fsar.matchers.train`) builds a head as ``cls(dims, frames, config)``.
+The trainer (:mod:`fsar.runner.train`) builds a head as ``cls(dims, frames, config)``.
 """
 
 from __future__ import annotations

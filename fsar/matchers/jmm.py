@@ -9,10 +9,9 @@ API for the evaluator
   mappings ``modality -> features`` (e.g. ``{"rgb": [E,Q,T,D], "flow": [E,Q,T,D]}``) and returns the
   named component scores ``"<modality>-otam"`` (negated OTAM distance) and ``"<modality>-km"``
   (matched cosine similarity), each averaged over the K shots; higher = more similar.
-- :func:`fuse` ``(components, weights) -> [E, Q, way]`` z-normalises each component per episode (over
-  its Q x way scores) and takes the weighted sum. Without z-normalisation the sum is dominated by
-  whichever score has the larger spread (the OTAM distance sums about 2T frame costs, KM T cosines).
-  Weights missing from ``weights`` count as 0; ``None`` weighs every component 1.
+- :func:`fsar.matchers.fusion.fuse` ``(components, weights) -> [E, Q, way]`` z-normalises each component
+  per episode and takes the weighted sum (weights missing count as 0; ``None`` weighs every component 1).
+  The registration declares ``component_scores`` so that the evaluator fuses the four terms itself.
 - :func:`score_multimodal` is ``fuse(component_scores(...), weights)``: choose ``weights`` on
   validation episodes from :func:`component_scores`, then score test episodes with them.
 - :func:`score` (the registered ``jmm``) is the single-stream case: ``{"rgb": query}`` with equal
@@ -27,14 +26,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fsar.matchers import kernels
+from fsar.matchers.fusion import fuse
 from fsar.matchers.km import TSJM
 from fsar.matchers.registry import register
 from fsar.matchers.similarity import check_episode, frame_similarity, shot_mean
 
 F32 = NDArray[np.float32]
 Features = Mapping[str, NDArray[np.floating]]
-
-_EPS = 1e-6
 
 
 def component_scores(
@@ -63,36 +61,6 @@ def component_scores(
     return scores
 
 
-def episode_zscore(scores: NDArray[np.floating]) -> F32:
-    """Standardise each episode's scores over its Q x way entries. [E, Q, W] -> [E, Q, W] float32.
-
-    An episode whose scores are all equal maps to zeros.
-    """
-    x = np.asarray(scores, dtype=np.float32)
-    mean = x.mean(axis=(1, 2), keepdims=True)
-    std = x.std(axis=(1, 2), keepdims=True)
-    return np.where(std > _EPS, (x - mean) / np.maximum(std, _EPS), 0.0).astype(np.float32)
-
-
-def fuse(components: Mapping[str, NDArray[np.floating]], weights: Mapping[str, float] | None = None) -> F32:
-    """Weighted sum of per-episode z-normalised component scores, each [E, Q, W] -> [E, Q, W]."""
-    if not components:
-        raise ValueError("no component scores to fuse")
-    if weights is None:
-        weights = dict.fromkeys(components, 1.0)
-    unknown = sorted(set(weights) - set(components))
-    if unknown:
-        raise ValueError(f"weights for unknown components {unknown}; known: {sorted(components)}")
-    if not any(w != 0 for w in weights.values()):
-        raise ValueError("at least one fusion weight must be non-zero")
-    first = next(iter(components.values()))
-    fused = np.zeros(np.shape(first), dtype=np.float32)
-    for name, weight in weights.items():
-        if weight:
-            fused += np.float32(weight) * episode_zscore(components[name])
-    return fused
-
-
 def score_multimodal(
     query: Features,
     support: Features,
@@ -108,7 +76,7 @@ def score_multimodal(
     return fuse(component_scores(query, support, support_labels, way), weights)
 
 
-@register("jmm", kind="parameter-free", paper=TSJM)
+@register("jmm", kind="parameter-free", paper=TSJM, components=component_scores)
 def score(
     query: NDArray[np.floating],
     support: NDArray[np.floating],

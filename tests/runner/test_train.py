@@ -12,10 +12,11 @@ import torch
 from fsar.cache.schema import CacheSpec
 from fsar.cache.store import create_cache, open_cache
 from fsar.episodes import save_episodes
-from fsar.matchers.checkpoint import CheckpointError, build_head, load_checkpoint, save_checkpoint, variant
-from fsar.matchers.evaluate import EvalRun, episodes_for, evaluate
-from fsar.matchers.train import TrainConfig, _balanced_batch, _load_train, last_path, train
-from tests.matchers.test_evaluate import video_table
+from fsar.episodes.pool import episodes_for
+from fsar.runner.checkpoint import CheckpointError, build_head, load_checkpoint, save_checkpoint, variant
+from fsar.runner.evaluate import EvalRun, evaluate
+from fsar.runner.train import TrainConfig, _balanced_batch, _load_train, last_path, train
+from tests.runner.test_evaluate import video_table
 
 T, D, PER_CLASS, SIGNAL = 4, 16, 6, 4
 SPLITS = {"train": 30, "val": 4, "test": 5}
@@ -184,7 +185,7 @@ def test_training_views_and_balanced_batches(toy: Path) -> None:
 
 def test_step_decay_of_the_learning_rate() -> None:
     from fsar.matchers.head import TrainDefaults
-    from fsar.matchers.train import _set_lr
+    from fsar.runner.train import _set_lr
 
     optimiser = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     settings = TrainDefaults(optimizer="sgd", lr=0.5, lr_decay_every=100, lr_decay=0.1)

@@ -1,0 +1,1 @@
+"""Running matchers on a feature cache: feature loading, evaluation, training of learned heads, checkpoints."""
