@@ -10,10 +10,12 @@ import os
 import re
 from pathlib import Path
 
+from fsar.errors import FsarError
+
 DEFAULT_WORKSPACE = "fsar-work"
 
 
-class WorkspaceError(Exception):
+class WorkspaceError(FsarError):
     """An artefact the workspace cannot find; the message says what to run."""
 
 

@@ -17,9 +17,10 @@ from numpy.typing import NDArray
 from fsar import __version__
 from fsar.cache import schema
 from fsar.cache.schema import CacheSpec, Status
+from fsar.errors import FsarError
 
 
-class CacheError(Exception):
+class CacheError(FsarError):
     """A cache that cannot be used as asked; the message says what to do."""
 
 

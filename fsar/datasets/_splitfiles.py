@@ -17,6 +17,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from fsar.datasets._formats import VIDEO_EXTENSIONS, normalise_class
+from fsar.errors import FsarError
 
 SplitLines = Mapping[str, tuple[tuple[str, str], ...]]
 
@@ -24,7 +25,7 @@ SplitLines = Mapping[str, tuple[tuple[str, str], ...]]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
-class DatasetError(Exception):
+class DatasetError(FsarError):
     """A dataset cannot be listed: bad name, root or split list, or no video found.
 
     The message names what was expected and what to check.

@@ -14,10 +14,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from fsar.errors import FsarError
+
 FORMAT_VERSION = 1
 
 
-class EpisodeError(ValueError):
+class EpisodeError(FsarError, ValueError):
     """An episode list cannot be drawn, read or used as asked; the message says why and what to do."""
 
 

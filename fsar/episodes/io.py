@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fsar._io import atomic_write
 from fsar.episodes.episode_list import FORMAT_VERSION, EpisodeError, EpisodeList
 
 FORMAT_NAME = "fsar-episodes"
@@ -63,12 +64,7 @@ def episodes_to_bytes(ep: EpisodeList) -> bytes:
 
 def save_episodes(ep: EpisodeList, path: str | os.PathLike[str]) -> Path:
     """Write ``ep`` to ``path`` (atomically; parent folders are created). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(episodes_to_bytes(ep))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_bytes(episodes_to_bytes(ep)))
 
 
 def _read_members(path: Path) -> dict[str, NDArray[Any]]:

@@ -22,7 +22,6 @@ cross-modality initialised network.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -35,11 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from fsar._device import resolve_device
+from fsar._io import atomic_write
 from fsar.datasets.catalog import load_dataset
+from fsar.errors import FsarError
 from fsar.extract.backbone import BACKBONES, Backbone, Modality, Preprocessing, load_backbone, save_checkpoint
 from fsar.extract.finetune_data import Batch, ClipSpec, LabelledVideo, make_loader
 from fsar.extract.flow import FlowMethod
-from fsar.extract.run import NO_FLIP, resolve_device
+from fsar.extract.run import NO_FLIP
 from fsar.extract.transforms import CropConfig
 
 STATE_VERSION = 1
@@ -47,7 +49,7 @@ STATE_VERSION = 1
 RESUME_FREE = frozenset({"workers", "device"})
 
 
-class FinetuneError(Exception):
+class FinetuneError(FsarError):
     """A fine-tuning run that cannot start or resume; the message says what to do."""
 
 
@@ -292,9 +294,7 @@ def _save_state(path: Path, t: _Trainer, run: _Run) -> None:
              "scaler": t.scaler.state_dict(), "history": [asdict(e) for e in run.history],
              "best_epoch": run.best_epoch, "best_accuracy": run.best_accuracy, "best_state": run.best_state,
              "skipped": run.skipped}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _load_state(path: Path, t: _Trainer) -> _Run:
@@ -318,14 +318,14 @@ def _load_state(path: Path, t: _Trainer) -> _Run:
 def _write_checkpoint(out: Path, backbone: Backbone, config: FinetuneConfig, classes: tuple[str, ...],
                       history: list[EpochStats]) -> None:
     """``save_checkpoint``'s format plus the train classes, the config and the history."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_checkpoint(backbone, tmp)
-    ckpt = torch.load(tmp, map_location="cpu", weights_only=True)
-    ckpt.update(train_classes=list(classes), finetune_config=config.to_dict(),
-                finetune_history=[asdict(e) for e in history])
-    torch.save(ckpt, tmp)
-    os.replace(tmp, out)
+    def write(tmp: Path) -> None:
+        save_checkpoint(backbone, tmp)
+        ckpt = torch.load(tmp, map_location="cpu", weights_only=True)
+        ckpt.update(train_classes=list(classes), finetune_config=config.to_dict(),
+                    finetune_history=[asdict(e) for e in history])
+        torch.save(ckpt, tmp)
+
+    atomic_write(out, write)
 
 
 def _trainer(config: FinetuneConfig, n_classes: int, n_train: int) -> tuple[_Trainer, nn.Linear]:

@@ -28,10 +28,12 @@ import torch
 from tqdm import tqdm
 
 from fsar import __version__
+from fsar._device import resolve_device
 from fsar._platform import usable_cores
 from fsar.cache.schema import CacheSpec, Status
 from fsar.cache.store import CacheError, FeatureCache, create_cache, open_cache, shard_ranges
 from fsar.datasets.catalog import DatasetListing, VideoEntry, load_dataset
+from fsar.errors import FsarError
 from fsar.extract import heap
 from fsar.extract.backbone import Backbone, load_backbone
 from fsar.extract.flow import FlowMethod
@@ -44,7 +46,7 @@ from fsar.extract.transforms import CropConfig
 NO_FLIP = frozenset({"ssv2", "synthetic"})
 
 
-class ExtractError(Exception):
+class ExtractError(FsarError):
     """An extraction that cannot start (weights, backbone, options); the message says what to do."""
 
 
@@ -87,13 +89,6 @@ class ExtractSummary:
     missing: int = 0
     #: seconds from the start of the run at which each chunk was committed (the run's throughput over time)
     committed_s: list[float] = field(default_factory=list)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(device)
 
 
 #: Decoding processes of ``workers="auto"`` on a CPU: the backbone's threads use every core, so more decoders

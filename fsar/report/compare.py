@@ -18,11 +18,12 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import binomtest
 
+from fsar.errors import FsarError
 from fsar.report.results import Record
 from fsar.report.stats import episode_accuracy
 
 
-class ComparisonError(ValueError):
+class ComparisonError(FsarError, ValueError):
     """Two records cannot be compared (different episodes); the message says why."""
 
 

@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from fsar._io import atomic_write
+from fsar.errors import FsarError
 from fsar.report.stats import summarize
 
 FORMAT_NAME = "fsar-result"
@@ -35,7 +37,7 @@ FORMAT_VERSION = 1
 K = TypeVar("K", bound=Hashable)
 
 
-class RecordError(ValueError):
+class RecordError(FsarError, ValueError):
     """A result record cannot be read or built; the message names the file or field."""
 
 
@@ -201,11 +203,7 @@ def write_record(directory: str | os.PathLike[str], record: Record) -> Path:
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
     name = (f"{stamp}-{_slug(record.matcher)}-{_slug(record.dataset)}-{_slug(record.split)}-"
             f"{record.way}w{record.shot}s-{_slug(record.protocol)}-{digest}.json")
-    path = directory / name
-    tmp = directory / f".{name}.tmp{os.getpid()}"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(directory / name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def load_record(path: str | os.PathLike[str]) -> Record:

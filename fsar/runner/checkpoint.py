@@ -12,7 +12,6 @@ Heads that read class names (:attr:`Head.uses_class_text`) get their embeddings 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,9 @@ import torch
 from numpy.typing import NDArray
 
 from fsar import __version__
+from fsar._io import atomic_write
 from fsar.cache.store import FeatureCache
+from fsar.errors import FsarError
 from fsar.matchers.head import Head, config_from_params
 from fsar.matchers.registry import get
 from fsar.runner.scoring import ByClassNames
@@ -35,7 +36,7 @@ ScoreFn = Callable[[dict[str, NDArray[np.float32]], dict[str, NDArray[np.float32
                    dict[str, NDArray[np.float32]]]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FsarError, ValueError):
     """A checkpoint that cannot be read, or does not fit the cache it is used with."""
 
 
@@ -169,15 +170,10 @@ def build_head(ckpt: Checkpoint, *, load_weights: bool = True) -> Head:
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     """Write ``ckpt`` atomically (a crash mid-write leaves the previous file intact)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = dataclasses.asdict(ckpt)
     payload["modalities"] = list(ckpt.modalities)
     payload["format"], payload["format_version"] = FORMAT, FORMAT_VERSION
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -219,16 +215,6 @@ def check_fits(ckpt: Checkpoint, cache: FeatureCache, *, allow_other_cache: bool
         raise CheckpointError(f"checkpoint was trained on another cache ({ckpt.cache_path}); its hash does not "
                               f"match {cache.path}. Train on this cache, or pass --allow-other-cache to "
                               f"evaluate anyway (same backbone and layout, e.g. a cross-dataset test)")
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when present, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError(f"--device {name}: CUDA is not available on this machine")
-    return device
 
 
 def head_scorer(head: Head, device: torch.device, name: str, text: ClassText | None = None

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fsar._device import resolve_device
 from fsar.cache.store import FeatureCache, open_cache
 from fsar.episodes import PROTOCOLS, EpisodeError, EpisodeList, load_episodes
 from fsar.episodes.pool import ensure_episodes, episodes_for, split_pool
@@ -27,7 +28,6 @@ from fsar.runner.checkpoint import (
     class_text,
     head_scorer,
     load_checkpoint,
-    pick_device,
     variant,
     with_eval_params,
 )
@@ -138,7 +138,7 @@ def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
     head = build_head(ckpt)
     text = class_text(run.matcher, head, episodes.classes.tolist())  # every class name of the list, embedded once
     loaded = load_once(memo, cache, episodes, ckpt.modalities, ckpt.patches, ckpt.center)
-    fn = head_scorer(head, pick_device(run.device), run.matcher, text)
+    fn = head_scorer(head, resolve_device(run.device), run.matcher, text)
     scores = score_all(fn, loaded, episodes, progress, run.matcher)[run.matcher]
     params: dict[str, Any] = {
         "checkpoint": str(run.checkpoint), "checkpoint_sha256": file_sha256(run.checkpoint),

@@ -27,6 +27,7 @@ import torch
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from fsar._device import resolve_device
 from fsar.cache.store import FeatureCache, open_cache
 from fsar.episodes import EpisodeError, EpisodeList, load_episodes, save_episodes
 from fsar.episodes import sample_episodes as draw_episodes
@@ -40,7 +41,6 @@ from fsar.runner.checkpoint import (
     class_text,
     head_scorer,
     load_checkpoint,
-    pick_device,
     save_checkpoint,
     text_kwargs,
 )
@@ -223,7 +223,7 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
     if info.needs_flow and "flow" not in modalities:
         raise CheckpointError(f"{config.matcher} needs flow features: use --modality rgb+flow")
     cache = open_cache(cache_path)
-    device = pick_device(config.device)
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     try:
         head_config = config_from_params(info.obj.Config, config.params)
