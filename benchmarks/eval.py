@@ -11,8 +11,8 @@ classes x 20 videos) and fixed lists of 5-way episodes with 1 query per class (t
   in a Python loop over the pairs (TSJM's Kuhn-Munkres);
 - where fsar's time goes: ns per (query, support) pair of the batched GEMM cosine and of each numba kernel;
 - one 625-pair episode (5-way 5-shot, 5 queries per class: 25 x 25 videos): GEMM cosine vs broadcast cosine;
-- ``otam`` 5-shot once more in a fresh process with ``OPENBLAS_NUM_THREADS=1`` (numpy's stacked small GEMMs
-  are much faster without OpenBLAS threading on a busy 2-core machine);
+- ``otam`` 5-shot once more in a fresh process with ``OPENBLAS_NUM_THREADS=1`` (on numpy's stacked small
+  GEMMs OpenBLAS threading costs more in synchronisation than it gains when few cores are free);
 - peak RSS of 10,000 vs 100,000 1-shot ``proto`` episodes, each in a fresh subprocess
   (its own ``VmHWM``); goal: equal within 10 % (episodes are scored in chunks).
 

@@ -123,8 +123,8 @@ def _write_mp4(path: Path, frames: NDArray[np.uint8], fps: int) -> None:
     """Encode frames (T, H, W, 3) uint8 RGB as h264 yuv420p at ``fps``; one x264 thread for reproducibility."""
     # bitexact: no creation time or muxer version in the file, so the same frames give the same bytes
     with av.open(str(path), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
-        # The same seed must give the same bytes. x264 is deterministic only without its lookahead
-        # thread: with the default settings about half the encodes of one input differed (measured).
+        # The same seed must give the same bytes. x264 is deterministic only without its lookahead thread,
+        # which otherwise lets one input encode differently from run to run: one thread, no lookahead.
         options = {"crf": "23", "preset": "veryfast", "threads": "1",
                    "x264-params": "threads=1:lookahead-threads=1:sync-lookahead=0:rc-lookahead=0"}
         stream = container.add_stream("libx264", rate=fps, options=options)

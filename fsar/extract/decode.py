@@ -11,8 +11,7 @@ every video); :func:`count_frames` and :func:`read_frames` are the one-call form
 Decoding is single-threaded per video: extraction decodes several videos at once in DataLoader
 workers, where codec threads would only compete with them for the cores. Frames that are neither
 requested nor referenced by another frame are not decoded at all (``skip_frame``): about a fifth
-less decoding time on h264 files with B-frames (measured on the benchmark's videos); the frames
-returned are the same.
+less decoding time on h264 files with B-frames; the frames returned are the same.
 
 Every failure to read — missing path, garbage bytes, truncated file, a decoder error, a video that
 ends before a requested index — raises :class:`VideoReadError`, so the extraction loop can record

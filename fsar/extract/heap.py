@@ -2,16 +2,15 @@
 
 glibc's malloc maps every block above its mmap threshold (at most 32 MB) on its own and unmaps it when
 it is freed, and it trims the top of the heap when more than 128 kB there are free. A backbone batch's
-activations are tens to hundreds of MB, so each batch mapped them anew and page-faulted them in as
-zeroed pages: on a 2-core AMD EPYC (fp32, batch 64) the kernel took 30-60 % of the CPU time, and
-keeping the blocks made a batch 3.2x faster for EfficientNet-Lite0 at 224 px, 1.6x at 112 px, 1.6x for
-ResNet-50 at 224 and 1.25x at 112, for about a third more peak memory (ResNet-50 at 224: 1.6 → 2.2 GB).
+activations are tens to hundreds of MB, so by default each batch maps them anew and the kernel page-faults
+them in as zeroed pages, which can take 30-60 % of a CPU batch's time. :func:`retain_freed_blocks` keeps
+them in the heap instead: a batch runs 1.25x to 3.2x faster (the most for EfficientNet-Lite0 at 224 px),
+for about a third more peak memory.
 
 The kept blocks cost something when the process forks (DataLoader workers): parent and child then
-share every page copy-on-write, and the parent's next batch copies each page it writes. On the same
-machine a run's first chunk (16 videos, EfficientNet-Lite0 at 224 px) then took 6-8 s instead of
-3.5-4 s; :func:`trim` before the fork hands the free blocks back instead. Both are process-wide; elsewhere
-than glibc (musl, macOS, Windows) they do nothing.
+share every page copy-on-write, and the parent's next batch copies each page it writes, which can double
+the time of a run's first chunk; :func:`trim` before the fork hands the free blocks back instead. Both are
+process-wide; elsewhere than glibc (musl, macOS, Windows) they do nothing.
 """
 
 from __future__ import annotations

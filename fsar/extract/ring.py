@@ -1,13 +1,12 @@
 """Shared memory through which the decoding workers hand their frames to the extraction process.
 
 A DataLoader item reaches the main process pickled through a pipe: for a 224 px video (8 frames,
-1.2 MB) that cost the main process 1.5-1.8 ms of CPU (0.6-0.8 ms at 112 px) on a 2-core AMD EPYC,
-which would cap one GPU process near 600 videos/s however many workers decode. A :class:`FrameRing`
-is one anonymous shared mapping made before the workers fork. The worker that decodes item ``i`` waits
-until item ``i - slots`` has been taken, writes the item's frames into slot ``i % slots`` and sends
-only their shapes; the main process copies them out (one memcpy) and counts the item as taken. The
-count is a lock-guarded shared value, so the slot's reads are ordered before its next write on every
-CPU, not only on x86.
+1.2 MB) that costs the main process more than a millisecond of CPU, which caps one GPU process at
+several hundred videos/s however many workers decode. A :class:`FrameRing` is one anonymous shared
+mapping made before the workers fork. The worker that decodes item ``i`` waits until item ``i - slots``
+has been taken, writes the item's frames into slot ``i % slots`` and sends only their shapes; the main
+process copies them out (one memcpy) and counts the item as taken. The count is a lock-guarded shared
+value, so the slot's reads are ordered before its next write on every CPU, not only on x86.
 
 Items are taken in index order (the DataLoader yields them so), and a worker only ever waits for an
 item below its own: with more slots than items the DataLoader has in flight nobody waits, and a worker

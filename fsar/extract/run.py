@@ -91,11 +91,11 @@ class ExtractSummary:
     committed_s: list[float] = field(default_factory=list)
 
 
-#: Decoding processes of ``workers="auto"`` on a CPU: the backbone's threads use every core, so more decoders
-#: only take cores from it (2 was the best of 0-2 on the 2-core benchmark machines).
+#: Decoding processes of ``workers="auto"`` on a CPU: two overlap decoding with the backbone, and as the
+#: backbone's threads use every core, more decoders only take cores from it.
 CPU_WORKERS = 2
-#: Videos a decoding worker decodes per DataLoader task: each task costs the main process about 0.5 ms of
-#: CPU whatever its size (2-core AMD EPYC), so tasks of 4 videos halve what receiving a video costs it.
+#: Videos a decoding worker decodes per DataLoader task: receiving a task costs the main process about 0.5 ms
+#: of CPU whatever its size, so tasks of 4 videos halve what receiving a video costs it.
 TASK_VIDEOS = 4
 #: The most decoding processes ``auto`` starts per GPU: at about 15 ms per 224 px video, 16 decoders feed ~8,500
 #: frames/s, more than one GPU runs ResNet-50 at.

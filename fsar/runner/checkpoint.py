@@ -240,7 +240,7 @@ def head_scorer(head: Head, device: torch.device, name: str, text: ClassText | N
             raise ValueError(f"{name}: the head reads class names; score through score_all, which passes them")
         embedded = text_kwargs(text, class_names if class_names is not None else (), device)
         parts = []
-        # fp16 on CUDA, as in training; none on CPU (bf16 there was slower than fp32 for these small heads).
+        # fp16 on CUDA, as in training; none on CPU, where bf16 is slower than fp32 for heads this small.
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             for i in range(0, e, step):
                 qs = {m: torch.from_numpy(np.ascontiguousarray(x[i:i + step])).to(device) for m, x in query.items()}
