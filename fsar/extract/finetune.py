@@ -12,11 +12,11 @@ GradScaler without bf16), pinned memory. CPU: fp32, deterministic for a seed (ra
 ``(seed, epoch)`` or ``(seed, video, view)``, so the worker count does not matter).
 
 Validation (optional): a seeded ``val_fraction`` of the train videos is held out, scored by frame accuracy
-on the centre view after each epoch, and the best epoch kept. Resume: each epoch writes ``<out>.state``;
-the same command continues from it, and it is deleted once the checkpoint is written. Output: the
-:func:`fsar.extract.backbone.save_checkpoint` format (``fsar extract --weights <out>``) plus
-``train_classes``, ``finetune_config`` and ``finetune_history``. Flow trains on flow images from the
-cross-modality initialised network.
+on the centre view after each epoch, and the best epoch kept. Resume: each epoch writes ``<out>.state``
+(:mod:`fsar.extract.finetune_state`); the same command continues from it, and it is deleted once the
+checkpoint is written. Output: the :func:`fsar.extract.backbone.save_checkpoint` format (``fsar extract
+--weights <out>``) plus ``train_classes``, ``finetune_config`` and ``finetune_history``. Flow trains on flow
+images from the cross-modality initialised network.
 """
 
 from __future__ import annotations
@@ -37,20 +37,20 @@ from tqdm import tqdm
 from fsar._device import resolve_device
 from fsar._io import atomic_write
 from fsar.datasets.catalog import load_dataset
-from fsar.errors import FsarError
 from fsar.extract.backbone import BACKBONES, Backbone, Modality, Preprocessing, load_backbone, save_checkpoint
 from fsar.extract.finetune_data import Batch, ClipSpec, LabelledVideo, make_loader
+from fsar.extract.finetune_state import (
+    EpochStats,
+    FinetuneError,
+    RunState,
+    cpu_state,
+    load_state,
+    save_state,
+    state_path,
+)
 from fsar.extract.flow import FlowMethod
 from fsar.extract.run import NO_FLIP
 from fsar.extract.transforms import CropConfig
-
-STATE_VERSION = 1
-#: Config fields that may change between an interrupted run and its resumption.
-RESUME_FREE = frozenset({"workers", "device"})
-
-
-class FinetuneError(FsarError):
-    """A fine-tuning run that cannot start or resume; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -89,19 +89,6 @@ class FinetuneConfig:
 
 
 @dataclass
-class EpochStats:
-    """One epoch: mean training loss and frame accuracy, validation frame accuracy (None without val)."""
-
-    epoch: int
-    loss: float
-    accuracy: float
-    val_accuracy: float | None
-    frames: int
-    seconds: float
-    lr: float
-
-
-@dataclass
 class FinetuneSummary:
     """What :func:`finetune` did. ``skipped``: unreadable video id -> reason (never fatal)."""
 
@@ -122,23 +109,6 @@ class FinetuneSummary:
         run = [e for e in self.history if e.epoch > self.resumed_from]
         seconds = sum(e.seconds for e in run)
         return sum(e.frames for e in run) / seconds if seconds else 0.0
-
-
-@dataclass
-class _Run:
-    """The mutable state of a run: what ``<out>.state`` holds."""
-
-    epoch: int = 0
-    history: list[EpochStats] = field(default_factory=list)
-    best_epoch: int = 0
-    best_accuracy: float = -1.0
-    best_state: dict[str, torch.Tensor] | None = None
-    skipped: dict[str, str] = field(default_factory=dict)
-
-
-def state_path(out: str | Path) -> Path:
-    """The resume file of a run writing ``out``."""
-    return Path(f"{out}.state")
 
 
 def _videos(config: FinetuneConfig) -> tuple[tuple[str, ...], list[LabelledVideo], list[LabelledVideo]]:
@@ -221,7 +191,7 @@ class _Trainer:
                            pin_memory=self.backbone.device.type == "cuda")
 
 
-def _train_epoch(t: _Trainer, videos: list[LabelledVideo], run: _Run, progress: bool) -> EpochStats:
+def _train_epoch(t: _Trainer, videos: list[LabelledVideo], run: RunState, progress: bool) -> EpochStats:
     """One epoch over ``videos`` (augmented view ``epoch + 1``)."""
     epoch, model, device = run.epoch + 1, t.backbone.model, t.backbone.device
     seed = int(np.random.SeedSequence([t.config.seed, epoch]).generate_state(1)[0])
@@ -269,7 +239,7 @@ def _step(t: _Trainer, batch: Batch) -> tuple[float, int]:
     return float(loss.detach()), int((logits.detach().argmax(1) == y).sum())
 
 
-def _validate(t: _Trainer, videos: list[LabelledVideo], run: _Run) -> float:
+def _validate(t: _Trainer, videos: list[LabelledVideo], run: RunState) -> float:
     """Frame accuracy on the centre view (view 0) of the held-out videos."""
     model, device = t.backbone.model, t.backbone.device
     model.eval()
@@ -282,37 +252,6 @@ def _validate(t: _Trainer, videos: list[LabelledVideo], run: _Run) -> float:
                 correct += int((logits.argmax(1) == batch.labels.to(device)).sum())
                 total += len(batch.labels)
     return correct / total if total else 0.0
-
-
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _save_state(path: Path, t: _Trainer, run: _Run) -> None:
-    state = {"version": STATE_VERSION, "config": t.config.to_dict(), "epoch": run.epoch,
-             "model": _cpu_state(t.backbone.model), "optimizer": t.optimizer.state_dict(),
-             "scaler": t.scaler.state_dict(), "history": [asdict(e) for e in run.history],
-             "best_epoch": run.best_epoch, "best_accuracy": run.best_accuracy, "best_state": run.best_state,
-             "skipped": run.skipped}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def _load_state(path: Path, t: _Trainer) -> _Run:
-    """Restore an interrupted run of the same configuration; an empty run when there is none."""
-    if not path.is_file():
-        return _Run()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    mine, theirs = t.config.to_dict(), state.get("config", {})
-    differ = sorted(k for k in mine if k not in RESUME_FREE and theirs.get(k) != mine[k])
-    if state.get("version") != STATE_VERSION or differ:
-        raise FinetuneError(f"{path} is an interrupted run with other settings ({', '.join(differ) or 'version'}); "
-                            "run the same command to resume it, or delete the file to start over")
-    t.backbone.model.load_state_dict(state["model"])
-    t.optimizer.load_state_dict(state["optimizer"])
-    t.scaler.load_state_dict(state["scaler"])
-    return _Run(epoch=int(state["epoch"]), history=[EpochStats(**e) for e in state["history"]],
-                best_epoch=int(state["best_epoch"]), best_accuracy=float(state["best_accuracy"]),
-                best_state=state["best_state"], skipped=dict(state["skipped"]))
 
 
 def _write_checkpoint(out: Path, backbone: Backbone, config: FinetuneConfig, classes: tuple[str, ...],
@@ -360,7 +299,7 @@ def finetune(config: FinetuneConfig, out: str | Path, *, progress: bool = True,
     classes, train, val = _videos(config)
     t, _ = _trainer(config, len(classes), len(train))
     resume = state_path(out)
-    run = _load_state(resume, t)
+    run = load_state(resume, config.to_dict(), t.backbone.model, t.optimizer, t.scaler)
     summary = FinetuneSummary(out=str(out), classes=classes, train_videos=len(train), val_videos=len(val),
                               preprocessing=t.backbone.preprocessing, resumed_from=run.epoch)
     while run.epoch < config.epochs:
@@ -369,11 +308,11 @@ def finetune(config: FinetuneConfig, out: str | Path, *, progress: bool = True,
             stats.val_accuracy = _validate(t, val, run)
             if stats.val_accuracy > run.best_accuracy:
                 run.best_epoch, run.best_accuracy = stats.epoch, stats.val_accuracy
-                run.best_state = _cpu_state(t.backbone.model)
+                run.best_state = cpu_state(t.backbone.model)
         run.epoch = stats.epoch
         run.history.append(stats)
         resume.parent.mkdir(parents=True, exist_ok=True)
-        _save_state(resume, t, run)
+        save_state(resume, config.to_dict(), run, t.backbone.model, t.optimizer, t.scaler)
         if on_epoch is not None:
             on_epoch(stats)
     if run.best_state is not None:
