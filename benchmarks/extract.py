@@ -327,7 +327,13 @@ def tables(quick: bool = False, seconds: float = SECONDS, rounds: int = ROUNDS,
                           percent(m.cores_busy), percent(m.decode_share),
                           f"{m.whole_fps:.1f}", percent(m.whole_ratio), f"{m.startup_s:.1f}",
                           f"{1000 * m.decode_s_per_video:.1f}", f"{m.load_s:.2f}")
-    table.notes += [
+    table.notes += _notes(seconds, rounds)
+    return [table]
+
+
+def _notes(seconds: float, rounds: int) -> list[str]:
+    """The notes under the extraction table: the machine, then what each column means."""
+    return [
         machine_line(),
         "input 224: 256 px videos, short side 256, centre crop 224; input 112: 128 px videos, short side 112",
         f"frames: each case's videos x {FRAMES}, as many as its backbone runs in about {seconds:g} s "
@@ -353,7 +359,6 @@ def tables(quick: bool = False, seconds: float = SECONDS, rounds: int = ROUNDS,
         "decode ms/video: serial decode + sample + crop of one video in the main process (8 frames)",
         "resnet50 with weights=none (ImageNet file not available offline; same speed)",
     ]
-    return [table]
 
 
 def main() -> None:
