@@ -7,32 +7,21 @@ K supports of a class are first averaged frame by frame into one class sequence.
 
 from __future__ import annotations
 
-import numpy as np
-from numpy.typing import NDArray
-
 from fsar.matchers import kernels
 from fsar.matchers.registry import register
-from fsar.matchers.similarity import check_episode, class_prototypes, frame_similarity
+from fsar.matchers.similarity import F32, Labels, Videos, class_scores, pair_scores
+
+HYRSM = "Wang et al., Hybrid Relation Guided Set Matching for Few-shot Action Recognition, CVPR 2022"
 
 
-@register(
-    "bimhm",
-    kind="parameter-free",
-    paper="Wang et al., Hybrid Relation Guided Set Matching for Few-shot Action Recognition, CVPR 2022",
-)
-def score(
-    query: NDArray[np.floating],
-    support: NDArray[np.floating],
-    support_labels: NDArray[np.integer],
-    way: int,
-) -> NDArray[np.float32]:
+@register("bimhm", kind="parameter-free", paper=HYRSM)
+def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Negated bidirectional mean Hausdorff distance to the frame-averaged class sequence.
 
     query: [E, Q, T, D], support: [E, W*K, T, D], support_labels: [E, W*K] -> [E, Q, way] float32.
     """
-    labels = check_episode(query, support, support_labels, way, check_finite=False)
-    sequences = class_prototypes(support, labels, way)
-    sim = frame_similarity(query, sequences)
-    e, q, w, t1, t2 = sim.shape
-    distance = kernels.hausdorff_mean(1.0 - sim.reshape(e * q * w, t1, t2))
-    return (-distance).reshape(e, q, w).astype(np.float32)
+    return class_scores(
+        query, support, support_labels, way,
+        lambda q, classes: -pair_scores(q, classes, kernels.hausdorff_mean, cost=True),
+        prototypes=True,
+    )

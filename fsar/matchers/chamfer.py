@@ -7,29 +7,17 @@ mean over the K shots.
 
 from __future__ import annotations
 
-import numpy as np
-from numpy.typing import NDArray
-
 from fsar.matchers import kernels
 from fsar.matchers.registry import register
-from fsar.matchers.similarity import check_episode, frame_similarity, shot_mean
+from fsar.matchers.similarity import F32, Labels, Videos, class_scores, pair_scores
 
 CHAMFER = "Barrow et al., Parametric correspondence and chamfer matching, IJCAI 1977"
 
 
 @register("chamfer", kind="parameter-free", paper=CHAMFER)
-def score(
-    query: NDArray[np.floating],
-    support: NDArray[np.floating],
-    support_labels: NDArray[np.integer],
-    way: int,
-) -> NDArray[np.float32]:
+def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Chamfer similarity of frame sets, mean over the K shots.
 
     query: [E, Q, T, D], support: [E, W*K, T, D], support_labels: [E, W*K] -> [E, Q, way] float32.
     """
-    labels = check_episode(query, support, support_labels, way, check_finite=False)
-    sim = frame_similarity(query, support)
-    e, q, s, t1, t2 = sim.shape
-    pair = kernels.chamfer(sim.reshape(e * q * s, t1, t2)).reshape(e, q, s)
-    return shot_mean(pair, labels, way)
+    return class_scores(query, support, support_labels, way, lambda q, s: pair_scores(q, s, kernels.chamfer))

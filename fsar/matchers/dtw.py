@@ -11,29 +11,20 @@ from numpy.typing import NDArray
 
 from fsar.matchers import kernels
 from fsar.matchers.registry import register
-from fsar.matchers.similarity import check_episode, frame_similarity, shot_mean
-
-
-def pair_distance(query: NDArray[np.floating], support: NDArray[np.floating]) -> NDArray[np.float64]:
-    """DTW distance of every (query, support) pair. [E, Q, T, D] x [E, S, T, D] -> [E, Q, S]."""
-    sim = frame_similarity(query, support)
-    e, q, s, t1, t2 = sim.shape
-    return kernels.dtw(1.0 - sim.reshape(e * q * s, t1, t2)).reshape(e, q, s)
-
+from fsar.matchers.similarity import F32, Labels, Videos, class_scores, pair_scores
 
 DTW = "Sakoe & Chiba, Dynamic programming algorithm optimization for spoken word recognition, 1978"
 
 
+def pair_distance(query: Videos, support: Videos) -> NDArray[np.floating]:
+    """DTW distance of every (query, support) pair. [E, Q, T, D] x [E, S, T, D] -> [E, Q, S] float64."""
+    return pair_scores(query, support, kernels.dtw, cost=True)
+
+
 @register("dtw", kind="parameter-free", paper=DTW)
-def score(
-    query: NDArray[np.floating],
-    support: NDArray[np.floating],
-    support_labels: NDArray[np.integer],
-    way: int,
-) -> NDArray[np.float32]:
+def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Negated DTW distance on 1 - cosine, averaged over the K shots.
 
     query: [E, Q, T, D], support: [E, W*K, T, D], support_labels: [E, W*K] -> [E, Q, way] float32.
     """
-    labels = check_episode(query, support, support_labels, way, check_finite=False)
-    return shot_mean(-pair_distance(query, support), labels, way)
+    return class_scores(query, support, support_labels, way, lambda q, s: -pair_distance(q, s))

@@ -25,14 +25,21 @@ from collections.abc import Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from fsar.matchers import kernels
 from fsar.matchers.fusion import fuse
-from fsar.matchers.km import TSJM
+from fsar.matchers.km import TSJM, matched_similarity
+from fsar.matchers.otam import symmetric_otam
 from fsar.matchers.registry import register
-from fsar.matchers.similarity import check_episode, frame_similarity, shot_mean
+from fsar.matchers.similarity import F32, Labels, Videos, check_episode, pair_scores, shot_mean
 
-F32 = NDArray[np.float32]
-Features = Mapping[str, NDArray[np.floating]]
+Features = Mapping[str, Videos]
+
+
+def otam_and_km(sims: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Both pair scores from one batch of frame similarity matrices (computed once for the two).
+
+    sims: [B, T1, T2] cosine -> [B, 2]: negated symmetric OTAM distance on 1 - cosine, KM matched cosine.
+    """
+    return np.stack([-symmetric_otam(1.0 - sims), matched_similarity(sims)], axis=-1)
 
 
 def component_scores(
@@ -49,15 +56,10 @@ def component_scores(
         )
     scores: dict[str, F32] = {}
     for modality in sorted(query):
-        q, s = query[modality], support[modality]
-        labels = check_episode(q, s, support_labels, way, check_finite=False)
-        sim = frame_similarity(q, s)
-        e, nq, ns, t1, t2 = sim.shape
-        flat = sim.reshape(e * nq * ns, t1, t2)
-        distance = kernels.otam(1.0 - flat, symmetric=True).reshape(e, nq, ns)
-        matched = kernels.max_weight_matching(flat)[0].reshape(e, nq, ns)
-        scores[f"{modality}-otam"] = shot_mean(-distance, labels, way)
-        scores[f"{modality}-km"] = shot_mean(matched, labels, way)
+        labels = check_episode(query[modality], support[modality], support_labels, way, check_finite=False)
+        pairs = pair_scores(query[modality], support[modality], otam_and_km)  # [E, Q, S, 2]
+        scores[f"{modality}-otam"] = shot_mean(pairs[..., 0], labels, way)
+        scores[f"{modality}-km"] = shot_mean(pairs[..., 1], labels, way)
     return scores
 
 
@@ -77,12 +79,7 @@ def score_multimodal(
 
 
 @register("jmm", kind="parameter-free", paper=TSJM, components=component_scores)
-def score(
-    query: NDArray[np.floating],
-    support: NDArray[np.floating],
-    support_labels: NDArray[np.integer],
-    way: int,
-) -> F32:
+def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Joint OTAM + KM matching on one stream (equal weights after per-episode z-normalisation).
 
     query: [E, Q, T, D], support: [E, W*K, T, D], support_labels: [E, W*K] -> [E, Q, way] float32.

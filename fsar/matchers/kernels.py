@@ -3,15 +3,16 @@
 Every kernel takes a whole batch ``[B, T1, T2]`` in one call and runs ``prange`` over chunks of
 the batch (one workspace allocation per chunk, not per item). The private ``_*_item`` functions
 hold one recursion each; the public wrappers check shape, dtype and finiteness and raise
-``ValueError``. Nothing here imports fsar, torch or does I/O.
+``ValueError``. Nothing here imports torch or any fsar module but the solver's, or does I/O.
 
 Kernels (float32 or float64 in, float64 accumulation and output):
 
 - :func:`dtw`: dynamic time warping, D(i,j) = c(i,j) + min(D(i-1,j), D(i,j-1), D(i-1,j-1)).
 - :func:`otam`: OTAM (Cao et al., CVPR 2020) exactly as the public re-implementations compute it,
-  with one zero column padded before and after the support axis (see REFERENCE_MATH.md).
+  with one zero column padded before and after the support axis (docs/methods.md, section otam).
 - :func:`max_weight_matching`: maximum-weight bipartite matching (Kuhn-Munkres; shortest augmenting
-  paths with potentials, O(T1 T2 min(T1, T2))), as used by TSJM's joint matching module.
+  paths with potentials, O(T1 T2 min(T1, T2))), as used by TSJM's joint matching module; the solver
+  is in :mod:`fsar.matchers._kuhn_munkres`.
 - :func:`hausdorff_mean`: HyRSM's bidirectional mean Hausdorff distance (summed form).
 - :func:`chamfer`: mean of the best matches, both directions, on similarities.
 - :func:`zoom_in`: HCL's temporal (Eq. 3) and spatial (Eq. 4) zoom-in matching scores.
@@ -22,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
+
+from fsar.matchers._kuhn_munkres import hungarian_batch
 
 __all__ = ["all_finite", "chamfer", "dtw", "hausdorff_mean", "max_weight_matching", "otam", "zoom_in"]
 
@@ -94,95 +97,6 @@ def _otam_batch(costs, symmetric):
                 d += _otam_item(costs[i].T, row)
             out[i] = d
     return out
-
-
-# --------------------------------------------------------------------------- Kuhn-Munkres
-@njit(cache=True, nogil=True)
-def _hungarian_item(w, u, v, p, way, minv, used):
-    # Minimises -w over n <= m rows (1-based potentials u, v; p[j] = row matched to column j).
-    n, m = w.shape
-    v[: m + 1] = 0.0
-    p[: m + 1] = 0
-    # Row reduction: u_i = min_j (-w_ij) keeps every reduced cost >= 0, and a row whose cheapest column
-    # is still free is matched to it at once (a tight edge). Only the rows left over need a shortest
-    # augmenting path; most rows are matched here (8x8 similarity matrices: the kernel ran 25-35% faster).
-    u[0] = 0.0
-    for i in range(1, n + 1):
-        best = np.inf
-        at = 1
-        for j in range(1, m + 1):
-            c = -w[i - 1, j - 1]
-            if c < best:
-                best = c
-                at = j
-        u[i] = best
-        if p[at] == 0:
-            p[at] = i
-    for i in range(1, n + 1):
-        matched = False
-        for j in range(1, m + 1):
-            if p[j] == i:
-                matched = True
-        if matched:
-            continue
-        p[0] = i
-        j0 = 0
-        minv[: m + 1] = np.inf
-        used[: m + 1] = False
-        while True:
-            used[j0] = True
-            i0 = p[j0]
-            delta = np.inf
-            j1 = 0
-            for j in range(1, m + 1):
-                if not used[j]:
-                    cur = -w[i0 - 1, j - 1] - u[i0] - v[j]
-                    if cur < minv[j]:
-                        minv[j] = cur
-                        way[j] = j0
-                    if minv[j] < delta:
-                        delta = minv[j]
-                        j1 = j
-            for j in range(m + 1):
-                if used[j]:
-                    u[p[j]] += delta
-                    v[j] -= delta
-                else:
-                    minv[j] -= delta
-            j0 = j1
-            if p[j0] == 0:
-                break
-        while j0 != 0:
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
-
-
-@njit(parallel=True, cache=True)
-def _hungarian_batch(weights):
-    b, n, m = weights.shape
-    flip = n > m
-    r, c = (m, n) if flip else (n, m)
-    score = np.empty(b, dtype=np.float64)
-    assign = np.full((b, n), -1, dtype=np.int64)
-    for k in prange((b + _CHUNK - 1) // _CHUNK):
-        u = np.empty(r + 1, dtype=np.float64)
-        v = np.empty(c + 1, dtype=np.float64)
-        minv = np.empty(c + 1, dtype=np.float64)
-        p = np.empty(c + 1, dtype=np.int64)
-        way = np.empty(c + 1, dtype=np.int64)
-        used = np.empty(c + 1, dtype=np.bool_)
-        for i in range(k * _CHUNK, min(b, (k + 1) * _CHUNK)):
-            w = weights[i]
-            _hungarian_item(w.T if flip else w, u, v, p, way, minv, used)
-            total = 0.0
-            for j in range(1, c + 1):
-                if p[j] != 0:
-                    row, col = (j - 1, p[j] - 1) if flip else (p[j] - 1, j - 1)
-                    assign[i, row] = col
-                    total += w[row, col]
-            score[i] = total
-    return score, assign
 
 
 # --------------------------------------------------------------------------- set matching
@@ -316,7 +230,7 @@ def _checked(x: NDArray[np.floating], name: str, ndim: int = 3) -> NDArray[np.fl
 @njit(parallel=True, cache=True)
 def _count_nonfinite(flat):
     # One parallel read pass; np.isfinite(x).all() first writes a boolean copy of the whole batch,
-    # which cost about as much as the OTAM recursion itself at T = 8. v - v is NaN for NaN and +-inf.
+    # which costs about as much as the OTAM recursion itself at T = 8. v - v is NaN for NaN and +-inf.
     n = 0
     for i in prange(flat.size):
         v = flat[i]
@@ -353,7 +267,7 @@ def max_weight_matching(weights: NDArray[np.floating]) -> tuple[NDArray[np.float
     weights: [B, T1, T2]. Returns (score [B] float64 = sum of matched weights,
     assignment [B, T1] int64 = matched column of each row, -1 for unmatched rows when T1 > T2).
     """
-    return _hungarian_batch(_checked(weights, "weights"))
+    return hungarian_batch(_checked(weights, "weights"), _CHUNK)
 
 
 def hausdorff_mean(costs: NDArray[np.floating]) -> NDArray[np.float64]:

@@ -12,29 +12,25 @@ from numpy.typing import NDArray
 
 from fsar.matchers import kernels
 from fsar.matchers.registry import register
-from fsar.matchers.similarity import check_episode, frame_similarity, shot_mean
+from fsar.matchers.similarity import F32, Labels, Videos, class_scores, pair_scores
 
 TSJM = "Two-Stream Joint Matching for few-shot action recognition (TSJM), joint matching module"
 
 
-def pair_similarity(query: NDArray[np.floating], support: NDArray[np.floating]) -> NDArray[np.float64]:
+def matched_similarity(sims: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Sum of the similarities of the maximum-weight matching of each matrix. [B, T1, T2] -> [B] float64."""
+    return kernels.max_weight_matching(sims)[0]
+
+
+def pair_similarity(query: Videos, support: Videos) -> NDArray[np.floating]:
     """Matched cosine similarity of every pair. [E, Q, T, D] x [E, S, T, D] -> [E, Q, S] float64."""
-    sim = frame_similarity(query, support)
-    e, q, s, t1, t2 = sim.shape
-    matched, _ = kernels.max_weight_matching(sim.reshape(e * q * s, t1, t2))
-    return matched.reshape(e, q, s)
+    return pair_scores(query, support, matched_similarity)
 
 
 @register("km", kind="parameter-free", paper=TSJM)
-def score(
-    query: NDArray[np.floating],
-    support: NDArray[np.floating],
-    support_labels: NDArray[np.integer],
-    way: int,
-) -> NDArray[np.float32]:
+def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Sum of frame cosine similarities under the maximum-weight matching, mean over the K shots.
 
     query: [E, Q, T, D], support: [E, W*K, T, D], support_labels: [E, W*K] -> [E, Q, way] float32.
     """
-    labels = check_episode(query, support, support_labels, way, check_finite=False)
-    return shot_mean(pair_similarity(query, support), labels, way)
+    return class_scores(query, support, support_labels, way, pair_similarity)

@@ -2,7 +2,7 @@
 
 Pair distance d = OTAM(D) + OTAM(Dᵀ) with D[l, m] = 1 - cos(q_l, s_m), computed by
 :func:`fsar.matchers.kernels.otam` exactly as the public re-implementations do (zero padding column
-before and after the support axis; see REFERENCE_MATH.md). Class score = -(mean d over the K shots).
+before and after the support axis; docs/methods.md, section otam). Class score = -(mean d over the K shots).
 The differentiable soft-min version for training heads is :mod:`fsar.matchers._soft`.
 """
 
@@ -13,30 +13,25 @@ from numpy.typing import NDArray
 
 from fsar.matchers import kernels
 from fsar.matchers.registry import register
-from fsar.matchers.similarity import check_episode, frame_similarity, shot_mean
+from fsar.matchers.similarity import F32, Labels, Videos, class_scores, pair_scores
+
+OTAM = "Cao et al., Few-Shot Video Classification via Temporal Alignment, CVPR 2020"
 
 
-def pair_distance(query: NDArray[np.floating], support: NDArray[np.floating]) -> NDArray[np.float64]:
+def symmetric_otam(costs: NDArray[np.floating]) -> NDArray[np.float64]:
+    """OTAM(c) + OTAM(cᵀ) of each cost matrix. [B, T1, T2] -> [B] float64."""
+    return kernels.otam(costs, symmetric=True)
+
+
+def pair_distance(query: Videos, support: Videos) -> NDArray[np.floating]:
     """Symmetric OTAM distance of every pair. [E, Q, T, D] x [E, S, T, D] -> [E, Q, S] float64."""
-    sim = frame_similarity(query, support)
-    e, q, s, t1, t2 = sim.shape
-    return kernels.otam(1.0 - sim.reshape(e * q * s, t1, t2), symmetric=True).reshape(e, q, s)
+    return pair_scores(query, support, symmetric_otam, cost=True)
 
 
-@register(
-    "otam",
-    kind="parameter-free",
-    paper="Cao et al., Few-Shot Video Classification via Temporal Alignment, CVPR 2020",
-)
-def score(
-    query: NDArray[np.floating],
-    support: NDArray[np.floating],
-    support_labels: NDArray[np.integer],
-    way: int,
-) -> NDArray[np.float32]:
+@register("otam", kind="parameter-free", paper=OTAM)
+def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Negated symmetric OTAM distance, averaged over the K shots.
 
     query: [E, Q, T, D], support: [E, W*K, T, D], support_labels: [E, W*K] -> [E, Q, way] float32.
     """
-    labels = check_episode(query, support, support_labels, way, check_finite=False)
-    return shot_mean(-pair_distance(query, support), labels, way)
+    return class_scores(query, support, support_labels, way, lambda q, s: -pair_distance(q, s))

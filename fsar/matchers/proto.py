@@ -7,28 +7,25 @@ support videos; the score is the cosine similarity between query and prototype.
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import NDArray
 
 from fsar.matchers.registry import register
-from fsar.matchers.similarity import check_episode, class_prototypes, pairwise_cosine
+from fsar.matchers.similarity import F32, Labels, Videos, class_scores, pairwise_cosine
+
+PROTONET = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017 (TSN mean pooling)"
 
 
-@register(
-    "proto",
-    kind="parameter-free",
-    paper="Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017 (TSN mean pooling)",
-)
-def score(
-    query: NDArray[np.floating],
-    support: NDArray[np.floating],
-    support_labels: NDArray[np.integer],
-    way: int,
-) -> NDArray[np.float32]:
+def mean_over_frames(videos: Videos) -> F32:
+    """Temporal mean pooling in float32: [E, N, T, D] -> [E, N, D]."""
+    return np.asarray(videos, dtype=np.float32).mean(axis=2)
+
+
+@register("proto", kind="parameter-free", paper=PROTONET)
+def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Cosine similarity of the mean-pooled query to each class prototype.
 
     query: [E, Q, T, D], support: [E, W*K, T, D], support_labels: [E, W*K] -> [E, Q, way] float32.
+    Features are scanned for NaN/inf up front: the pooled cosines would not reject them.
     """
-    labels = check_episode(query, support, support_labels, way)
-    pooled_query = np.asarray(query, dtype=np.float32).mean(axis=2)
-    pooled_support = np.asarray(support, dtype=np.float32).mean(axis=2)
-    return pairwise_cosine(pooled_query, class_prototypes(pooled_support, labels, way))
+    return class_scores(
+        query, support, support_labels, way, pairwise_cosine, embed=mean_over_frames, prototypes=True, check_finite=True
+    )

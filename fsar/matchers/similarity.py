@@ -1,4 +1,4 @@
-"""Batched cosine similarities and episode bookkeeping shared by the parameter-free matchers.
+"""Batched cosine similarities and the steps every parameter-free matcher shares.
 
 Features may be stored as float16; everything here computes in float32. Similarities come from one
 batched GEMM per call over a whole batch of episodes:
@@ -9,11 +9,18 @@ Episode helpers turn per-(query, support) pair scores into per-class scores (mea
 and build class prototypes (frame-by-frame mean of the K supports), given ``support_labels [E, S]``
 with values in 0..way-1.
 
-Batched products go through ``torch.bmm``: numpy's stacked ``matmul`` runs one small GEMM at a time
-and was 30-50x slower on batches of episode-sized matrices (benchmarks/eval.py measures it).
+A parameter-free matcher is then, in most cases, one call of :func:`class_scores` (validate the
+episode batch, score every pair, average over the shots or compare with class prototypes) with a pair
+score that is often :func:`pair_scores` (one numba kernel of :mod:`fsar.matchers.kernels` applied to
+the frame-similarity matrix of every pair); the matcher's own module only says which kernel and how.
+
+Batched products go through ``torch.bmm``: numpy's stacked ``matmul`` runs one small GEMM at a time,
+30-50x slower on batches of episode-sized matrices (benchmarks/eval.py measures it).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -24,8 +31,10 @@ from fsar.matchers import kernels
 __all__ = [
     "check_episode",
     "class_prototypes",
+    "class_scores",
     "frame_similarity",
     "l2_normalize",
+    "pair_scores",
     "pairwise_cosine",
     "patch_similarity",
     "shot_counts",
@@ -34,6 +43,10 @@ __all__ = [
 ]
 
 F32 = NDArray[np.float32]
+Videos = NDArray[np.floating]  # features of a batch of episodes: [E, N, T, D] (or [E, N, T, P, D] with patches)
+Labels = NDArray[np.integer]  # support labels [E, S] in 0..way-1
+Kernel = Callable[[F32], NDArray[np.floating]]  # a batch of matrices [B, T1, T2] -> one value each [B] (or [B, C])
+Compare = Callable[[Videos, Videos], NDArray[np.floating]]  # query [E, Q, ..] x support [E, S, ..] -> [E, Q, S]
 
 _EPS = 1e-8
 
@@ -132,7 +145,8 @@ def check_episode(
 
     ``check_finite=False`` skips the scan of every feature for NaN/inf: for matchers that compute all
     their scores through :func:`frame_similarity` / :func:`patch_similarity`, which reject non-finite
-    features from their output at a fraction of the cost (the scan was a third of OTAM's evaluation).
+    features from their output at a fraction of the cost (the scan alone would cost about a third of OTAM's
+    evaluation).
     """
     q, s = np.asarray(query), np.asarray(support)
     labels = np.asarray(support_labels)
@@ -183,3 +197,50 @@ def class_prototypes(support: NDArray[np.floating], support_labels: NDArray[np.i
     flat = np.asarray(support, dtype=np.float32).reshape(e, s, -1)
     proto = bmm(np.swapaxes(shot_weights(support_labels, way), 1, 2), flat)
     return proto.reshape(e, way, *support.shape[2:])
+
+
+def pair_scores(query: Videos, support: Videos, kernel: Kernel, *, cost: bool = False) -> NDArray[np.floating]:
+    """``kernel`` applied to the frame cosine-similarity matrix of every (query, support) pair.
+
+    query: [E, Q, T1, D], support: [E, S, T2, D] -> [E, Q, S] (or [E, Q, S, C] for a kernel giving C values
+    per matrix). ``kernel`` takes the batch [E*Q*S, T1, T2] at once (the kernels of
+    :mod:`fsar.matchers.kernels` run it in parallel); ``cost=True`` hands it 1 - cosine instead.
+    """
+    sim = frame_similarity(query, support)
+    e, q, s, t1, t2 = sim.shape
+    flat = sim.reshape(e * q * s, t1, t2)
+    values = kernel(1.0 - flat if cost else flat)
+    return values.reshape(e, q, s, *values.shape[1:])
+
+
+def class_scores(
+    query: Videos,
+    support: Videos,
+    support_labels: Labels,
+    way: int,
+    compare: Compare,
+    *,
+    embed: Callable[[Videos], Videos] | None = None,
+    prototypes: bool = False,
+    feature_ndim: int = 2,
+    check_finite: bool = False,
+) -> F32:
+    """Class scores of a parameter-free matcher from its pair score ``compare`` (higher = more similar).
+
+    query: [E, Q, T, ...], support: [E, W*K, T, ...], support_labels: [E, W*K] -> [E, Q, way] float32.
+
+    1. :func:`check_episode` (with ``feature_ndim`` and ``check_finite``; leave ``check_finite`` False only
+       when ``compare`` goes through :func:`frame_similarity` or :func:`patch_similarity`, which reject
+       non-finite features themselves);
+    2. ``embed`` (if given) maps query and support to the features compared, e.g. a mean over frames;
+    3. ``prototypes=False``: ``compare(query, support) -> [E, Q, W*K]`` scores every pair and the class
+       score is the mean over the class's K supports (:func:`shot_mean`); ``prototypes=True``: the K
+       supports of each class are first averaged element-wise (:func:`class_prototypes`) and
+       ``compare(query, prototypes) -> [E, Q, way]`` is the class score.
+    """
+    labels = check_episode(query, support, support_labels, way, feature_ndim=feature_ndim, check_finite=check_finite)
+    if embed is not None:
+        query, support = embed(query), embed(support)
+    if prototypes:
+        return compare(query, class_prototypes(support, labels, way)).astype(np.float32)
+    return shot_mean(compare(query, support), labels, way)

@@ -27,15 +27,16 @@ from numpy.typing import NDArray
 from fsar.matchers import kernels
 from fsar.matchers.registry import register
 from fsar.matchers.similarity import (
-    check_episode,
+    F32,
+    Labels,
+    Videos,
+    class_scores,
     frame_similarity,
     l2_normalize,
     pairwise_cosine,
     patch_similarity,
-    shot_mean,
 )
 
-F32 = NDArray[np.float32]
 HCL = (
     "Zheng et al., Few-shot Action Recognition with Hierarchical Matching and Contrastive Learning, ECCV 2022"
 )
@@ -91,9 +92,9 @@ def pair_levels(
 
 @register("zoom", kind="parameter-free", paper=HCL, needs_patches=True)
 def score(
-    query: NDArray[np.floating],
-    support: NDArray[np.floating],
-    support_labels: NDArray[np.integer],
+    query: Videos,
+    support: Videos,
+    support_labels: Labels,
     way: int,
     *,
     n_clips: int = 10,
@@ -105,6 +106,9 @@ def score(
     query: [E, Q, T, P, D], support: [E, W*K, T, P, D], support_labels: [E, W*K] -> [E, Q, way].
     HCL uses n_clips = n_patches = 10 with 8 frames.
     """
-    labels = check_episode(query, support, support_labels, way, feature_ndim=3, check_finite=False)
-    levels = pair_levels(query, support, n_clips=n_clips, n_patches=n_patches, clip_length=clip_length)
-    return shot_mean(levels[0] + levels[1] + levels[2], labels, way)
+
+    def total(q: Videos, s: Videos) -> F32:
+        global_, temporal, spatial = pair_levels(q, s, n_clips=n_clips, n_patches=n_patches, clip_length=clip_length)
+        return global_ + temporal + spatial
+
+    return class_scores(query, support, support_labels, way, total, feature_ndim=3)
