@@ -3,7 +3,7 @@
 A protocol fixes how many episodes are drawn, how many query videos each class gets and how the
 95% confidence interval is reported. Way and shot stay free (the papers sweep them).
 
-Sources (see ``/work/shared/REFERENCE_MATH.md``):
+Sources (docs/methods.md, section Evaluation conventions):
 
 - ``otam``: OTAM (Cao et al., CVPR 2020), followed by TRX, HyRSM, TSJM: 10,000 test episodes,
   1 query per class, CI over episodes.

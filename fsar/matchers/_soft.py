@@ -1,6 +1,6 @@
 """Differentiable OTAM in torch for training heads (Cao et al., CVPR 2020, soft-min relaxation).
 
-Same recursion as :func:`fsar.matchers.kernels.otam` (see REFERENCE_MATH.md) with the hard min of
+Same recursion as :func:`fsar.matchers.kernels.otam` (docs/methods.md, section otam) with the hard min of
 every cell replaced by smin_λ(x...) = -λ log Σ exp(-x/λ), computed with ``logsumexp`` so long paths
 do not underflow. The first row stays a hard running sum, as in the public implementations.
 ``lam=None`` (or 0) gives the hard min, which equals the numba evaluation kernel.

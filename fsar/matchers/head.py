@@ -1,6 +1,7 @@
 """What every learned matcher (a small ``torch.nn.Module`` trained on cached features) provides.
 
-A learned head answers the same question as a parameter-free matcher (DESIGN.md), in torch::
+A learned head answers the same question as a parameter-free matcher (how similar is each query to
+each class?), in torch::
 
     head(query, support, support_labels, way) -> logits [E, Q, way]   (higher = more similar)
 

@@ -33,7 +33,7 @@ is not built (it would get no gradient). Each C-M view has its own projections.
 Choices where the paper is open or inconsistent:
 
 - I-M: Sec. 3.4.1 describes OTAM [4] but prints a plain DTW recursion and "averages over the path";
-  this follows OTAM as the public implementations compute it (REFERENCE_MATH.md): symmetric, not
+  this follows OTAM as the public implementations compute it (docs/methods.md, section otam): symmetric, not
   normalised by path length, zero-padded support axis.
 - IFCE: the learned position embedding is an n×n grid (``patch_grid``, paper n = 4); features with
   another square grid get it resized bilinearly (4 -> 2: the mean of each 2×2 block). The MLP width is

@@ -1,6 +1,6 @@
 """Temporal-Relational CrossTransformer, TRX (Perrett et al., CVPR 2021), as a learned head.
 
-Equations (REFERENCE_MATH.md, section TRX), for each cardinality ω ∈ Ω = {2, 3}:
+Equations (docs/methods.md, section trx), for each cardinality ω ∈ Ω = {2, 3}:
 
 - frames x_t ← Dropout(x_t + 0.1·PE(t)), PE the standard sinusoid (Vaswani et al.);
 - tuples Π_ω = {(t_1 < … < t_ω)} (itertools.combinations: 28 pairs, 56 triples of T = 8), a tuple's
@@ -10,9 +10,9 @@ Equations (REFERENCE_MATH.md, section TRX), for each cardinality ω ∈ Ω = {2,
   prototype t_c(p) = Σ_s a_{ps} v_S(s);
 - distance d_c = (1/|Π|) Σ_p ‖v_Q(p) − t_c(p)‖², logit −d_c; the logits are averaged over Ω.
 
-Choices (the TRX paper itself is not in shared/papers, so its printed forms could not be re-checked):
+Choices (the paper's printed forms below are as commonly quoted, not re-checked against the paper):
 
-- ‖·‖² and the *mean* over Ω follow REFERENCE_MATH (the public re-implementations); the paper, as
+- ‖·‖² and the *mean* over Ω follow the public re-implementations; the paper, as
   commonly quoted, writes an unsquared norm and a sum over Ω (same argmax for the sum, a different
   softmax temperature in the cross-entropy);
 - position encoding and dropout are applied once to the frames and shared by all cardinalities
@@ -166,7 +166,7 @@ class _CrossTransformer(nn.Module):
 class TRXHead(Head):
     """Temporal-Relational CrossTransformer: query-specific class prototypes over frame pairs and triples.
 
-    Perrett et al., CVPR 2021 (REFERENCE_MATH.md, TRX); see the module docstring for the equations.
+    Perrett et al., CVPR 2021 (docs/methods.md, section trx); see the module docstring for the equations.
     query {m: [E, Q, T, D]}, support {m: [E, W*K, T, D]}, support_labels [E, W*K] -> logits [E, Q, way]
     = −(mean over ω of the mean squared tuple distance to the query-specific prototype).
     """

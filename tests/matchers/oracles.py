@@ -38,7 +38,7 @@ def dtw_brute_force(c: NDArray[np.floating]) -> float:
 
 
 def otam_reference(c: NDArray[np.floating]) -> float:
-    """OTAM exactly as REFERENCE_MATH.md writes it, on the full zero-padded L x (M+2) matrix."""
+    """OTAM exactly as docs/methods.md (section otam) writes it, on the full zero-padded L x (M+2) matrix."""
     n, m = c.shape
     p = np.pad(np.asarray(c, dtype=np.float64), ((0, 0), (1, 1)))
     acc = np.zeros_like(p)

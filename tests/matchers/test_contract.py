@@ -1,4 +1,10 @@
-"""Contract every parameter-free matcher in the registry must meet (DESIGN.md, STYLE.md §8)."""
+"""Contract every parameter-free matcher in the registry must meet.
+
+``score(query [E, Q, T, D], support [E, W*K, T, D], support_labels [E, W*K], way) -> [E, Q, way]``, higher =
+more similar: the right shape, finite, independent of the order of the supports, float16 input accepted, chance
+accuracy on random features and near-perfect accuracy on separable ones, tiny episodes (way 2, shot 1, T 1)
+handled, and a ValueError for a class without supports or non-finite features.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Contract every learned head in the registry must meet (DESIGN.md, STYLE.md §8).
+"""Contract every learned head in the registry must meet.
 
 Shape and finiteness, invariance to the order of the supports, a gradient for every parameter, and
 overfitting a tiny 2-way task. Heads are built with their paper defaults on small features (D = 16).

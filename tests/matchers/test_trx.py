@@ -1,4 +1,4 @@
-"""TRX head against a plain-Python reference written straight from REFERENCE_MATH.md (section TRX)."""
+"""TRX head against a plain-Python reference written straight from docs/methods.md (section trx)."""
 
 from __future__ import annotations
 
