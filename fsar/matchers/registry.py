@@ -1,16 +1,21 @@
 """The one list of matchers.
 
 Every matcher lives in its own module under ``fsar/matchers`` and registers itself with
-:func:`register`. The CLI's choices, the contract tests and the result tables all read
-:data:`MATCHERS`; nothing else enumerates matchers.
+:func:`register`. The contract tests, the evaluator and the result tables read :data:`MATCHERS`
+(filled by :func:`load_all`); nothing else enumerates matchers. :func:`declared` reads the same
+metadata from the ``@register(...)`` decorators' source text, without importing the matchers (and
+so torch and numba): the command line lists matchers and offers their names with it.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
 import pkgutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 Kind = Literal["parameter-free", "learned"]
@@ -42,6 +47,7 @@ class MatcherInfo:
 
 
 MATCHERS: dict[str, MatcherInfo] = {}
+
 
 def register(
     name: str,
@@ -103,3 +109,160 @@ def get(name: str) -> MatcherInfo:
     except KeyError:
         known = ", ".join(sorted(MATCHERS)) or "(none)"
         raise KeyError(f"unknown matcher {name!r}; known matchers: {known}") from None
+
+
+# --- metadata read from the source text ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A matcher's metadata as its ``@register(...)`` decorator declares it (the fields of
+    :class:`MatcherInfo` that are plain data), and the module that declares it."""
+
+    name: str
+    kind: Kind
+    paper: str
+    needs_flow: bool
+    needs_patches: bool
+    summary: str
+    module: str
+
+
+#: The fields of :class:`Declaration` that :class:`MatcherInfo` has too (and must agree on).
+DECLARED_FIELDS = ("name", "kind", "paper", "needs_flow", "needs_patches", "summary")
+_PACKAGE = "fsar.matchers"
+_Decorated = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+_DIRECTORY = Path(__file__).resolve().parent
+
+
+def declared() -> dict[str, Declaration]:
+    """Every registered matcher's metadata, read from the source of this package's public modules.
+
+    The same modules as :func:`load_all`, parsed with :mod:`ast` instead of imported: the decorator's
+    arguments may be literals or module-level string constants (also one imported from a sibling
+    module, ``from fsar.matchers.km import TSJM``); ``summary`` is the first line of the decorated
+    object's docstring. A decorator this cannot read is a ValueError naming its file and line.
+    """
+    return dict(_declared())
+
+
+@functools.cache
+def _declared() -> dict[str, Declaration]:
+    found: dict[str, Declaration] = {}
+    for module in pkgutil.iter_modules([str(_DIRECTORY)]):
+        if module.name.startswith("_"):
+            continue
+        for decl in _module_declarations(f"{_PACKAGE}.{module.name}"):
+            if decl.name in found:
+                raise ValueError(f"matcher {decl.name!r} is registered twice ({found[decl.name].module}, "
+                                 f"{decl.module})")
+            found[decl.name] = decl
+    return found
+
+
+def _source_path(module: str) -> Path:
+    relative = Path(*module.split(".")[len(_PACKAGE.split(".")):])
+    path = _DIRECTORY / relative.with_suffix(".py")
+    return path if path.is_file() else _DIRECTORY / relative / "__init__.py"
+
+
+@functools.cache
+def _source(module: str) -> str:
+    return _source_path(module).read_text(encoding="utf-8")
+
+
+@functools.cache
+def _parse(module: str) -> ast.Module:
+    return ast.parse(_source(module), str(_source_path(module)))
+
+
+def _register_calls(tree: ast.Module) -> Iterator[tuple[ast.Call, _Decorated]]:
+    """The ``register(...)`` decorators of the module's top-level functions and classes."""
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        for decorator in node.decorator_list:
+            if isinstance(decorator, ast.Call) and _called_name(decorator.func) == "register":
+                yield decorator, node
+
+
+def _called_name(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    return func.attr if isinstance(func, ast.Attribute) else None
+
+
+def _module_declarations(module: str) -> Iterator[Declaration]:
+    if "register(" not in _source(module):
+        return
+    for call, node in _register_calls(_parse(module)):
+        yield _declaration(call, node, module)
+
+
+def _declaration(call: ast.Call, node: _Decorated, module: str) -> Declaration:
+    where = f"{_source_path(module)}:{call.lineno}"
+    args = dict(zip(("name",), call.args, strict=False))
+    args.update({kw.arg: kw.value for kw in call.keywords if kw.arg is not None})
+    if not {"name", "kind", "paper"} <= args.keys():
+        raise ValueError(f"{where}: register(...) without its name, kind or paper")
+    values = {key: _evaluate(expr, module, where) for key, expr in args.items()
+              if key in ("name", "kind", "paper", "needs_flow", "needs_patches")}
+    doc = (ast.get_docstring(node, clean=False) or "").strip().splitlines()
+    return Declaration(name=values["name"], kind=values["kind"], paper=values["paper"],
+                       needs_flow=bool(values.get("needs_flow", False)),
+                       needs_patches=bool(values.get("needs_patches", False)),
+                       summary=doc[0] if doc else "", module=module)
+
+
+def _evaluate(node: ast.expr, module: str, where: str, seen: frozenset[str] = frozenset()) -> Any:
+    """The value of a literal, a string concatenation or a module-level constant (local or imported)."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _evaluate(node.left, module, where, seen) + _evaluate(node.right, module, where, seen)
+    if isinstance(node, ast.Name):
+        return _constant(module, node.id, where, seen)
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        source = _imported_modules(module).get(node.value.id)
+        if source is not None:
+            return _constant(source, node.attr, where, seen)
+    raise ValueError(f"{where}: cannot read {ast.unparse(node)!r} without importing the module; "
+                     "use a literal or a module-level string constant")
+
+
+def _constant(module: str, name: str, where: str, seen: frozenset[str]) -> Any:
+    key = f"{module}.{name}"
+    if key in seen:
+        raise ValueError(f"{where}: {key} refers back to itself")
+    seen = seen | {key}
+    for node in _parse(module).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return _evaluate(node.value, module, where, seen)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name \
+                and node.value is not None:
+            return _evaluate(node.value, module, where, seen)
+        if isinstance(node, ast.ImportFrom):
+            source = _absolute(node, module)
+            for alias in node.names:
+                if (alias.asname or alias.name) == name and source.startswith(f"{_PACKAGE}."):
+                    return _constant(source, alias.name, where, seen)
+    raise ValueError(f"{where}: no module-level constant {name} in {module}")
+
+
+def _imported_modules(module: str) -> dict[str, str]:
+    """Local name -> sibling module, for ``from fsar.matchers import km`` and ``import fsar.matchers.km as km``."""
+    names: dict[str, str] = {}
+    for node in _parse(module).body:
+        if isinstance(node, ast.ImportFrom):
+            base = _absolute(node, module)
+            names.update({a.asname or a.name: f"{base}.{a.name}" for a in node.names if base == _PACKAGE})
+        elif isinstance(node, ast.Import):
+            names.update({a.asname: a.name for a in node.names if a.asname and a.name.startswith(f"{_PACKAGE}.")})
+    return names
+
+
+def _absolute(node: ast.ImportFrom, module: str) -> str:
+    if not node.level:
+        return node.module or ""
+    package = module.split(".")[: -node.level]
+    return ".".join([*package, node.module] if node.module else package)
