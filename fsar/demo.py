@@ -21,7 +21,7 @@ from fsar.episodes import load_episodes
 from fsar.extract.run import ExtractConfig, describe, run_extraction
 from fsar.report.pairs import compare_latest, labelled_records, plot_from_dir, table_from_dir
 from fsar.runner.evaluate import EvalPlan, run_plan
-from fsar.workspace import cache_path
+from fsar.workspace import DemoLayout, cache_path
 
 Echo = Callable[[str], None]
 
@@ -70,10 +70,11 @@ def run_demo(workspace: Path, config: DemoConfig = DemoConfig(), *, echo: Echo =
              progress: bool = True) -> Path:
     """Run every stage into ``workspace``; returns the path of the written report (Markdown)."""
     started = time.perf_counter()
-    data = workspace / "data" / "synthetic"
+    layout = DemoLayout(workspace)
+    data = layout.data
     echo(f"[1/6] synthetic dataset ({config.videos_per_class} videos per class, {config.size} px)")
     _synth(data, config, echo, progress)
-    sheet = write_contact_sheet(data, workspace / "tables" / "synthetic-classes.png")
+    sheet = write_contact_sheet(data, layout.contact_sheet)
     echo(f"      contact sheet of the classes: {sheet}")
 
     echo("[2/6] extract: efficientnet_lite0 (ImageNet), rgb + flow, 2x2 patches, train + val + test splits")
@@ -86,7 +87,7 @@ def run_demo(workspace: Path, config: DemoConfig = DemoConfig(), *, echo: Echo =
         echo(f"      {line}")
 
     echo(f"[3/6] + [4/6] fixed episodes ({config.episodes:,} per setting, seed {config.seed}) and evaluation")
-    results = workspace / "results" / "demo"
+    results = layout.results
     base = EvalPlan(matchers="all", cache=out, shots=config.shots, way=5, workspace=workspace,
                     protocol="otam" if config.episodes == 10_000 else "custom", n_episodes=config.episodes,
                     seed=config.seed, out=results)
@@ -97,13 +98,13 @@ def run_demo(workspace: Path, config: DemoConfig = DemoConfig(), *, echo: Echo =
 
     echo(f"[5/6] train {', '.join(config.heads)} on the train split (centred RGB, {config.train_episodes:,} "
          "episodes) and evaluate on the same test episodes")
-    _evaluate(_train_heads(workspace, out, base, config, echo, progress), echo, progress)
+    _evaluate(_train_heads(layout, out, base, config, echo, progress), echo, progress)
 
     echo("[6/6] table, plot and paired comparisons")
-    return _report(workspace, results, config, echo, started)
+    return _report(layout, echo, started)
 
 
-def _train_heads(workspace: Path, cache: Path, base: EvalPlan, config: DemoConfig, echo: Echo,
+def _train_heads(layout: DemoLayout, cache: Path, base: EvalPlan, config: DemoConfig, echo: Echo,
                  progress: bool) -> list[EvalPlan]:
     """Train each head of ``config.heads`` per shot (resuming finished runs); eval plans of the checkpoints."""
     from fsar.report.plot import plot_history
@@ -113,7 +114,7 @@ def _train_heads(workspace: Path, cache: Path, base: EvalPlan, config: DemoConfi
     plans = []
     for head in config.heads:
         for shot in config.shots:
-            out = workspace / "checkpoints" / f"demo-{head}-{shot}shot.pt"
+            out = layout.checkpoint(head, shot)
             run = TrainConfig(matcher=head, shots=shot, way=5, query=3, epochs=epochs,
                               episodes_per_epoch=config.train_episodes // epochs, optimizer="adam", lr=1e-3,
                               center=True, seed=config.seed, device="cpu")
@@ -131,11 +132,11 @@ def _evaluate(plans: list[EvalPlan], echo: Echo, progress: bool) -> None:
             echo(f"      {line}")
 
 
-def _report(workspace: Path, results: Path, config: DemoConfig, echo: Echo, started: float) -> Path:
-    tables = workspace / "tables"
-    tables.mkdir(parents=True, exist_ok=True)
+def _report(layout: DemoLayout, echo: Echo, started: float) -> Path:
+    results = layout.results
+    layout.report.parent.mkdir(parents=True, exist_ok=True)
     table = table_from_dir(results, "md")
-    plot = plot_from_dir(results, "bars", tables / "demo-accuracy.png")
+    plot = plot_from_dir(results, "bars", layout.plot)
     lines = ["# fsar demo: synthetic dataset, EfficientNet-Lite0 features", "",
              "Accuracy (%) ± 95% CI. `/c`: RGB features centred in time; `@flow`, `@rgb+flow`: streams.", "",
              table, "", "## Paired comparisons (same episodes; 95% CI by paired bootstrap; exact McNemar)", ""]
@@ -146,7 +147,7 @@ def _report(workspace: Path, results: Path, config: DemoConfig, echo: Echo, star
             lines.append(f"- {a} vs {b}: not compared ({err})")
     lines += ["", "## By class type (accuracy on queries of single-primitive vs ordered-pair 'A then B' classes)",
               "", breakdown_table(results)]
-    report = tables / "demo.md"
+    report = layout.report
     report.write_text("\n".join(lines) + "\n")
     for line in lines[4:]:
         echo(line)

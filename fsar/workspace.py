@@ -2,12 +2,16 @@
 
 A workspace (``--workspace``, ``$FSAR_WORKSPACE``, default ``./fsar-work``) holds ``caches/``,
 ``episodes/``, ``checkpoints/``, ``results/`` and ``tables/``. Explicit paths always win.
+
+Every artefact's default name is built here and nowhere else: caches, episode lists, checkpoints of
+learned heads and fine-tuned backbones, result records and the demo's outputs.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from fsar.errors import FsarError
@@ -44,6 +48,81 @@ def weights_label(weights: str | None) -> str:
 def episodes_path(workspace: Path, dataset: str, split: str, way: int, shot: int, query: int, protocol: str) -> Path:
     name = f"{_slug(dataset)}-{split}-{way}way-{shot}shot-{query}q-{_slug(protocol)}.npz"
     return workspace / "episodes" / name
+
+
+def val_episodes_path(workspace: Path, dataset: str, way: int, shot: int, n: int, seed: int) -> Path:
+    """The fixed val-split list ``fsar train`` scores after every epoch (1 query per class)."""
+    return episodes_path(workspace, dataset, "val", way, shot, 1, f"train-val{n}-seed{seed}")
+
+
+def checkpoints_dir(workspace: Path) -> Path:
+    return workspace / "checkpoints"
+
+
+def checkpoint_path(workspace: Path, dataset: str, backbone: str, matcher: str, shots: int) -> Path:
+    """A learned head's best checkpoint: ``<workspace>/checkpoints/<dataset>-<backbone>-<matcher>-<shots>shot.pt``."""
+    return checkpoints_dir(workspace) / f"{dataset}-{backbone}-{matcher}-{shots}shot.pt"
+
+
+def finetuned_path(workspace: Path, dataset: str, backbone: str, modality: str) -> Path:
+    """A fine-tuned backbone: ``<workspace>/checkpoints/<dataset>-<backbone>[-flow]-finetuned.pt``."""
+    suffix = "-flow" if modality == "flow" else ""
+    return checkpoints_dir(workspace) / f"{dataset}-{backbone}{suffix}-finetuned.pt"
+
+
+def results_dir(workspace: Path) -> Path:
+    """Where ``fsar eval`` writes result records and ``compare``, ``table``, ``plot`` read them."""
+    return workspace / "results"
+
+
+def tables_dir(workspace: Path) -> Path:
+    return workspace / "tables"
+
+
+def _record_slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text) or "_"
+
+
+def result_file_name(created: str, matcher: str, dataset: str, split: str, way: int, shot: int, protocol: str,
+                     digest: str) -> str:
+    """A result record's file name: ``<created>-<matcher>-<dataset>-<split>-<way>w<shot>s-<protocol>-<digest>.json``.
+
+    ``created`` is the record's ISO time (its digits and 'T' are kept, the time zone dropped), so that
+    names sort by time; ``digest`` tells apart records made in the same second.
+    """
+    stamp = re.sub(r"[^0-9T]", "", created.split("+")[0])
+    return (f"{stamp}-{_record_slug(matcher)}-{_record_slug(dataset)}-{_record_slug(split)}-"
+            f"{way}w{shot}s-{_record_slug(protocol)}-{digest}.json")
+
+
+@dataclass(frozen=True)
+class DemoLayout:
+    """Where ``fsar demo`` puts its dataset, results, trained heads and report in a workspace."""
+
+    workspace: Path
+
+    @property
+    def data(self) -> Path:
+        return self.workspace / "data" / "synthetic"
+
+    @property
+    def results(self) -> Path:
+        return results_dir(self.workspace) / "demo"
+
+    @property
+    def contact_sheet(self) -> Path:
+        return tables_dir(self.workspace) / "synthetic-classes.png"
+
+    @property
+    def plot(self) -> Path:
+        return tables_dir(self.workspace) / "demo-accuracy.png"
+
+    @property
+    def report(self) -> Path:
+        return tables_dir(self.workspace) / "demo.md"
+
+    def checkpoint(self, head: str, shot: int) -> Path:
+        return checkpoints_dir(self.workspace) / f"demo-{head}-{shot}shot.pt"
 
 
 def find_cache(workspace: Path, dataset: str | None = None) -> Path:

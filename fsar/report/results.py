@@ -17,7 +17,6 @@ import base64
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from numpy.typing import NDArray
 from fsar._io import atomic_write
 from fsar.errors import FsarError
 from fsar.report.stats import summarize
+from fsar.workspace import result_file_name
 
 FORMAT_NAME = "fsar-result"
 FORMAT_VERSION = 1
@@ -190,19 +190,14 @@ def record_from_json(text: str, source: str = "<string>") -> Record:
         raise RecordError(f"{source}: malformed result record ({exc!r})") from None
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text) or "_"
-
-
 def write_record(directory: str | os.PathLike[str], record: Record) -> Path:
     """Write ``record`` as a new JSON file in ``directory`` (created if needed); return its path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     text = record_to_json(record)
-    stamp = re.sub(r"[^0-9T]", "", record.created.split("+")[0])
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-    name = (f"{stamp}-{_slug(record.matcher)}-{_slug(record.dataset)}-{_slug(record.split)}-"
-            f"{record.way}w{record.shot}s-{_slug(record.protocol)}-{digest}.json")
+    name = result_file_name(record.created, record.matcher, record.dataset, record.split, record.way, record.shot,
+                            record.protocol, digest)
     return atomic_write(directory / name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

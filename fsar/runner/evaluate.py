@@ -33,7 +33,7 @@ from fsar.runner.checkpoint import (
 )
 from fsar.runner.features import FeatureMemo, Features, load_features, load_once, parse_modality
 from fsar.runner.scoring import ComponentFn, choose_weights, episode_correct, score_all
-from fsar.workspace import episodes_path
+from fsar.workspace import episodes_path, results_dir
 
 
 def _components_fn(info: MatcherInfo) -> ComponentFn:
@@ -229,7 +229,7 @@ def run_plan(plan: EvalPlan, *, progress: bool = True, as_json: bool = False) ->
             yield f"skipped {reason}"
     else:
         names = [get(plan.matchers).name]
-    out = plan.out or plan.workspace / "results"
+    out = plan.out or results_dir(plan.workspace)
     lists = [plan.episodes] if plan.episodes is not None else []
     for shot in plan.shots if plan.episodes is None else ():
         custom = plan.protocol == "custom"
