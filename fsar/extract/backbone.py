@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,13 +44,20 @@ from numpy.typing import NDArray
 from torch import nn
 
 from fsar.extract import heap
+from fsar.extract.backbone_names import (
+    DEFAULT_BACKBONE,
+    EFFICIENTNET_LITE0,
+    RESNET_FEATURE_DIMS,
+    TORCHVISION_FILES,
+    Modality,
+    Precision,
+    cpu_supports_bf16,
+)
 from fsar.extract.efficientnet_lite import FEATURE_DIM as LITE0_DIM
 from fsar.extract.efficientnet_lite import EfficientNetLite0, packaged_weights_path
 
 CHECKPOINT_FORMAT = "fsar.backbone"
 CHECKPOINT_VERSION = 1
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-Modality = Literal["rgb", "flow"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -198,7 +205,7 @@ class Backbone:
 
 
 def load_backbone(
-    name: str = "resnet50",
+    name: str = DEFAULT_BACKBONE,
     weights: str | Path = "imagenet",
     device: str | torch.device = "cpu",
     *,
@@ -305,16 +312,6 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
     """The compute dtype for ``precision`` on ``device``."""
     table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -330,13 +327,6 @@ def _autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
 
 
 # --- registry entries ---------------------------------------------------------------------------
-
-#: torchvision's file names for its ImageNet weights, in order of preference.
-TORCHVISION_FILES = {
-    "resnet18": ("resnet18-f37072fd.pth",),
-    "resnet34": ("resnet34-b627a593.pth",),
-    "resnet50": ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"),  # IMAGENET1K_V1, IMAGENET1K_V2
-}
 
 
 def torchvision_weights(name: str) -> Path:
@@ -387,11 +377,11 @@ def _resnet_spec(name: str, dim: int) -> BackboneSpec:
     )
 
 
-for _name, _dim in (("resnet18", 512), ("resnet34", 512), ("resnet50", 2048)):
+for _name, _dim in RESNET_FEATURE_DIMS.items():
     register_backbone(_resnet_spec(_name, _dim))
 
 register_backbone(BackboneSpec(
-    name="efficientnet_lite0",
+    name=EFFICIENTNET_LITE0,
     build=EfficientNetLite0,
     trunk=_LiteTrunk,
     feature_dim=LITE0_DIM,
