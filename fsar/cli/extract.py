@@ -1,71 +1,33 @@
-"""CLI of the extraction stage: ``fsar extract``."""
+"""CLI of the extraction stage: ``fsar extract`` and ``fsar finetune``."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 
-from fsar.cli import F, main, user_errors, workspace_option
-from fsar.workspace import cache_path, dataset_root, weights_label, workspace_dir
-
-DATASETS = ["ssv2", "kinetics100", "ucf101", "hmdb51", "synthetic", "folder"]
-
-
-def _shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    match = re.fullmatch(r"(\d+)/(\d+)", text)
-    if not match or not 0 <= int(match[1]) < int(match[2]):
-        raise click.BadParameter(f"expected i/n with 0 <= i < n, got {text!r}")
-    return int(match[1]), int(match[2])
-
-
-class _Workers(click.ParamType):
-    """A count of decoding processes (0 or more) or ``auto``."""
-
-    name = "INTEGER|auto"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
-        if isinstance(value, int) or value == "auto":
-            return value
-        text = str(value)
-        if not text.isdigit():
-            self.fail(f"expected a number of processes (0 or more) or 'auto', got {text!r}", param, ctx)
-        return int(text)
+from fsar.cli.options import (
+    WORKERS,
+    LazyChoice,
+    dataset_options,
+    device_option,
+    flow_methods,
+    modality_choice_option,
+    quiet_option,
+    shard,
+    subset,
+    user_errors,
+    workspace_option,
+)
+from fsar.extract.backbone_names import DEFAULT_BACKBONE, PRECISIONS, names_text
+from fsar.workspace import cache_path, dataset_root, finetuned_path, weights_label, workspace_dir
 
 
-WORKERS = _Workers()
-
-
-def _choices(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
-    parts = tuple(p.strip() for p in text.split(",") if p.strip())
-    bad = [p for p in parts if p not in allowed]
-    if bad or not parts:
-        raise click.BadParameter(f"{what} must be a comma-separated subset of {', '.join(allowed)}; got {text!r}")
-    return tuple(p for p in allowed if p in parts)
-
-
-def dataset_options(func: F) -> F:
-    """The options that choose a dataset on disk: --dataset, --root, --split-set, --split-dir."""
-    for option in reversed((
-        click.option("--dataset", type=click.Choice(DATASETS), required=True),
-        click.option("--root", type=click.Path(path_type=Path), default=None,
-                     help="Dataset directory [$FSAR_DATA/<dataset>]."),
-        click.option("--split-set", default=None, help="ssv2: full (OTAM split, default) or small (CMN split)."),
-        click.option("--split-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-                     help="Your own {train,val,test}list.txt files (required for --dataset folder)."),
-    )):
-        func = option(func)
-    return func
-
-
-@main.command("extract")
+@click.command("extract")
 @dataset_options
 @click.option("--splits", default="train,val,test", show_default=True, help="Which splits to extract.")
-@click.option("--backbone", default="resnet50", show_default=True,
-              help="resnet50, resnet34, resnet18 or efficientnet_lite0 (ImageNet weights ship with fsar).")
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
+              help=f"{names_text()} (ImageNet weights ship with fsar).")
 @click.option("--weights", default="imagenet", show_default=True,
               help="imagenet, a .pth file (torchvision or `fsar finetune` checkpoint), or none (random init).")
 @click.option("--modality", default="rgb", show_default=True, help="rgb, flow or rgb,flow.")
@@ -76,13 +38,12 @@ def dataset_options(func: F) -> F:
               help="Also store the n x n pooled feature map (for hcl, m3net, zoom).")
 @click.option("--short-side", type=click.IntRange(16), default=256, show_default=True)
 @click.option("--input-size", type=click.IntRange(16), default=224, show_default=True, help="Centre crop side.")
-@click.option("--flow-method", type=click.Choice(["farneback", "dis", "tvl1"]), default="farneback",
-              show_default=True)
+@click.option("--flow-method", type=LazyChoice(flow_methods), default="farneback", show_default=True)
 @click.option("--flow-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Read pre-extracted flow_x/flow_y jpgs from here instead of computing flow.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
-              show_default=True, help="auto: fp16 on CUDA, bf16 on CPUs that have it, else fp32.")
+@device_option()
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="auto: fp16 on CUDA, bf16 on CPUs that have it, else fp32.")
 @click.option("--workers", type=WORKERS, default="auto", show_default=True,
               help="Decoding processes (0: decode in this process). auto: 2 on a CPU, whose cores the backbone "
                    "uses; on CUDA this process's CPU cores (shared among torchrun's local ranks) less one, at most 16.")
@@ -90,56 +51,53 @@ def dataset_options(func: F) -> F:
 @click.option("--chunk-videos", type=click.IntRange(1), default=16, show_default=True,
               help="Videos per committed chunk (the unit of resume and of sharding).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the augmented views.")
-@click.option("--shard", default=None, help="i/n: extract only this process's slice (torchrun sets it itself).")
+@click.option("--shard", "shard_text", default=None,
+              help="i/n: extract only this process's slice (torchrun sets it itself).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Cache path [<workspace>/caches/<dataset>-<backbone>-<weights>.zarr].")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 @workspace_option
 @user_errors
 def extract_cmd(dataset: str, root: Path | None, split_set: str | None, split_dir: Path | None, splits: str,
                 backbone: str, weights: str, modality: str, frames: int, views: int, patches: int,
                 short_side: int, input_size: int, flow_method: str, flow_root: Path | None, device: str,
-                precision: str, workers: int | str, batch_frames: int, chunk_videos: int, seed: int, shard: str | None,
-                out: Path | None, quiet: bool, workspace: Path | None) -> None:
+                precision: str, workers: int | str, batch_frames: int, chunk_videos: int, seed: int,
+                shard_text: str | None, out: Path | None, quiet: bool, workspace: Path | None) -> None:
     """Decode videos, run the backbone and write per-frame features to a Zarr cache.
 
     Resumable: run the same command again after an interruption. Unreadable videos are recorded and
     listed, never fatal. Several machines or GPUs: `--shard i/n`, or `torchrun --nproc-per-node G -m fsar
     extract ...` (each rank writes its own chunk-aligned slice of one store).
     """
-    from fsar.extract.run import ExtractConfig, ExtractError, describe, run_extraction, torchrun_shard
+    from fsar.cache.schema import MODALITIES
+    from fsar.datasets.catalog import SPLITS
+    from fsar.extract.run import ExtractConfig, describe, run_extraction, torchrun_shard
 
     if weights == "none":
         click.echo("warning: --weights none extracts features of a randomly initialised network; "
                    "matchers score at chance on them", err=True)
     config = ExtractConfig(
         dataset=dataset, root=dataset_root(root, dataset), backbone=backbone, weights=weights,
-        modalities=_choices(modality, ("rgb", "flow"), "--modality"), frames=frames, views=views, patches=patches,
+        modalities=subset(modality, MODALITIES, "--modality"), frames=frames, views=views, patches=patches,
         short_side=short_side, input_size=input_size, flow_method=flow_method,  # type: ignore[arg-type]
         flow_root=flow_root, split_set=split_set, split_dir=split_dir,
-        splits=_choices(splits, ("train", "val", "test"), "--splits"), device=device, precision=precision,
+        splits=subset(splits, SPLITS, "--splits"), device=device, precision=precision,
         workers=workers if isinstance(workers, int) else "auto", batch_frames=batch_frames, seed=seed,
         chunk_videos=chunk_videos,
-        shard=_shard(shard) or torchrun_shard() or (0, 1),
+        shard=shard(shard_text) or torchrun_shard() or (0, 1),
     )
     out = out or cache_path(workspace_dir(workspace), dataset, backbone, weights_label(weights))
-    try:
-        summary = run_extraction(config, out, progress=not quiet)
-    except ExtractError as err:
-        raise click.ClickException(str(err)) from err
-    click.echo(describe(summary))
+    click.echo(describe(run_extraction(config, out, progress=not quiet)))
 
 
-@main.command("finetune")
+@click.command("finetune")
 @dataset_options
-@click.option("--backbone", default="resnet50", show_default=True,
-              help="resnet50, resnet34, resnet18 or efficientnet_lite0.")
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help=f"{names_text()}.")
 @click.option("--weights", default="imagenet", show_default=True,
               help="Starting weights: imagenet, a .pth file, or none (random init).")
-@click.option("--modality", type=click.Choice(["rgb", "flow"]), default="rgb", show_default=True,
-              help="flow: train on optical-flow images from the cross-modality initialised network.")
-@click.option("--flow-method", type=click.Choice(["farneback", "dis", "tvl1"]), default="farneback",
-              show_default=True)
+@modality_choice_option(default="rgb", show_default=True,
+                        help="flow: train on optical-flow images from the cross-modality initialised network.")
+@click.option("--flow-method", type=LazyChoice(flow_methods), default="farneback", show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
               help="SGD learning rate of the network (cosine schedule); the new head gets 10x.")
@@ -151,15 +109,15 @@ def extract_cmd(dataset: str, root: Path | None, split_set: str | None, split_di
 @click.option("--short-side", type=click.IntRange(16), default=256, show_default=True,
               help="Short side before the centre crop of validation (and flow computation).")
 @click.option("--workers", type=click.IntRange(0), default=4, show_default=True, help="Decoding processes.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
-              show_default=True, help="auto: bf16 autocast on CUDA (fp16 + loss scaling without bf16), fp32 on CPU.")
+@device_option()
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="auto: bf16 autocast on CUDA (fp16 + loss scaling without bf16), fp32 on CPU.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--val/--no-val", default=True, show_default=True,
               help="Hold out a seeded 10% of the train videos, score frame accuracy, keep the best epoch.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Checkpoint [<workspace>/checkpoints/<dataset>-<backbone>[-flow]-finetuned.pt].")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 @workspace_option
 @user_errors
 def finetune_cmd(dataset: str, root: Path | None, split_set: str | None, split_dir: Path | None, backbone: str,
@@ -173,7 +131,7 @@ def finetune_cmd(dataset: str, root: Path | None, split_set: str | None, split_d
     over the train classes (the "fine-tuned ResNet-50" of the FSAR papers). The checkpoint works with
     `fsar extract --weights <checkpoint>`. Resumable: run the same command again after an interruption.
     """
-    from fsar.extract.finetune import FinetuneConfig, FinetuneError, describe, finetune
+    from fsar.extract.finetune import FinetuneConfig, describe, finetune
 
     config = FinetuneConfig(
         dataset=dataset, root=dataset_root(root, dataset), backbone=backbone, weights=weights,
@@ -182,10 +140,5 @@ def finetune_cmd(dataset: str, root: Path | None, split_set: str | None, split_d
         short_side=short_side, flow_method=flow_method, workers=workers, device=device,  # type: ignore[arg-type]
         precision=precision, seed=seed, val=val,
     )
-    suffix = "-flow" if modality == "flow" else ""
-    out = out or workspace_dir(workspace) / "checkpoints" / f"{dataset}-{backbone}{suffix}-finetuned.pt"
-    try:
-        summary = finetune(config, out, progress=not quiet)
-    except FinetuneError as err:
-        raise click.ClickException(str(err)) from err
-    click.echo(describe(summary))
+    out = out or finetuned_path(workspace_dir(workspace), dataset, backbone, modality)
+    click.echo(describe(finetune(config, out, progress=not quiet)))

@@ -6,18 +6,22 @@ from pathlib import Path
 
 import click
 
-from fsar.cli import main, name_values, user_errors, workspace_option
-from fsar.workspace import episodes_path, find_cache, workspace_dir
+from fsar.cli.options import (
+    LazyChoice,
+    device_option,
+    learned_heads,
+    name_values,
+    param_option,
+    quiet_option,
+    resolve_cache,
+    user_errors,
+    workspace_option,
+)
+from fsar.workspace import checkpoint_path, val_episodes_path, workspace_dir
 
 
-def _learned_names() -> list[str]:
-    from fsar.matchers.registry import load_all
-
-    return sorted(name for name, info in load_all().items() if info.kind == "learned")
-
-
-@main.command("train")
-@click.option("--matcher", "matcher_name", required=True, type=click.Choice(_learned_names()),
+@click.command("train")
+@click.option("--matcher", "matcher_name", required=True, type=LazyChoice(learned_heads),
               help="A learned head (see `fsar matchers`).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="[the workspace's cache]")
 @click.option("--dataset", default=None, help="Pick the workspace's cache of this dataset.")
@@ -36,19 +40,18 @@ def _learned_names() -> list[str]:
 @click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=None, help="[the paper's, or 0.1]")
 @click.option("--modality", default=None, help="rgb, flow or rgb+flow [rgb; rgb+flow for heads that need flow].")
 @click.option("--center", is_flag=True, help="Subtract each video's temporal mean RGB feature (kept for eval).")
-@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
-              help="A head hyperparameter, repeatable (e.g. -p loss=ce -p gamma=64); see --list-params.")
+@param_option("A head hyperparameter, repeatable (e.g. -p loss=ce -p gamma=64); see --list-params.")
 @click.option("--val-episodes", type=click.IntRange(1), default=300, show_default=True,
               help="Size of the fixed val-split list scored after every epoch.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@device_option()
 @click.option("--no-amp", is_flag=True, help="Full precision on CUDA (mixed precision is the default there).")
 @click.option("--resume/--restart", default=True, show_default=True,
               help="Continue from <out>.last when it exists.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Best checkpoint [<workspace>/checkpoints/<dataset>-<matcher>-<shots>shot.pt].")
 @click.option("--list-params", is_flag=True, help="Show the head's hyperparameters and paper defaults, then exit.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 @workspace_option
 @user_errors
 def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: int, way: int, query: int,
@@ -64,6 +67,7 @@ def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots:
     run the same command again after an interruption. Evaluate with
     `fsar eval --matcher NAME --checkpoint OUT`.
     """
+    from fsar.cache.store import open_cache
     from fsar.report.plot import plot_history
     from fsar.runner.train import TrainConfig, describe_params, train
 
@@ -71,18 +75,15 @@ def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots:
         click.echo(describe_params(matcher_name))
         return
     ws = workspace_dir(workspace)
-    cache_path = cache if cache is not None else find_cache(ws, dataset)
+    cache_path = resolve_cache(workspace, cache, dataset)
     config = TrainConfig(matcher=matcher_name, shots=shots, way=way, query=query,
                          episodes_per_epoch=episodes_per_epoch, epochs=epochs, lr=lr, optimizer=optimizer,
                          weight_decay=weight_decay, tasks_per_step=tasks_per_step, lr_decay_every=lr_decay_every,
                          lr_decay=lr_decay, modality=modality, center=center,
                          params=name_values(params), seed=seed, device=device, amp=not no_amp)
-    from fsar.cache.store import open_cache
-
     spec = open_cache(cache_path).spec
-    if out is None:
-        out = ws / "checkpoints" / f"{spec.dataset}-{spec.backbone}-{matcher_name}-{shots}shot.pt"
-    val_path = episodes_path(ws, spec.dataset, "val", way, shots, 1, f"train-val{val_episodes}-seed{seed}")
+    out = out or checkpoint_path(ws, spec.dataset, spec.backbone, matcher_name, shots)
+    val_path = val_episodes_path(ws, spec.dataset, way, shots, val_episodes, seed)
     ckpt = train(config, cache_path, out, val_episodes=val_episodes, val_path=val_path, resume=resume,
                  progress=not quiet, echo=click.echo)
     curve = plot_history(ckpt.history, out.with_suffix(".png"), title=f"{matcher_name}, {way}-way {shots}-shot")

@@ -6,50 +6,36 @@ from pathlib import Path
 
 import click
 
-from fsar.cli import main, name_values, user_errors, workspace_option
-from fsar.workspace import episodes_path, find_cache, workspace_dir
-
-PROTOCOL_CHOICES = ["otam", "ita", "m3net", "custom"]
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError as err:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from err
-    if not values or min(values) < 1:
-        raise click.BadParameter(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _weights(text: str | None) -> dict[str, float] | None:
-    if not text:
-        return None
-    out = {}
-    for part in text.split(","):
-        name, _, value = part.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError as err:
-            raise click.BadParameter(
-                f"weights are name=value pairs, e.g. rgb-otam=1,flow-km=0.5; got {part!r}") from err
-    return out
+from fsar.cli.options import (
+    LazyChoice,
+    device_option,
+    fusion_weights,
+    int_list,
+    name_values,
+    param_option,
+    preset_protocols,
+    protocol_names,
+    quiet_option,
+    resolve_cache,
+    results_option,
+    split_option,
+    table_formats,
+    user_errors,
+    workspace_option,
+)
+from fsar.workspace import episodes_path, results_dir, workspace_dir
 
 
-def _resolve_cache(workspace: Path | None, cache: Path | None, dataset: str | None) -> Path:
-    return cache if cache is not None else find_cache(workspace_dir(workspace), dataset)
-
-
-@main.command("episodes")
+@click.command("episodes")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Draw from this cache's videos.")
 @click.option("--dataset", default=None, help="Use the workspace's cache of this dataset.")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@split_option(default="test", show_default=True)
 @click.option("--way", type=click.IntRange(2), default=5, show_default=True)
 @click.option("--shot", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--query", type=click.IntRange(1), default=None, help="Queries per class [protocol's, else 1].")
 @click.option("--n", "n", type=click.IntRange(1), default=None, help="Episodes [protocol's, else 10000].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--protocol", type=click.Choice(PROTOCOL_CHOICES), default="otam", show_default=True,
+@click.option("--protocol", type=LazyChoice(protocol_names), default="otam", show_default=True,
               help="otam: 10,000 episodes x 1 query; ita: 10 runs x 600 x 15 queries; m3net: 6,000.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Episode-list file [<workspace>/episodes/...].")
@@ -59,12 +45,12 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
                  n: int | None, seed: int, protocol: str, out: Path | None, workspace: Path | None) -> None:
     """Write a fixed, seeded episode list (refers to videos by id, so it fits every cache of a dataset)."""
     from fsar.cache.store import open_cache
-    from fsar.episodes import save_episodes
+    from fsar.episodes import CUSTOM, save_episodes
     from fsar.episodes.pool import episodes_for
 
-    if protocol == "custom":
+    if protocol == CUSTOM:
         query, n = query or 1, n or 10_000
-    opened = open_cache(_resolve_cache(workspace, cache, dataset))
+    opened = open_cache(resolve_cache(workspace, cache, dataset))
     episodes = episodes_for(opened, split=split, way=way, shot=shot, seed=seed, protocol=protocol, query=query, n=n)
     if out is None:
         out = episodes_path(workspace_dir(workspace), opened.spec.dataset, split, way, shot, episodes.query, protocol)
@@ -74,7 +60,7 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
                f"{len(episodes.ids)} videos{excluded}) to {out}")
 
 
-@main.command("eval")
+@click.command("eval")
 @click.option("--matcher", "matcher_name", required=True, help="A registered matcher (see `fsar matchers`) or 'all'.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="[the workspace's cache]")
 @click.option("--dataset", default=None, help="Pick the workspace's cache of this dataset.")
@@ -82,7 +68,7 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
 @click.option("--way", type=click.IntRange(2), default=5, show_default=True)
 @click.option("--episodes", "episodes_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="A fixed episode list [the workspace's list for the protocol, made on first use].")
-@click.option("--protocol", type=click.Choice(PROTOCOL_CHOICES[:-1]), default="otam", show_default=True)
+@click.option("--protocol", type=LazyChoice(preset_protocols), default="otam", show_default=True)
 @click.option("--modality", default=None, help="rgb, flow or rgb+flow (z-normalised fusion) [rgb; a checkpoint's "
               "own].")
 @click.option("--weights", default=None, help="Fusion weights, e.g. rgb-otam=1,rgb-km=1,flow-otam=0.5,flow-km=0.5 "
@@ -94,14 +80,13 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
               help="A learned head trained with `fsar train`.")
 @click.option("--allow-other-cache", is_flag=True,
               help="Evaluate a checkpoint on a cache other than the one it was trained on (same layout).")
-@click.option("--device", default="auto", show_default=True, help="Where learned heads run: auto, cpu, cuda ...")
-@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
-              help="With --checkpoint: a hyperparameter that only changes how the trained head scores "
+@device_option("Where learned heads run: auto, cpu, cuda ...")
+@param_option("With --checkpoint: a hyperparameter that only changes how the trained head scores "
               "(e.g. m3net predict=im, one branch of the fused prediction); repeatable.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Results directory [<workspace>/results].")
 @click.option("--json", "as_json", is_flag=True, help="Print each result record as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option("No progress bars.")
 @workspace_option
 @user_errors
 def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: str, way: int,
@@ -111,20 +96,19 @@ def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: 
     """Score matchers on fixed test episodes and write one result record per run."""
     from fsar.runner.evaluate import EvalPlan, run_plan
 
-    plan = EvalPlan(matchers=matcher_name, cache=_resolve_cache(workspace, cache, dataset),
-                    shots=tuple(_int_list(shots)), way=way, episodes=episodes_file, protocol=protocol,
-                    modality=modality, weights=_weights(weights), center=center, seed=seed,
+    plan = EvalPlan(matchers=matcher_name, cache=resolve_cache(workspace, cache, dataset),
+                    shots=tuple(int_list(shots)), way=way, episodes=episodes_file, protocol=protocol,
+                    modality=modality, weights=fusion_weights(weights), center=center, seed=seed,
                     workspace=workspace_dir(workspace), out=out, checkpoint=checkpoint,
                     allow_other_cache=allow_other_cache, device=device, params=name_values(params))
     for line in run_plan(plan, progress=not quiet, as_json=as_json):
         click.echo(line)
 
 
-@main.command("compare")
+@click.command("compare")
 @click.argument("matcher_a")
 @click.argument("matcher_b")
-@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results directory [<workspace>/results].")
+@results_option
 @click.option("--shot", type=int, default=None, help="Only runs with this shot.")
 @click.option("--way", type=int, default=None)
 @click.option("--modality", default=None, help="Only runs with this modality (default: any).")
@@ -135,15 +119,14 @@ def compare_cmd(matcher_a: str, matcher_b: str, results: Path | None, shot: int 
     """Paired difference of two matchers on identical episodes: bootstrap 95% CI and exact McNemar."""
     from fsar.report.pairs import compare_latest
 
-    results = results or workspace_dir(workspace) / "results"
+    results = results or results_dir(workspace_dir(workspace))
     for line in compare_latest(results, matcher_a, matcher_b, shot=shot, way=way, modality=modality):
         click.echo(line)
 
 
-@main.command("table")
-@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results directory [<workspace>/results].")
-@click.option("--format", "fmt", type=click.Choice(["md", "latex", "csv"]), default="md", show_default=True)
+@click.command("table")
+@results_option
+@click.option("--format", "fmt", type=LazyChoice(table_formats), default="md", show_default=True)
 @click.option("--layout", type=click.Choice(["matchers", "ablation"]), default="matchers", show_default=True,
               help="matchers: one row per matcher; ablation: one row per trained variant of a learned head, "
               "with its switches as columns (as the papers print ablations).")
@@ -156,7 +139,7 @@ def table_cmd(results: Path | None, fmt: str, layout: str, matcher: str | None, 
     """Regenerate a results table (matchers x dataset/way/shot, mean ± 95% CI, best in bold)."""
     from fsar.report.pairs import ablation_from_dir, table_from_dir
 
-    directory = results or workspace_dir(workspace) / "results"
+    directory = results or results_dir(workspace_dir(workspace))
     if layout == "ablation":
         text = ablation_from_dir(directory, matcher, fmt)
     else:
@@ -167,9 +150,8 @@ def table_cmd(results: Path | None, fmt: str, layout: str, matcher: str | None, 
         out.write_text(text + "\n")
 
 
-@main.command("plot")
-@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results directory [<workspace>/results].")
+@click.command("plot")
+@results_option
 @click.option("--kind", type=click.Choice(["way", "shot", "bars"]), default="bars", show_default=True,
               help="Accuracy vs way (N-way curves), vs shot, or a bar chart per matcher.")
 @click.option("--shot", type=int, default=1, show_default=True, help="Shot of the vs-way plot.")
@@ -181,5 +163,5 @@ def plot_cmd(results: Path | None, kind: str, shot: int, way: int, out: Path, wo
     """Plot accuracy with 95% CIs from result records."""
     from fsar.report.pairs import plot_from_dir
 
-    path = plot_from_dir(results or workspace_dir(workspace) / "results", kind, out, shot=shot, way=way)
+    path = plot_from_dir(results or results_dir(workspace_dir(workspace)), kind, out, shot=shot, way=way)
     click.echo(f"wrote {path}")

@@ -1,0 +1,71 @@
+"""CLI commands on feature caches: ``fsar cache info|verify|export-h5|import-h5``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fsar.cli.options import modality_choice_option, split_option, user_errors
+
+
+@click.group("cache")
+def cache_group() -> None:
+    """Inspect, verify and convert feature caches."""
+
+
+@cache_group.command("info")
+@click.argument("cache", type=click.Path(path_type=Path))
+@user_errors
+def cache_info(cache: Path) -> None:
+    """What made a cache, its shape, split sizes and extraction progress."""
+    from fsar.cache.tools import describe_cache
+
+    click.echo(describe_cache(cache))
+
+
+@cache_group.command("verify")
+@click.argument("cache", type=click.Path(path_type=Path))
+@user_errors
+def cache_verify(cache: Path) -> None:
+    """Check completeness, finiteness and per-video status; exit 1 when incomplete or corrupt."""
+    from fsar.cache.tools import verify_cache
+
+    report = verify_cache(cache)
+    for m in report.modalities:
+        counts = ", ".join(f"{k} {v}" for k, v in m.status_counts.items())
+        click.echo(f"{m.modality}: {m.done}/{m.total} done ({counts}); {m.non_finite_videos} non-finite")
+        for vid, message in sorted(m.failures.items()):
+            click.echo(f"  unreadable {vid}: {message}")
+    if not report.ok:
+        raise click.ClickException(f"cache {cache} is incomplete or holds non-finite features")
+    click.echo(f"cache {cache} ok (schema v{report.schema_version})")
+
+
+@cache_group.command("export-h5")
+@click.argument("cache", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@modality_choice_option(default="rgb", show_default=True)
+@split_option(default=None, help="Only this split.")
+@user_errors
+def cache_export(cache: Path, out: Path, modality: str, split: str | None) -> None:
+    """Write features as HDF5 (all_feats [N,T,D], all_labels [N], ids, splits, class_names)."""
+    from fsar.cache.tools import export_h5
+
+    n = export_h5(cache, out, modality=modality, split=split)
+    click.echo(f"wrote {n} videos to {out}")
+
+
+@cache_group.command("import-h5")
+@click.argument("h5file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--dataset", default="", help="Dataset name to record (default: the file's).")
+@split_option(default=None, help="Split of every row, for dumps without a 'splits' dataset.")
+@modality_choice_option(default="rgb", show_default=True)
+@user_errors
+def cache_import(h5file: Path, out: Path, dataset: str, split: str | None, modality: str) -> None:
+    """Make a cache from a published HDF5 feature dump so that it can be evaluated here."""
+    from fsar.cache.tools import import_h5
+
+    cache = import_h5(h5file, out, dataset=dataset, split=split, modality=modality)
+    click.echo(f"imported {cache.n_videos} videos into {out}")
