@@ -1,8 +1,8 @@
 """Run every benchmark and print Markdown tables; also written to ``benchmarks/results.md`` (overwritten).
 
-Usage: ``python -m benchmarks [--quick] [--only extract|eval|handover|kernels|train] [--out PATH]``. Every figure
-is compared with a baseline measured in the same run (backbone alone, the reference repositories' way), so the ratios
-hold on a noisy shared machine even when the absolute numbers do not.
+Usage: ``python -m benchmarks [--quick] [--only extract|eval|handover|kernels|startup|train] [--out PATH]``.
+Every figure is compared with a baseline measured in the same run (backbone alone, the reference repositories' way), so
+the ratios hold on a noisy shared machine even when the absolute numbers do not.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import eval as eval_bench
-from benchmarks import extract, handover, kernels
+from benchmarks import extract, handover, kernels, startup
 from benchmarks import train as train_bench
 from benchmarks._common import Table, machine_line
 
@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Table]]] = {
     "extract": extract.tables,
     "handover": handover.tables,
     "train": train_bench.tables,
+    "startup": startup.tables,
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

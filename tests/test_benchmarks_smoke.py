@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import __main__ as bench
 from benchmarks import eval as eval_bench
-from benchmarks import extract, handover, kernels
+from benchmarks import extract, handover, kernels, startup
 from benchmarks import train as train_bench
 from benchmarks._common import Table
 from fsar.datasets.catalog import load_dataset
@@ -79,6 +79,12 @@ def test_extract_first_videos_lists_a_prefix_of_the_dataset(tmp_path: Path) -> N
     lists = extract.first_videos(root, 5, tmp_path / "lists")
     subset = load_dataset("synthetic", root, split_dir=lists).videos
     assert [v.id for v in subset] == [v.id for v in every[:5]] and len(every) >= 7
+
+
+def test_startup_quick() -> None:
+    tables = startup.tables(quick=True)
+    _check(tables)
+    assert [row[0] for row in tables[0].rows][-3:] == ["fsar --help", "fsar matchers", "fsar datasets"]
 
 
 def test_train_quick() -> None:
