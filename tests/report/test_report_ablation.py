@@ -1,28 +1,38 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from fsar.report import Record
 from fsar.report.ablation import ablation_rows, render_ablation
 from fsar.report.pairs import ablation_from_dir
 from fsar.report.results import RecordError, write_record
-from tests.report.report_fixtures import record
 
 DEFAULTS = {"losses": ["ce", "g", "t", "s"], "adapter": True, "gamma": 128.0}
 
 
-def variant(losses: list[str], adapter: bool, accuracy: float, shot: int = 1, gamma: float = 128.0):
-    config = {"losses": losses, "adapter": adapter, "gamma": gamma}
-    changed = ",".join(f"{k}={'+'.join(v) if isinstance(v, list) else str(v).lower()}"
-                       for k, v in sorted(config.items()) if DEFAULTS[k] != v)
-    rec = record("hcl", accuracy=accuracy, ci95=1.0, shot=shot)
-    params = {"config": config} | ({"variant": changed} if changed else {})
-    return dataclasses.replace(rec, params=params)
+Make = Callable[..., Record]
 
 
-def test_rows_are_variants_and_switch_lists_become_check_columns() -> None:
+@pytest.fixture
+def variant(record: Make) -> Make:
+    """``variant(losses, adapter, accuracy, shot=1, gamma=128.0)``: an hcl record of that configuration."""
+
+    def make(losses: list[str], adapter: bool, accuracy: float, shot: int = 1, gamma: float = 128.0) -> Record:
+        config = {"losses": losses, "adapter": adapter, "gamma": gamma}
+        changed = ",".join(f"{k}={'+'.join(v) if isinstance(v, list) else str(v).lower()}"
+                           for k, v in sorted(config.items()) if DEFAULTS[k] != v)
+        rec = record("hcl", accuracy=accuracy, ci95=1.0, shot=shot)
+        params = {"config": config} | ({"variant": changed} if changed else {})
+        return dataclasses.replace(rec, params=params)
+
+    return make
+
+
+def test_rows_are_variants_and_switch_lists_become_check_columns(record: Make, variant: Make) -> None:
     records = [variant(["ce", "g", "t", "s"], True, 60.0), variant(["ce"], True, 50.0),
                variant(["ce", "g"], False, 55.5), variant(["ce", "g", "t", "s"], True, 70.0, shot=5),
                record("otam", accuracy=40.0)]
@@ -36,7 +46,7 @@ def test_rows_are_variants_and_switch_lists_become_check_columns() -> None:
     assert rows["adapter=false,losses=ce+g"][7] == "-4.50"
 
 
-def test_formats_and_errors(tmp_path: Path) -> None:
+def test_formats_and_errors(tmp_path: Path, record: Make, variant: Make) -> None:
     records = [variant(["ce", "g", "t", "s"], True, 60.0), variant(["ce"], True, 50.0)]
     md = render_ablation(records, "hcl")
     assert md.splitlines()[0].startswith("| variant |") and "| paper defaults |" in md
@@ -54,7 +64,7 @@ def test_formats_and_errors(tmp_path: Path) -> None:
         ablation_from_dir(tmp_path / "single", None)
 
 
-def test_delta_is_taken_within_the_same_streams() -> None:
+def test_delta_is_taken_within_the_same_streams(variant: Make) -> None:
     centred = [dataclasses.replace(r, params=r.params | {"center": True})
                for r in (variant(["ce", "g", "t", "s"], True, 60.0), variant(["ce"], True, 52.0))]
     raw = [variant(["ce", "g", "t", "s"], True, 30.0)]
@@ -64,7 +74,7 @@ def test_delta_is_taken_within_the_same_streams() -> None:
     assert rows["losses=ce /c"][-2:] == ["52.00 ± 1.00", "-8.00"]  # vs the centred default, not the raw one
 
 
-def test_delta_is_taken_against_the_settings_every_row_shares() -> None:
+def test_delta_is_taken_against_the_settings_every_row_shares(variant: Make) -> None:
     shared = [dataclasses.replace(r, params=r.params | {"variant": "gamma=64.0" + (f",{v}" if v else "")})
               for r, v in ((variant(["ce", "g", "t", "s"], True, 60.0, gamma=64.0), ""),
                            (variant(["ce"], True, 52.0, gamma=64.0), "losses=ce"),
@@ -78,7 +88,7 @@ def test_delta_is_taken_against_the_settings_every_row_shares() -> None:
     assert all(row[-1] == "" for row in body)
 
 
-def test_an_empty_default_list_is_not_shown_as_all_off() -> None:
+def test_an_empty_default_list_is_not_shown_as_all_off(record: Make) -> None:
     # M3Net's predict=() (the default) means every view; predict=im restricts it; encoders= (set, empty) is all off.
     def m3(predict: list[str], encoders: list[str], changed: str, accuracy: float):
         rec = record("m3net", accuracy=accuracy, ci95=1.0)

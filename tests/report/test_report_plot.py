@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fsar.report import Record
 from fsar.report.plot import plot_bars, plot_vs_shot, plot_vs_way
-from tests.report.report_fixtures import record
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def sweep() -> list[Record]:
+def sweep(record: Callable[..., Record]) -> list[Record]:
+    """Records of three matchers over way 5..10 (1-shot) and shot 2, 3, 5 (5-way)."""
     out = []
     for m, base in (("km", 60.0), ("otam", 55.0), ("proto", 50.0)):
         for way in range(5, 11):
@@ -23,8 +24,8 @@ def sweep() -> list[Record]:
     return out
 
 
-def test_plots_are_png(tmp_path: Path) -> None:
-    recs = sweep()
+def test_plots_are_png(tmp_path: Path, record: Callable[..., Record]) -> None:
+    recs = sweep(record)
     paths = [
         plot_vs_way(recs, tmp_path / "way.png", shot=1),
         plot_vs_shot(recs, tmp_path / "shot.png", way=5),
@@ -34,6 +35,6 @@ def test_plots_are_png(tmp_path: Path) -> None:
         assert path.read_bytes()[:8] == PNG
 
 
-def test_no_matching_records(tmp_path: Path) -> None:
+def test_no_matching_records(tmp_path: Path, record: Callable[..., Record]) -> None:
     with pytest.raises(ValueError, match="no records with shot=9"):
-        plot_vs_way(sweep(), tmp_path / "x.png", shot=9)
+        plot_vs_way(sweep(record), tmp_path / "x.png", shot=9)

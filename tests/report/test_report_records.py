@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fsar.report import RecordError, file_sha256, latest, load_record, load_records, make_record, write_record
-from tests.report.report_fixtures import record
+from fsar.report import (
+    Record,
+    RecordError,
+    file_sha256,
+    latest,
+    load_record,
+    load_records,
+    make_record,
+    write_record,
+)
+
+Make = Callable[..., Record]
 
 
-def test_make_record_fields() -> None:
+def test_make_record_fields(record: Make) -> None:
     correct = np.array([[1, 0, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=bool)
     rec = record("km", correct)
     assert rec.accuracy == pytest.approx(90.0)
@@ -27,7 +38,7 @@ def test_make_record_fields() -> None:
                     episodes_sha256="", correct=correct, seconds=1.0)
 
 
-def test_round_trip(tmp_path: Path) -> None:
+def test_round_trip(tmp_path: Path, record: Make) -> None:
     correct = np.random.default_rng(2).random((37, 15)) < 0.6  # 555 bits: not a multiple of 8
     rec = dataclasses.replace(record("otam", correct, query=3), checkpoint="ck/otam.pt",
                               extra={"note": "x"}, params={"lam": np.float32(0.5), "p": Path("a")})
@@ -43,7 +54,7 @@ def test_round_trip(tmp_path: Path) -> None:
     assert obj["format"] == "fsar-result" and obj["correct"]["encoding"] == "packbits-base64"
 
 
-def test_load_records_orders_skips_and_fails_clearly(tmp_path: Path) -> None:
+def test_load_records_orders_skips_and_fails_clearly(tmp_path: Path, record: Make) -> None:
     new = record("km", created="2024-05-02T00:00:00+00:00")
     old = record("km", created="2024-05-01T00:00:00+00:00")
     write_record(tmp_path, new)

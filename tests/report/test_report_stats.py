@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from scipy.stats import binomtest, norm
 
 from fsar.report import (
     ComparisonError,
+    Record,
     compare_records,
     episode_accuracy,
     mcnemar_exact,
@@ -15,7 +18,6 @@ from fsar.report import (
     paired_bootstrap_ci,
     summarize,
 )
-from tests.report.report_fixtures import record
 
 
 def test_accuracy_and_ci_hand_computed() -> None:
@@ -56,7 +58,7 @@ def test_mcnemar_hand_computed_and_scipy() -> None:
     assert mcnemar_exact(a, a)[2] == 1.0
 
 
-def test_bootstrap_covers_true_difference() -> None:
+def test_bootstrap_covers_true_difference(record: Callable[..., Record]) -> None:
     rng = np.random.default_rng(5)
     e, q = 3000, 5
     a = record("a", rng.random((e, q)) < 0.80)
@@ -78,7 +80,7 @@ def test_bootstrap_degenerate_and_errors() -> None:
         paired_bootstrap_ci(np.array([]))
 
 
-def test_compare_refuses_different_episode_lists() -> None:
+def test_compare_refuses_different_episode_lists(record: Callable[..., Record]) -> None:
     a = record("a", episodes_sha256="1" * 64)
     b = record("b", episodes_sha256="2" * 64)
     with pytest.raises(ComparisonError, match="different episode lists"):

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from fsar.report import Record, render_table
-from tests.report.report_fixtures import record
 
 NEW = "2024-06-01T00:00:00+00:00"
 OLD = "2024-01-01T00:00:00+00:00"
 
 
-def records() -> list[Record]:
+def records(record: Callable[..., Record]) -> list[Record]:
     return [
         record("otam_km", dataset="ssv2", shot=5, accuracy=71.456, ci95=0.17, created=NEW),
         record("km", dataset="ssv2", shot=1, accuracy=55.123, ci95=0.2, created=NEW),
@@ -48,12 +49,12 @@ otam_km,73.20,0.30,52.00,0.25,71.46,0.17
 
 
 @pytest.mark.parametrize(("fmt", "golden"), [("md", MD), ("latex", LATEX), ("csv", CSV)])
-def test_golden(fmt: str, golden: str) -> None:
-    assert render_table(records(), fmt) == golden  # type: ignore[arg-type]
-    assert render_table(list(reversed(records())), fmt) == golden  # type: ignore[arg-type]
+def test_golden(fmt: str, golden: str, record: Callable[..., Record]) -> None:
+    assert render_table(records(record), fmt) == golden  # type: ignore[arg-type]
+    assert render_table(list(reversed(records(record))), fmt) == golden  # type: ignore[arg-type]
 
 
-def test_ties_are_all_bold_and_errors() -> None:
+def test_ties_are_all_bold_and_errors(record: Callable[..., Record]) -> None:
     tied = [record("a", accuracy=60.001, ci95=0.1), record("b", accuracy=59.999, ci95=0.1)]
     assert render_table(tied).count("**60.00 ± 0.10**") == 2
     assert render_table([]) == ""

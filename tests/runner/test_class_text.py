@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ from fsar.runner.checkpoint import CheckpointError, class_text, head_scorer
 from fsar.runner.evaluate import EvalRun, evaluate
 from fsar.runner.scoring import ByClassNames
 from fsar.runner.train import TrainConfig, train
-from tests.runner.test_evaluate import video_table
 
 T, D, GRID, PER_CLASS, TEXT_DIM = 4, 8, 2, 4, 384
 SPLITS = {"train": 4, "val": 3, "test": 3}
@@ -43,8 +42,11 @@ def fake_embeddings(names: Sequence[str]) -> torch.Tensor:
     return torch.from_numpy(np.stack(rows)).float()
 
 
-def labelled_patch_cache(path: Path) -> Path:
-    """Patch features [.., T, P, D] of noise, except feature 0 = the video's class index (exact in float16)."""
+def labelled_patch_cache(path: Path, video_table: Callable[..., Any]) -> Path:
+    """Patch features [.., T, P, D] of noise, except feature 0 = the video's class index (exact in float16).
+
+    ``video_table``: the fixture of tests/conftest.py (ids, labels, splits and class names of a toy dataset).
+    """
     rng = np.random.default_rng(0)
     ids, labels, splits, names = video_table(SPLITS, PER_CLASS, "_class_")
     spec = CacheSpec(dataset="toy", backbone="none", weights="none", weights_sha256="", feature_dim=D, frames=T,
@@ -113,8 +115,8 @@ class Spy:
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return labelled_patch_cache(tmp_path_factory.mktemp("class_text") / "toy.zarr")
+def toy(tmp_path_factory: pytest.TempPathFactory, video_table: Callable[..., Any]) -> Path:
+    return labelled_patch_cache(tmp_path_factory.mktemp("class_text") / "toy.zarr", video_table)
 
 
 def _config(**params: str) -> TrainConfig:

@@ -1,73 +1,27 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fsar.cache.schema import CacheSpec
-from fsar.cache.store import CacheError, create_cache, open_cache
+from fsar.cache.store import CacheError, open_cache
 from fsar.episodes import EpisodeError, sample_episodes, save_episodes
-from fsar.episodes.pool import episodes_for
 from fsar.matchers.registry import get
 from fsar.runner.evaluate import EvalRun, evaluate, summary_line
 from fsar.runner.features import center_in_time
+from tests.conftest import build_episode_list as write_list
+from tests.conftest import build_toy_cache as toy_cache
 
-T, D, PER_CLASS = 4, 16, 6
-SPLIT_CLASSES = {"train": 2, "val": 4, "test": 5}
+# Re-exported for tests/test_cli_eval.py and tests/test_cli_train.py until they take the fixtures of the same names.
+__all__ = ["toy_cache", "write_list"]
 
-
-def video_table(split_classes: dict[str, int], per_class: int, class_infix: str = ""
-                ) -> tuple[list[str], list[int], list[str], list[str]]:
-    """(ids, labels, splits, class names) of a toy dataset: class ``<split><infix><c>``, videos ``<class>_<k>``."""
-    ids: list[str] = []
-    labels: list[int] = []
-    splits: list[str] = []
-    names: list[str] = []
-    for split, n_classes in split_classes.items():
-        for _ in range(n_classes):
-            names.append(f"{split}{class_infix}{len(names)}")
-            for k in range(per_class):
-                ids.append(f"{names[-1]}_{k}")
-                labels.append(len(names) - 1)
-                splits.append(split)
-    return ids, labels, splits, names
+Builder = Callable[..., Path]
 
 
-def toy_cache(path: Path, modalities: tuple[str, ...] = ("rgb",), patches: int = 0, noise: float = 0.6) -> Path:
-    """Each class is a fixed random sequence of T frames; videos are noisy copies of it."""
-    rng = np.random.default_rng(0)
-    ids, labels, splits, names = video_table(SPLIT_CLASSES, PER_CLASS)
-    spec = CacheSpec(
-        dataset="toy",
-        backbone="none",
-        weights="none",
-        weights_sha256="",
-        feature_dim=D,
-        frames=T,
-        patches=patches,
-        modalities=modalities,
-        chunk_videos=8,
-    )
-    cache = create_cache(path, spec, ids, labels, splits, names)
-    centres = rng.standard_normal((len(names), T, D))
-    for m in modalities:
-        feats = centres[labels] + noise * rng.standard_normal((len(ids), T, D))
-        for start, stop in cache.chunk_ranges():
-            n = stop - start
-            block = feats[start:stop, None]
-            pat = np.repeat(block[:, :, :, None], patches * patches, axis=3) if patches else None
-            cache.write_chunk(m, start, block, np.zeros(n, np.int8), [""] * n, np.full(n, T, np.int32), pat)
-    return path
-
-
-def write_list(tmp_path: Path, cache_path: Path, n: int = 40, shot: int = 2, way: int = 5) -> Path:
-    cache = open_cache(cache_path)
-    episodes = episodes_for(cache, split="test", way=way, shot=shot, query=2, n=n, seed=3, protocol="custom")
-    return save_episodes(episodes, tmp_path / "ep.npz")
-
-
-def test_chunked_evaluation_equals_one_episode_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunked_evaluation_equals_one_episode_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          toy_cache: Builder, write_list: Builder) -> None:
     cache_path = toy_cache(tmp_path / "c.zarr", noise=2.0)
     ep_path = write_list(tmp_path, cache_path)
     monkeypatch.setattr("fsar.runner.scoring.PAIRS_PER_CHUNK", 150)  # several chunks
@@ -88,14 +42,14 @@ def test_chunked_evaluation_equals_one_episode_at_a_time(tmp_path: Path, monkeyp
     assert "otam" in summary_line(record) and "40 episodes" in summary_line(record)
 
 
-def test_separable_features_are_solved(tmp_path: Path) -> None:
+def test_separable_features_are_solved(tmp_path: Path, toy_cache: Builder, write_list: Builder) -> None:
     cache_path = toy_cache(tmp_path / "c.zarr", noise=0.1)
     ep_path = write_list(tmp_path, cache_path)
     for name in ("proto", "otam", "km", "dtw"):
         assert evaluate(EvalRun(name), cache_path, ep_path, progress=False).accuracy == 100.0
 
 
-def test_two_streams_weights_chosen_on_val(tmp_path: Path) -> None:
+def test_two_streams_weights_chosen_on_val(tmp_path: Path, toy_cache: Builder, write_list: Builder) -> None:
     cache_path = toy_cache(tmp_path / "c.zarr", modalities=("rgb", "flow"), noise=1.5)
     ep_path = write_list(tmp_path, cache_path)
     record = evaluate(EvalRun("jmm", modality="rgb+flow", val_episodes=50), cache_path, ep_path, progress=False)
@@ -106,7 +60,7 @@ def test_two_streams_weights_chosen_on_val(tmp_path: Path) -> None:
     np.testing.assert_array_equal(fixed.correct, alone.correct)
 
 
-def test_bad_inputs_are_clear(tmp_path: Path) -> None:
+def test_bad_inputs_are_clear(tmp_path: Path, toy_cache: Builder, write_list: Builder) -> None:
     cache_path = toy_cache(tmp_path / "c.zarr")
     ep_path = write_list(tmp_path, cache_path)
     with pytest.raises(CacheError, match="flow"):
@@ -121,17 +75,19 @@ def test_bad_inputs_are_clear(tmp_path: Path) -> None:
         evaluate(EvalRun("otam"), cache_path, tmp_path / "foreign.npz", progress=False)
 
 
-def test_centring_removes_a_per_video_appearance_offset(tmp_path: Path) -> None:
+def test_centring_removes_a_per_video_appearance_offset(tmp_path: Path, toy_cache: Builder,
+                                                        write_list: Builder) -> None:
     """Classes differ only in how features change over time; each video adds a large constant offset."""
     cache_path = toy_cache(tmp_path / "c.zarr", noise=0.05)
     cache = open_cache(cache_path, mode="a")
     rng = np.random.default_rng(1)
     feats = cache.frames("rgb").astype(np.float32)
-    feats += 8.0 * rng.standard_normal((cache.n_videos, 1, D))  # appearance: constant within a video
+    frames, dim = cache.spec.frames, cache.spec.feature_dim
+    feats += 8.0 * rng.standard_normal((cache.n_videos, 1, dim))  # appearance: constant within a video
     for start, stop in cache.chunk_ranges():
         n = stop - start
         cache.write_chunk("rgb", start, feats[start:stop, None], np.zeros(n, np.int8), [""] * n,
-                          np.full(n, T, np.int32))
+                          np.full(n, frames, np.int32))
     ep_path = write_list(tmp_path, cache_path, n=60)
     raw = evaluate(EvalRun("otam"), cache_path, ep_path, progress=False)
     centred = evaluate(EvalRun("otam", center=True), cache_path, ep_path, progress=False)
@@ -141,7 +97,8 @@ def test_centring_removes_a_per_video_appearance_offset(tmp_path: Path) -> None:
     np.testing.assert_array_equal(center_in_time(x)[0, :, 0], np.array([-4, 0, 4], np.float16))
 
 
-def test_single_stream_jmm_is_the_equal_weight_fusion(tmp_path: Path) -> None:
+def test_single_stream_jmm_is_the_equal_weight_fusion(tmp_path: Path, toy_cache: Builder,
+                                                      write_list: Builder) -> None:
     cache_path = toy_cache(tmp_path / "c.zarr", noise=2.0)
     ep_path = write_list(tmp_path, cache_path)
     record = evaluate(EvalRun("jmm"), cache_path, ep_path, progress=False)
@@ -150,15 +107,16 @@ def test_single_stream_jmm_is_the_equal_weight_fusion(tmp_path: Path) -> None:
 
     episodes = load_episodes(ep_path)
     cache = open_cache(cache_path)
-    e = episodes.n_episodes
-    q = cache.frames("rgb", cache.rows_for(episodes.query_ids.ravel())).astype(np.float32).reshape(e, 10, T, D)
-    s = cache.frames("rgb", cache.rows_for(episodes.support_ids.ravel())).astype(np.float32).reshape(e, 10, T, D)
+    e, t, d = episodes.n_episodes, cache.spec.frames, cache.spec.feature_dim
+    q = cache.frames("rgb", cache.rows_for(episodes.query_ids.ravel())).astype(np.float32).reshape(e, 10, t, d)
+    s = cache.frames("rgb", cache.rows_for(episodes.support_ids.ravel())).astype(np.float32).reshape(e, 10, t, d)
     labels = np.broadcast_to(np.repeat(np.arange(5), 2), (episodes.n_episodes, 10))
     expected = get("jmm").obj(q, s, labels, 5).argmax(-1) == np.repeat(np.arange(5), 2)
     np.testing.assert_array_equal(record.correct, expected)
 
 
-def test_all_matchers_read_each_feature_set_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_all_matchers_read_each_feature_set_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 toy_cache: Builder, write_list: Builder) -> None:
     import fsar.runner.evaluate as ev
     import fsar.runner.features as features
     from fsar.report.results import load_records
@@ -183,7 +141,8 @@ def test_all_matchers_read_each_feature_set_once(tmp_path: Path, monkeypatch: py
         assert np.array_equal(alone.correct, record.correct)
 
 
-def test_chunk_scores_are_copied_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunk_scores_are_copied_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          toy_cache: Builder, write_list: Builder) -> None:
     # Keeping each chunk's own output array pinned the heap around it (memory grew with the number of
     # episodes): score_all must hold copies only, and give the same scores.
     import gc

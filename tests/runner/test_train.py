@@ -3,52 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from fsar.cache.schema import CacheSpec
-from fsar.cache.store import create_cache, open_cache
+from fsar.cache.store import open_cache
 from fsar.episodes import save_episodes
 from fsar.episodes.pool import episodes_for
 from fsar.runner.checkpoint import CheckpointError, build_head, load_checkpoint, save_checkpoint, variant
 from fsar.runner.evaluate import EvalRun, evaluate
 from fsar.runner.train import TrainConfig, _balanced_batch, _load_train, last_path, train
-from tests.runner.test_evaluate import video_table
+from tests.conftest import build_nuisance_cache as nuisance_cache
 
-T, D, PER_CLASS, SIGNAL = 4, 16, 6, 4
+# Re-exported for tests/test_cli_train.py until it takes the fixture of the same name.
+__all__ = ["nuisance_cache"]
+
+# The layout of the cache the tests train on (tests/conftest.py, build_nuisance_cache), checked below.
+T, D, PER_CLASS = 4, 16, 6
 SPLITS = {"train": 30, "val": 4, "test": 5}
-
-
-def nuisance_cache(path: Path, *, views: int = 2, dim: int = D, modalities: tuple[str, ...] = ("rgb",),
-                   seed: int = 0) -> Path:
-    """Classes live in the first SIGNAL dims; a large per-video offset fills the rest.
-
-    Cosine similarity of raw features is dominated by the offset (near chance); a head that learns to
-    weight the signal dims separates the classes. Views are fresh noise around the same video.
-    """
-    rng = np.random.default_rng(seed)
-    ids, labels, splits, names = video_table(SPLITS, PER_CLASS)
-    spec = CacheSpec(dataset="toy", backbone="none", weights="none", weights_sha256="", feature_dim=dim, frames=T,
-                     views=views, modalities=modalities, chunk_videos=8)
-    cache = create_cache(path, spec, ids, labels, splits, names)
-    centres = np.zeros((len(names), T, dim))
-    centres[..., :SIGNAL] = 1.5 * rng.standard_normal((len(names), T, SIGNAL))
-    offsets = np.zeros((len(ids), 1, 1, dim))
-    offsets[..., SIGNAL:] = 3.0 * rng.standard_normal((len(ids), 1, 1, dim - SIGNAL))
-    for m in modalities:
-        feats = centres[labels][:, None] + offsets + 0.5 * rng.standard_normal((len(ids), views, T, dim))
-        for start, stop in cache.chunk_ranges():
-            n = stop - start
-            cache.write_chunk(m, start, feats[start:stop], np.zeros(n, np.int8), [""] * n, np.full(n, T, np.int32))
-    return path
+LAYOUT = {"frames": T, "dim": D, "per_class": PER_CLASS, "split_classes": SPLITS}
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return nuisance_cache(tmp_path_factory.mktemp("train") / "toy.zarr")
+def toy(tmp_path_factory: pytest.TempPathFactory, nuisance_cache: Callable[..., Path]) -> Path:
+    return nuisance_cache(tmp_path_factory.mktemp("train") / "toy.zarr", **LAYOUT)
 
 
 def _config(**changes: object) -> TrainConfig:
@@ -119,14 +100,15 @@ def test_resume_with_other_settings_is_refused(toy: Path, tmp_path: Path) -> Non
         train(_config(epochs=2, lr=1e-3), toy, out, val_episodes=20, resume=True, progress=False, echo=_quiet)
 
 
-def test_checkpoint_that_does_not_fit_gives_clear_errors(toy: Path, tmp_path: Path) -> None:
+def test_checkpoint_that_does_not_fit_gives_clear_errors(toy: Path, tmp_path: Path,
+                                                        nuisance_cache: Callable[..., Path]) -> None:
     out = tmp_path / "ita.pt"
     train(_config(epochs=1), toy, out, val_episodes=20, progress=False, echo=_quiet)
     test = _test_list(tmp_path, toy)
-    wide = nuisance_cache(tmp_path / "wide.zarr", dim=24)
+    wide = nuisance_cache(tmp_path / "wide.zarr", **(LAYOUT | {"dim": 24}))
     with pytest.raises(CheckpointError, match="16-d rgb features.*24-d"):
         evaluate(EvalRun("ita", checkpoint=out), wide, test, progress=False)
-    sibling = nuisance_cache(tmp_path / "sibling.zarr", views=3)  # same layout, another cache
+    sibling = nuisance_cache(tmp_path / "sibling.zarr", views=3, **LAYOUT)  # same layout, another cache
     with pytest.raises(CheckpointError, match="another cache.*--allow-other-cache"):
         evaluate(EvalRun("ita", checkpoint=out), sibling, test, progress=False)
     assert evaluate(EvalRun("ita", checkpoint=out, allow_other_cache=True), sibling, test, progress=False)
