@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from fsar.cli import main
 from fsar.episodes import load_episodes
-from tests.runner.test_evaluate import toy_cache
+
+Builder = Callable[..., Path]
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -15,7 +17,7 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_eval_pipeline_in_a_workspace(tmp_path: Path) -> None:
+def test_eval_pipeline_in_a_workspace(tmp_path: Path, toy_cache: Builder) -> None:
     ws = tmp_path / "ws"
     toy_cache(ws / "caches" / "toy-none-none.zarr", patches=2, noise=1.0)
     code, out = run("episodes", "--workspace", str(ws), "--shot", "2", "--protocol", "custom", "--n", "30",
@@ -42,7 +44,7 @@ def test_eval_pipeline_in_a_workspace(tmp_path: Path) -> None:
     assert code == 0 and (tmp_path / "p.png").stat().st_size > 1000
 
 
-def test_eval_json_and_explicit_episodes(tmp_path: Path) -> None:
+def test_eval_json_and_explicit_episodes(tmp_path: Path, toy_cache: Builder) -> None:
     cache = toy_cache(tmp_path / "c.zarr")
     code, _ = run("episodes", "--cache", str(cache), "--way", "3", "--protocol", "custom", "--n", "12",
                   "--out", str(tmp_path / "e.npz"))
@@ -54,7 +56,7 @@ def test_eval_json_and_explicit_episodes(tmp_path: Path) -> None:
     assert record["matcher"] == "km" and record["way"] == 3
 
 
-def test_eval_errors_say_what_to_do(tmp_path: Path) -> None:
+def test_eval_errors_say_what_to_do(tmp_path: Path, toy_cache: Builder) -> None:
     code, out = run("eval", "--workspace", str(tmp_path / "empty"), "--matcher", "otam")
     assert code == 1 and "fsar extract" in out
     cache = toy_cache(tmp_path / "c.zarr")

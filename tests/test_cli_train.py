@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from fsar.cli import main
 from fsar.runner.checkpoint import load_checkpoint
-from tests.runner.test_train import nuisance_cache
+
+Builder = Callable[..., Path]
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -14,7 +16,7 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_train_then_eval_with_the_checkpoint(tmp_path: Path) -> None:
+def test_train_then_eval_with_the_checkpoint(tmp_path: Path, nuisance_cache: Builder) -> None:
     ws = tmp_path / "ws"
     nuisance_cache(ws / "caches" / "toy-none-none.zarr")
     code, out = run("train", "--workspace", str(ws), "--matcher", "ita", "--way", "3", "--query", "2",
@@ -42,7 +44,7 @@ def test_train_then_eval_with_the_checkpoint(tmp_path: Path) -> None:
     assert code == 0 and "ita[hidden=16,loss=ce]" in out
 
 
-def test_train_cli_errors_and_parameter_listing(tmp_path: Path) -> None:
+def test_train_cli_errors_and_parameter_listing(tmp_path: Path, nuisance_cache: Builder) -> None:
     ws = tmp_path / "ws"
     nuisance_cache(ws / "caches" / "toy-none-none.zarr")
     code, out = run("train", "--matcher", "ita", "--list-params")
@@ -60,7 +62,7 @@ def test_train_cli_errors_and_parameter_listing(tmp_path: Path) -> None:
     assert code == 1 and "no checkpoint at" in out
 
 
-def test_eval_time_parameters_of_a_checkpoint(tmp_path: Path) -> None:
+def test_eval_time_parameters_of_a_checkpoint(tmp_path: Path, toy_cache: Builder, write_list: Builder) -> None:
     import dataclasses
 
     import torch
@@ -68,7 +70,6 @@ def test_eval_time_parameters_of_a_checkpoint(tmp_path: Path) -> None:
     from fsar.report.results import load_records
     from fsar.runner.checkpoint import save_checkpoint
     from fsar.runner.train import TrainConfig, train
-    from tests.runner.test_evaluate import toy_cache, write_list
 
     cache = toy_cache(tmp_path / "toy.zarr", patches=2)
     torch.manual_seed(0)
