@@ -1,4 +1,4 @@
-"""Run every benchmark and print Markdown tables; also written to ``benchmarks/results.md`` (overwritten).
+"""Run every benchmark and print Markdown tables; also written to ``benchmarks/last-run.md`` (overwritten).
 
 Usage: ``python -m benchmarks [--quick] [--only extract|eval|handover|kernels|startup|train] [--out PATH]``.
 Every figure is compared with a baseline measured in the same run (backbone alone, the reference repositories' way), so
@@ -26,7 +26,8 @@ BENCHMARKS: dict[str, Callable[[bool], list[Table]]] = {
     "train": train_bench.tables,
     "startup": startup.tables,
 }
-RESULTS = Path(__file__).resolve().parent / "results.md"
+# Not results.md: that file keeps the latest figures of every machine kind, curated by hand from such runs.
+RESULTS = Path(__file__).resolve().parent / "last-run.md"
 
 
 def run(names: list[str], quick: bool) -> str:

@@ -49,7 +49,7 @@ from fsar.workspace import checkpoint_path, val_episodes_path, workspace_dir
 @click.option("--resume/--restart", default=True, show_default=True,
               help="Continue from <out>.last when it exists.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Best checkpoint [<workspace>/checkpoints/<dataset>-<matcher>-<shots>shot.pt].")
+              help="Best checkpoint [<workspace>/checkpoints/<dataset>-<backbone>-<matcher>-<shots>shot.pt].")
 @click.option("--list-params", is_flag=True, help="Show the head's hyperparameters and paper defaults, then exit.")
 @quiet_option()
 @workspace_option
