@@ -52,8 +52,9 @@ Choices where the paper is open or inconsistent:
   ("the same cross-attention process"); the prototype-centred norm is divided by √K_c.
 - T-M: Euclidean frame distances, as printed; the "similarity" D_ij is a distance and enters as -D_ij.
 - Logits are the raw negated distances (no temperature, as printed).
-- Optimiser: SGD, lr 1e-4 (Sec. 4.2); no momentum or weight decay is given, so none. The paper also
-  halves the lr every 2,000 episodes and fine-tunes the ResNet-50; neither applies to this head.
+- Optimiser: SGD, lr 1e-4 (Sec. 4.2); no momentum or weight decay is given, so none. The lr is halved
+  every 2,000 episodes, as in the paper. The paper also fine-tunes the ResNet-50, which a head trained on
+  cached features cannot do.
 """
 
 from __future__ import annotations
