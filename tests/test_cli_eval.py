@@ -64,3 +64,12 @@ def test_eval_errors_say_what_to_do(tmp_path: Path, toy_cache: Builder) -> None:
     assert code == 1 and "no 'flow' features" in out
     code, out = run("compare", "otam", "km", "--results", str(tmp_path / "none"))
     assert code == 1 and "fsar eval" in out
+
+
+def test_an_unknown_matcher_is_refused_before_anything_loads(tmp_path: Path) -> None:
+    for name, hint in (("OTAM", "did you mean 'otam'?"), ("otam,dtw", "known matchers: all, bimhm")):
+        # The cache does not exist: the matcher name is checked first.
+        result = CliRunner().invoke(main, ["eval", "--matcher", name, "--cache", str(tmp_path / "none.zarr")])
+        assert result.exit_code == 1 and result.exception is not None
+        assert f"unknown matcher {name!r}" in result.output and hint in result.output
+        assert "Traceback" not in result.output and "no feature cache" not in result.output

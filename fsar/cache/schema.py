@@ -17,6 +17,11 @@ One Zarr v3 store per (dataset, backbone, weights, preprocessing)::
 with ``<m>`` in :data:`MODALITIES`. Every array is chunked along N in blocks of
 ``CacheSpec.chunk_videos`` whole videos, so writers owning disjoint chunk-aligned row ranges never
 touch the same file. No sharding codec is used: a shard shared by two writers loses rows silently.
+
+Integrity (``CacheSpec.integrity`` >= 1): every chunk ends in a CRC-32C checksum, so a damaged chunk is
+an error on read, and every chunk is written even when it holds only fill values, so a chunk file that
+is absent is a lost chunk, never "all zeros". Caches written before (integrity 0) are read without
+these checks.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 ATTRS_KEY = "fsar_cache"
+# 1: CRC-32C on every chunk and every chunk written (module docstring); 0: neither.
+INTEGRITY = 1
 
 MODALITIES = ("rgb", "flow")
 SPLITS = ("train", "val", "test")
@@ -67,9 +74,13 @@ class CacheSpec:
     sampling: str = "tsn-segment-centres"
     flow_method: str = ""
     split_set: str = ""
+    # The backbone's compute precision (fp32, bf16, fp16): it changes the features' values, so a store
+    # never mixes two. "" = not recorded (an imported dump, or a cache written before it was recorded).
+    precision: str = ""
     chunk_videos: int = DEFAULT_CHUNK_VIDEOS
     schema_version: int = SCHEMA_VERSION
     fsar_version: str = ""
+    integrity: int = 0
     created: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -97,7 +108,7 @@ class CacheSpec:
     def identity(self) -> dict[str, Any]:
         """The fields that must match for features to be appended to an existing store."""
         data: dict[str, Any] = json.loads(json.dumps(self.to_json()))  # tuples and lists compare alike
-        for volatile in ("created", "fsar_version", "modalities"):
+        for volatile in ("created", "fsar_version", "modalities", "integrity"):
             data.pop(volatile)
         return data
 
@@ -146,3 +157,15 @@ def feature_shapes(spec: CacheSpec, n_videos: int) -> dict[str, tuple[tuple[int,
         shapes["patches"] = ((n_videos, spec.views, spec.frames, p, spec.feature_dim),
                              (c, spec.views, spec.frames, p, spec.feature_dim))
     return shapes
+
+
+def compressors() -> tuple[Any, ...]:
+    """Codecs after serialisation of every array of a new cache: Zstandard, then a CRC-32C of the result."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return (ZstdCodec(level=0), Crc32cCodec())
+
+
+def chunk_key(zarray: Any, chunk: int) -> str:
+    """Store key of chunk ``chunk`` along the videos (every other axis is one chunk) of an array."""
+    return f"{zarray.path}/{zarray.metadata.encode_chunk_key((chunk,) + (0,) * (zarray.ndim - 1))}"

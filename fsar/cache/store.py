@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import zarr
 from numpy.typing import NDArray
+from zarr.core.sync import sync
 
 from fsar import __version__
 from fsar.cache import schema
@@ -33,6 +34,24 @@ def _strings(values: Any) -> NDArray[np.str_]:
     return np.asarray(list(values.tolist()), dtype=str)
 
 
+def _stored_keys(zarray: Any) -> set[str]:
+    """The chunk keys an array has in its store (one listing, whatever the store: local, fsspec)."""
+
+    async def collect() -> set[str]:
+        return {key async for key in zarray.store.list_prefix(f"{zarray.path}/")}
+
+    return sync(collect())
+
+
+def _shown(ids: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(ids[:limit]) + (f" ... ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+def _written(spec: CacheSpec) -> Any:
+    """Zarr settings while writing: with integrity, a chunk holding only fill values is written too."""
+    return zarr.config.set({"array.write_empty_chunks": spec.integrity >= 1})
+
+
 class FeatureCache:
     """A feature cache opened for reading (and, with ``mode="a"``, for writing chunks).
 
@@ -50,6 +69,12 @@ class FeatureCache:
         self.split_codes: NDArray[np.int8] = np.asarray(_get(group, schema.VIDEO_SPLIT)[:], dtype=np.int8)
         self.class_names: tuple[str, ...] = tuple(str(c) for c in _get(group, schema.CLASS_NAME)[:])
         self._row_of = {vid: i for i, vid in enumerate(self.ids.tolist())}
+        if spec.integrity >= 1:
+            for path in (schema.VIDEO_ID, schema.VIDEO_LABEL, schema.VIDEO_SPLIT, schema.CLASS_NAME):
+                lost = self.missing_chunks(path, range(_get(group, path).nchunks))
+                if lost:
+                    raise CacheError(f"cache {self.path} is damaged: chunk(s) {lost} of {path} are missing, so "
+                                     f"its video table cannot be trusted; re-extract into a new --out path")
 
     # -- the video table -------------------------------------------------------------------
     @property
@@ -134,21 +159,64 @@ class FeatureCache:
         self.require(modality, patches=True)
         return self._read(schema.patches_path(modality), rows, view)
 
+    def usable(self, modality: str) -> NDArray[np.bool_]:
+        """Rows whose features were computed: committed (done) and not recorded as unreadable."""
+        return self.done(modality) & (self.status(modality) != Status.UNREADABLE)
+
+    def missing_chunks(self, path: str, chunks: Sequence[int] | range) -> list[int]:
+        """Which of ``chunks`` (along the videos) of the array at ``path`` have no file in the store."""
+        zarray = self._array(path)
+        stored = _stored_keys(zarray)
+        return [int(c) for c in chunks if schema.chunk_key(zarray, int(c)) not in stored]
+
     def _read(self, path: str, rows: NDArray[np.int64] | None, view: int) -> NDArray[np.float16]:
+        """Features of ``rows`` at ``path``: only rows whose features were computed, from chunks that are there
+        and whose checksums hold; anything else is a :class:`CacheError` naming the videos, never fill values."""
         if not 0 <= view < self.spec.views:
             raise CacheError(f"view {view} out of range: cache {self.path} has {self.spec.views} view(s)")
         array = self._array(path)
-        if rows is None:
-            return np.asarray(array[:, view])
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = np.arange(self.n_videos) if rows is None else np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return np.zeros((0, *array.shape[2:]), dtype=np.float16)
         order = np.argsort(rows, kind="stable")
         unique, inverse = np.unique(rows[order], return_inverse=True)
-        block = np.asarray(array.get_orthogonal_selection((unique, view)))
+        self._check_usable(path.split("/")[0], unique)
+        chunks = np.unique(unique // self.spec.chunk_videos)
+        if self.spec.integrity >= 1:
+            lost = self.missing_chunks(path, chunks.tolist())
+            if lost:
+                raise CacheError(self._damage(path, lost, "missing"))
+        try:
+            block = np.asarray(array.get_orthogonal_selection((unique, view)))
+        except (ValueError, RuntimeError) as err:  # a failed checksum, or bytes the codec cannot decode
+            raise CacheError(self._damage(path, chunks.tolist(), f"damaged ({err})")) from err
         out = np.empty((len(rows), *block.shape[1:]), dtype=block.dtype)
         out[order] = block[inverse]
         return out
+
+    def _check_usable(self, modality: str, rows: NDArray[np.int64]) -> None:
+        bad = rows[~self.usable(modality)[rows]]
+        if not len(bad):
+            return
+        not_done = [str(self.ids[r]) for r in bad if not self.done(modality)[r]]
+        if not_done:
+            raise CacheError(
+                f"{len(not_done)} video(s) asked for have no {modality} features in cache {self.path} yet "
+                f"({_shown(not_done)}): its extraction is incomplete. Finish it by running the same `fsar extract` "
+                f"command again (`fsar cache info` shows progress), or draw a new episode list from the videos "
+                f"that are done with `fsar episodes`")
+        unreadable = [str(self.ids[r]) for r in bad]
+        raise CacheError(
+            f"{len(unreadable)} video(s) asked for could not be read at extraction ({_shown(unreadable)}; "
+            f"`fsar cache verify {self.path}` lists why): draw a new episode list with `fsar episodes`, which "
+            f"leaves them out")
+
+    def _damage(self, path: str, chunks: Sequence[int], what: str) -> str:
+        c = self.spec.chunk_videos
+        first = [str(self.ids[k * c]) for k in chunks]
+        return (f"cache {self.path}: chunk(s) {list(chunks)} of {path} (videos from {_shown(first, 3)}) are {what}. "
+                f"Run `fsar cache verify --repair {self.path}` to mark their videos not done, then the same "
+                f"`fsar extract` command to compute them again")
 
     # -- writing ---------------------------------------------------------------------------
     def chunk_ranges(self) -> list[tuple[int, int]]:
@@ -176,23 +244,37 @@ class FeatureCache:
         stop = min(start + c, self.n_videos)
         if start % c or len(frames) != stop - start:
             raise ValueError(f"write_chunk needs a whole chunk: rows {start}:{stop}, got {len(frames)} rows")
-        self._array(schema.frames_path(modality))[start:stop] = np.asarray(frames, dtype=np.float16)
-        if self.has_patches(modality):
-            if patches is None:
-                raise ValueError(f"cache {self.path} stores patches: write_chunk needs them")
-            self._array(schema.patches_path(modality))[start:stop] = np.asarray(patches, dtype=np.float16)
-        self._array(schema.status_path(modality))[start:stop] = np.asarray(status, dtype=np.int8)
-        self._array(schema.error_path(modality))[start:stop] = np.asarray(list(errors), dtype=str)
-        self._array(schema.VIDEO_N_FRAMES)[start:stop] = np.asarray(n_frames, dtype=np.int32)
-        self._array(schema.done_path(modality))[start:stop] = np.ones(stop - start, dtype=bool)
+        if self.has_patches(modality) and patches is None:
+            raise ValueError(f"cache {self.path} stores patches: write_chunk needs them")
+        with _written(self.spec):
+            self._array(schema.frames_path(modality))[start:stop] = np.asarray(frames, dtype=np.float16)
+            if self.has_patches(modality):
+                self._array(schema.patches_path(modality))[start:stop] = np.asarray(patches, dtype=np.float16)
+            self._array(schema.status_path(modality))[start:stop] = np.asarray(status, dtype=np.int8)
+            self._array(schema.error_path(modality))[start:stop] = np.asarray(list(errors), dtype=str)
+            self._array(schema.VIDEO_N_FRAMES)[start:stop] = np.asarray(n_frames, dtype=np.int32)
+            self._array(schema.done_path(modality))[start:stop] = np.ones(stop - start, dtype=bool)
+
+    def mark_not_done(self, modality: str, rows: Sequence[int]) -> None:
+        """Clear ``done`` of ``rows`` (damaged features): the next extraction run computes their chunks again."""
+        if not self.writable:
+            raise CacheError(f"cache {self.path} was opened read-only")
+        done = self._array(schema.done_path(modality))
+        with _written(self.spec):
+            for row in sorted(set(int(r) for r in rows)):
+                done[row] = False
 
     def content_hash(self) -> str:
-        """sha256 of what identifies the features: the spec and the video table (not the values)."""
+        """sha256 of what identifies the features: the spec, the video table and, per modality, which rows hold
+        computed features (a partial cache is not the complete one). Not the values themselves."""
         h = hashlib.sha256(self.spec.identity_json().encode())
         h.update("\n".join(self.ids.tolist()).encode())
         h.update(self.labels.tobytes())
         h.update(self.split_codes.tobytes())
         h.update("\n".join(self.class_names).encode())
+        for modality in self.modalities:
+            h.update(modality.encode())
+            h.update(np.packbits(self.usable(modality)).tobytes())
         return h.hexdigest()
 
 
@@ -269,22 +351,32 @@ def create_cache(
         _check_compatible(existing, spec, ids_arr, np.asarray(labels, dtype=np.int32), split_codes)
         for modality in spec.modalities:
             if modality not in existing.modalities:
-                _create_modality(existing.group, spec, modality, len(ids_arr))
+                _create_modality(existing.group, existing.spec, modality, len(ids_arr))
         _write_spec(existing.group, replace(existing.spec, modalities=_merged(existing, spec)))
         return open_cache(path, mode="a")
+    spec = replace(spec, integrity=schema.INTEGRITY)
     group = zarr.open_group(str(path), mode="w-")
     c = spec.chunk_videos
     n = len(ids_arr)
-    group.create_array(schema.VIDEO_ID, shape=(n,), dtype=str, chunks=(c,))[:] = ids_arr
-    group.create_array(schema.VIDEO_LABEL, shape=(n,), dtype="int32", chunks=(c,))[:] = np.asarray(labels)
-    group.create_array(schema.VIDEO_SPLIT, shape=(n,), dtype="int8", chunks=(c,))[:] = split_codes
-    group.create_array(schema.VIDEO_N_FRAMES, shape=(n,), dtype="int32", chunks=(c,), fill_value=0)
     names = np.asarray(list(class_names), dtype=str)
-    group.create_array(schema.CLASS_NAME, shape=(len(names),), dtype=str, chunks=(max(len(names), 1),))[:] = names
+    with _written(spec):
+        _new_array(group, schema.VIDEO_ID, (n,), str, (c,))[:] = ids_arr
+        _new_array(group, schema.VIDEO_LABEL, (n,), "int32", (c,))[:] = np.asarray(labels)
+        _new_array(group, schema.VIDEO_SPLIT, (n,), "int8", (c,))[:] = split_codes
+        _new_array(group, schema.VIDEO_N_FRAMES, (n,), "int32", (c,), fill_value=0)
+        _new_array(group, schema.CLASS_NAME, (len(names),), str, (max(len(names), 1),))[:] = names
     for modality in spec.modalities:
         _create_modality(group, spec, modality, n)
     _write_spec(group, spec)
     return open_cache(path, mode="a")
+
+
+def _new_array(group: zarr.Group, path: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...], *,
+               checksummed: bool = True, **kwargs: Any) -> Any:
+    """An array of the cache's layout; ``checksummed``: its chunks carry a CRC-32C (:func:`schema.compressors`)."""
+    if checksummed:
+        kwargs["compressors"] = schema.compressors()
+    return group.create_array(path, shape=shape, dtype=dtype, chunks=chunks, **kwargs)
 
 
 def _merged(existing: FeatureCache, spec: CacheSpec) -> tuple[str, ...]:
@@ -300,13 +392,14 @@ def _write_spec(group: zarr.Group, spec: CacheSpec) -> None:
 
 
 def _create_modality(group: zarr.Group, spec: CacheSpec, modality: str, n: int) -> None:
-    c = spec.chunk_videos
+    """The arrays of one modality; checksummed when the store is (a cache keeps the integrity it was made with)."""
+    c, checked = spec.chunk_videos, spec.integrity >= 1
     for kind, (shape, chunks) in schema.feature_shapes(spec, n).items():
         path = schema.frames_path(modality) if kind == "frames" else schema.patches_path(modality)
-        group.create_array(path, shape=shape, dtype=schema.FEATURE_DTYPE, chunks=chunks, fill_value=0)
-    group.create_array(schema.done_path(modality), shape=(n,), dtype="bool", chunks=(c,), fill_value=False)
-    group.create_array(schema.status_path(modality), shape=(n,), dtype="int8", chunks=(c,), fill_value=0)
-    group.create_array(schema.error_path(modality), shape=(n,), dtype=str, chunks=(c,), fill_value="")
+        _new_array(group, path, shape, schema.FEATURE_DTYPE, chunks, checksummed=checked, fill_value=0)
+    _new_array(group, schema.done_path(modality), (n,), "bool", (c,), checksummed=checked, fill_value=False)
+    _new_array(group, schema.status_path(modality), (n,), "int8", (c,), checksummed=checked, fill_value=0)
+    _new_array(group, schema.error_path(modality), (n,), str, (c,), checksummed=checked, fill_value="")
 
 
 def _check_compatible(

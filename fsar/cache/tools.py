@@ -8,8 +8,10 @@ in a round trip. Features made elsewhere can thus be evaluated here.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -27,6 +29,9 @@ class ModalityReport:
     status_counts: dict[str, int]
     non_finite_videos: int
     failures: dict[str, str] = field(default_factory=dict)
+    # Done videos whose stored features cannot be trusted (chunk file missing, checksum or decoding failed):
+    # video id -> what is wrong.
+    damaged: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -37,27 +42,57 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return all(m.done == m.total and m.non_finite_videos == 0 for m in self.modalities)
+        return all(m.done == m.total and m.non_finite_videos == 0 and not m.damaged for m in self.modalities)
 
 
-def verify_cache(path: str | Path, block: int = 256) -> VerifyReport:
-    """Completeness, finiteness and status of every modality, reading features block by block."""
-    cache = open_cache(path)
+def verify_cache(path: str | Path, *, repair: bool = False) -> VerifyReport:
+    """Completeness, finiteness, status and integrity of every modality, reading every chunk of every done video.
+
+    A chunk whose file is missing (caches with integrity checks write every chunk), whose checksum fails or
+    that cannot be decoded makes its done videos *damaged*. ``repair``: mark damaged videos not done, so that
+    the same ``fsar extract`` command computes them again. The report describes the cache before repair.
+    """
+    cache = open_cache(path, mode="a" if repair else "r")
     reports = []
     for modality in cache.modalities:
         done = cache.done(modality)
         status = cache.status(modality)
+        damaged: dict[str, str] = {}
         non_finite = 0
-        rows = np.flatnonzero(done)
-        for start in range(0, len(rows), block):
-            part = rows[start : start + block]
-            for view in range(cache.spec.views):
-                feats = cache.frames(modality, part, view=view).astype(np.float32)
-                non_finite += int((~np.isfinite(feats).reshape(len(part), -1).all(axis=1)).sum())
+        arrays = [schema.frames_path(modality)] + ([schema.patches_path(modality)] if cache.has_patches(modality)
+                                                   else [])
+        for array_path in arrays:
+            for rows, feats in _chunks_of_done_rows(cache, array_path, done, damaged):
+                if array_path == schema.frames_path(modality):
+                    flat = feats.astype(np.float32).reshape(len(rows), -1)
+                    non_finite += int((~np.isfinite(flat).all(axis=1)).sum())
         counts = {s.name.lower(): int((status[done] == s).sum()) for s in Status}
         reports.append(ModalityReport(modality, cache.n_videos, int(done.sum()), counts, non_finite,
-                                      cache.errors(modality)))
+                                      cache.errors(modality), damaged))
+        if repair and damaged:
+            cache.mark_not_done(modality, cache.rows_for(sorted(damaged)).tolist())
     return VerifyReport(cache.path, cache.spec.schema_version, tuple(reports))
+
+
+def _chunks_of_done_rows(cache: FeatureCache, array_path: str, done: np.ndarray, damaged: dict[str, str]
+                         ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(done rows, their features of every view) per chunk of ``array_path`` that is there and decodes; the done
+    rows of any other chunk go into ``damaged`` with the reason."""
+    zarray: Any = cache.group[array_path]
+    lost = set(cache.missing_chunks(array_path, range(len(cache.chunk_ranges())))) if cache.spec.integrity else set()
+    for k, (start, stop) in enumerate(cache.chunk_ranges()):
+        rows = np.flatnonzero(done[start:stop]) + start
+        if not len(rows):
+            continue
+        if k in lost:
+            damaged.update((str(cache.ids[r]), f"chunk {k} of {array_path} is missing") for r in rows)
+            continue
+        try:
+            block = np.asarray(zarray[start:stop])
+        except (ValueError, RuntimeError) as err:  # a failed checksum, or bytes the codec cannot decode
+            damaged.update((str(cache.ids[r]), f"chunk {k} of {array_path} is damaged ({err})") for r in rows)
+            continue
+        yield rows, block[rows - start]
 
 
 def describe_cache(path: str | Path) -> str:

@@ -26,17 +26,27 @@ def cache_info(cache: Path) -> None:
 
 @cache_group.command("verify")
 @click.argument("cache", type=click.Path(path_type=Path))
+@click.option("--repair", is_flag=True, help="Mark damaged videos not done, so that the same `fsar extract` "
+              "command computes them again.")
 @user_errors
-def cache_verify(cache: Path) -> None:
-    """Check completeness, finiteness and per-video status; exit 1 when incomplete or corrupt."""
+def cache_verify(cache: Path, repair: bool) -> None:
+    """Read every chunk of every done video: completeness, checksums, lost chunks, finiteness and per-video
+    status; exit 1 when the cache is incomplete, damaged or holds non-finite features."""
     from fsar.cache.tools import verify_cache
 
-    report = verify_cache(cache)
+    report = verify_cache(cache, repair=repair)
     for m in report.modalities:
         counts = ", ".join(f"{k} {v}" for k, v in m.status_counts.items())
-        click.echo(f"{m.modality}: {m.done}/{m.total} done ({counts}); {m.non_finite_videos} non-finite")
+        click.echo(f"{m.modality}: {m.done}/{m.total} done ({counts}); {m.non_finite_videos} non-finite; "
+                   f"{len(m.damaged)} damaged")
         for vid, message in sorted(m.failures.items()):
             click.echo(f"  unreadable {vid}: {message}")
+        for vid, message in sorted(m.damaged.items()):
+            click.echo(f"  damaged {vid}: {message}")
+    if any(m.damaged for m in report.modalities):
+        then = ("marked not done: run the same `fsar extract` command to compute them again" if repair else
+                f"run `fsar cache verify --repair {cache}`, then the same `fsar extract` command")
+        raise click.ClickException(f"cache {cache} has damaged chunks; {then}")
     if not report.ok:
         raise click.ClickException(f"cache {cache} is incomplete or holds non-finite features")
     click.echo(f"cache {cache} ok (schema v{report.schema_version})")

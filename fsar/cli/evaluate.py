@@ -8,6 +8,7 @@ import click
 
 from fsar.cli.options import (
     LazyChoice,
+    check_matcher_name,
     device_option,
     fusion_weights,
     int_list,
@@ -96,6 +97,7 @@ def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: 
     """Score matchers on fixed test episodes and write one result record per run."""
     from fsar.runner.evaluate import EvalPlan, run_plan
 
+    check_matcher_name(matcher_name)  # before any cache or list is read
     plan = EvalPlan(matchers=matcher_name, cache=resolve_cache(workspace, cache, dataset),
                     shots=tuple(int_list(shots)), way=way, episodes=episodes_file, protocol=protocol,
                     modality=modality, weights=fusion_weights(weights), center=center, seed=seed,

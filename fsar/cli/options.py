@@ -86,6 +86,15 @@ def learned_heads() -> list[str]:
     return sorted(name for name, info in declared().items() if info.kind == "learned")
 
 
+def check_matcher_name(name: str) -> None:
+    """A registered matcher or 'all', checked from the registry's declarations (nothing heavy is imported)."""
+    from fsar.matchers.registry import declared, unknown_matcher
+
+    known = declared()
+    if name != "all" and name not in known:
+        raise click.ClickException(str(unknown_matcher(name, [*known, "all"])))
+
+
 def flow_methods() -> tuple[str, ...]:
     from fsar.extract.flow import FlowMethod
 

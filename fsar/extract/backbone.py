@@ -322,6 +322,12 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
+def precision_name(precision: Precision, device: torch.device) -> str:
+    """The precision ``precision`` resolves to on ``device``: fp32, bf16 or fp16 (what a cache records)."""
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return names[resolve_precision(precision, device)]
+
+
 def _autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 

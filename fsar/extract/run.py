@@ -35,7 +35,7 @@ from fsar.cache.store import CacheError, FeatureCache, create_cache, open_cache,
 from fsar.datasets.catalog import DatasetListing, VideoEntry, load_dataset
 from fsar.errors import FsarError
 from fsar.extract import heap
-from fsar.extract.backbone import Backbone, load_backbone
+from fsar.extract.backbone import Backbone, load_backbone, precision_name
 from fsar.extract.flow import FlowMethod
 from fsar.extract.ring import FrameRing, Layout, slot_bytes
 from fsar.extract.ring import available as ring_available
@@ -137,6 +137,7 @@ def _spec(config: ExtractConfig, listing: DatasetListing, backbones: dict[str, B
         sampling="tsn-segment-centres" + ("+random-views" if config.views > 1 else ""),
         flow_method=("files" if config.flow_root else config.flow_method) if "flow" in config.modalities else "",
         split_set=listing.split_set, chunk_videos=config.chunk_videos, fsar_version=__version__,
+        precision=precision_name(config.precision, rgb.device),  # type: ignore[arg-type]
     )
 
 

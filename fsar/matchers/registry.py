@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from fsar.errors import FsarError
+
 Kind = Literal["parameter-free", "learned"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -101,14 +103,25 @@ def load_all() -> dict[str, MatcherInfo]:
     return MATCHERS
 
 
+class UnknownMatcherError(FsarError, LookupError):
+    """A matcher name that is not registered."""
+
+
+def unknown_matcher(name: str, known: Sequence[str]) -> UnknownMatcherError:
+    """The error for ``name``, listing the known names (and the case-insensitive match, if there is one)."""
+    close = [k for k in known if k.lower() == name.strip().lower()]
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UnknownMatcherError(f"unknown matcher {name!r}{hint}; known matchers: {', '.join(sorted(known)) or '(none)'}"
+                               f" (see `fsar matchers`)")
+
+
 def get(name: str) -> MatcherInfo:
     """The matcher called ``name``; a clear error listing the known names otherwise."""
     load_all()
     try:
         return MATCHERS[name]
     except KeyError:
-        known = ", ".join(sorted(MATCHERS)) or "(none)"
-        raise KeyError(f"unknown matcher {name!r}; known matchers: {known}") from None
+        raise unknown_matcher(name, list(MATCHERS)) from None
 
 
 # --- metadata read from the source text ---------------------------------------------------------

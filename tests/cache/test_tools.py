@@ -20,7 +20,7 @@ def test_verify_counts_missing_failed_and_non_finite(tmp_path: Path) -> None:
     frames[2, 0, 1, 3] = np.nan
     status = np.array([0, Status.UNREADABLE, 0, Status.PADDED], np.int8)
     cache.write_chunk("rgb", 0, frames, status, ["", "bad file", "", ""], np.ones(4, np.int32))
-    report = verify_cache(path, block=3)
+    report = verify_cache(path)
     (rgb,) = report.modalities
     assert (rgb.total, rgb.done, rgb.non_finite_videos) == (11, 4, 1)
     assert rgb.status_counts == {"ok": 2, "unreadable": 1, "padded": 1}

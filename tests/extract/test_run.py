@@ -236,6 +236,16 @@ def test_other_backbone_or_preprocessing_is_refused(dataset: Path, tmp_path: Pat
         run_extraction(config(dataset, splits=("test",), patches=0, weights="none"), out, progress=False)
 
 
+def test_another_precision_is_refused(dataset: Path, tmp_path: Path) -> None:
+    # bf16 features differ from fp32 ones: a run killed under one precision is never resumed under another
+    # (as `auto` would do on a CPU that picks differently).
+    out = tmp_path / "c.zarr"
+    run_extraction(config(dataset, splits=("test",), patches=0, precision="bf16"), out, progress=False)
+    assert open_cache(out).spec.precision == "bf16"
+    with pytest.raises(CacheError, match="precision: cache has 'bf16', this run 'fp32'"):
+        run_extraction(config(dataset, splits=("test",), patches=0, precision="fp32"), out, progress=False)
+
+
 def test_torchrun_environment_gives_the_shard(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RANK", raising=False)
     assert torchrun_shard() is None
