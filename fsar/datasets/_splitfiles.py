@@ -161,7 +161,7 @@ def check_ssv2_labels(lines: SplitLines, labels_dir: Path) -> int:
         )
     template: dict[str, str] = {}
     for part in ("train.json", "validation.json"):
-        items = _load_json(labels_dir / part) if (labels_dir / part).is_file() else []
+        items = _load_json(labels_dir / part) if os.path.isfile(labels_dir / part) else []
         for item in items if isinstance(items, list) else []:
             if isinstance(item, dict) and "id" in item and "template" in item:
                 template[str(item["id"])] = _ssv2_label_key(str(item["template"]))
@@ -184,6 +184,6 @@ def check_ssv2_labels(lines: SplitLines, labels_dir: Path) -> int:
 def find_ssv2_labels(root: Path) -> Path | None:
     """The folder holding the official SSv2 ``labels.json``: ``<root>/labels`` or ``<root>``."""
     for folder in (root / "labels", root):
-        if (folder / "labels.json").is_file():
+        if os.path.isfile(folder / "labels.json"):  # False, not OSError, for a looping or unreadable path
             return folder
     return None

@@ -25,10 +25,21 @@ when they are found in ``<root>/labels/`` or ``<root>``.
 Video ids are the split-file ids (the part after the class) because episode lists refer to
 videos by id. Videos of the split lists that are not on disk are reported in
 :attr:`DatasetListing.missing` (many Kinetics videos are gone from YouTube), never silently dropped.
+
+Listing never stops on a folder or entry under the root that cannot be read (a symlink loop, a
+dangling symlink, a folder without read permission): it is recorded in
+:attr:`DatasetListing.walk_errors`, and a line whose video can only be at such a path is listed with
+that path (:meth:`DatasetListing.unreadable`), so extraction tries it and records it as unreadable.
+In a class tree an unreadable class folder is the path of all its lines; for ``ssv2`` an unreadable
+``<id>`` frame folder or a looping ``<id>.webm`` is that video's path; an unreadable base folder
+(``<root>`` or a subfolder above) is recorded only, and the lines not found elsewhere stay missing.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -75,7 +86,8 @@ class VideoEntry:
         id: split-file video id (unique within the dataset), e.g. ``"51958"`` for SSv2.
         class_name: class as written in the split list.
         split: ``"train"``, ``"val"`` or ``"test"``.
-        path: the video file, or the directory of frames.
+        path: the video file, or the directory of frames; for a video that can only be at a path
+            the walk could not read, that path (named in :attr:`DatasetListing.walk_errors`).
         kind: ``"file"`` (a video to decode) or ``"frames"`` (a folder of images).
     """
 
@@ -95,8 +107,12 @@ class DatasetListing:
         root: the dataset root directory.
         split_set: the split set the lists come from (``"full"``, ``"small"``, ``"cmn"``, ...).
         classes: split -> sorted class names of that split (from the split lists).
-        videos: videos found on disk, in split order then split-file order.
+        videos: videos found on disk (also those at an unreadable path, see :meth:`unreadable`), in
+            split order then split-file order.
         missing: ``(split, "class/video_id")`` for each split-file line whose video was not found.
+        walk_errors: ``(path, reason)`` for each folder or entry under the root that could not be read,
+            sorted by path, e.g. ``(".../jump/x.avi", "Too many levels of symbolic links")``. The
+            path of every entry of :meth:`unreadable` is one of them.
     """
 
     name: str
@@ -105,6 +121,7 @@ class DatasetListing:
     classes: dict[str, tuple[str, ...]]
     videos: tuple[VideoEntry, ...]
     missing: tuple[tuple[str, str], ...] = ()
+    walk_errors: tuple[tuple[str, str], ...] = ()
 
     @cached_property
     def class_names(self) -> tuple[str, ...]:
@@ -128,6 +145,11 @@ class DatasetListing:
     def split(self, name: str) -> tuple[VideoEntry, ...]:
         """The videos of one split."""
         return tuple(v for v in self.videos if v.split == name)
+
+    def unreadable(self) -> tuple[VideoEntry, ...]:
+        """The videos listed at a path the walk could not read (their reason: :attr:`walk_errors`)."""
+        bad = dict(self.walk_errors)
+        return tuple(v for v in self.videos if str(v.path) in bad)
 
 
 @dataclass(frozen=True)
@@ -273,14 +295,35 @@ def _split_lines(spec: _Spec, split_set: str, root: Path, split_dir: Path | None
     return user_lines(root / spec.default_split_dir)
 
 
-def _no_video_error(spec: _Spec, root: Path, lines: SplitLines) -> DatasetError:
+def _no_video_error(spec: _Spec, root: Path, lines: SplitLines, walk_errors: tuple[tuple[str, str], ...]
+                    ) -> DatasetError:
     first = next(((s, v[0]) for s, v in lines.items() if v), None)
     example = f" (e.g. the {first[0]} video {first[1][0]}/{first[1][1]})" if first else ""
+    unread = ""
+    if walk_errors:
+        shown = "; ".join(f"{path}: {reason}" for path, reason in walk_errors[:5])
+        more = " ..." if len(walk_errors) > 5 else ""
+        unread = f" {len(walk_errors)} path(s) under it could not be read: {shown}{more}."
     return DatasetError(
-        f"no video of the {spec.name} split lists was found under {root}. Expected {spec.layout.pattern}"
-        f"{example}. Check --root points at the folder holding the videos "
+        f"no video of the {spec.name} split lists was found under {root}.{unread} "
+        f"Expected {spec.layout.pattern}{example}. Check --root points at the folder holding the videos "
         "(or extracted frame folders) and that the dataset name and split set are right."
     )
+
+
+def _check_root(spec: _Spec, root: Path) -> None:
+    """``root`` is a directory; a root that exists but cannot be stat'ed says why."""
+    try:
+        is_dir = stat.S_ISDIR(os.stat(root).st_mode)
+    except OSError as err:  # a looping root link would otherwise read as "does not exist"
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise DatasetError(f"dataset root {root} cannot be read: {err.strerror or err}. Check --root.") from err
+        is_dir = False
+    if not is_dir:
+        raise DatasetError(
+            f"dataset root {root} does not exist or is not a directory; expected {spec.layout.pattern}. "
+            "Check --root."
+        )
 
 
 def load_dataset(
@@ -296,16 +339,14 @@ def load_dataset(
             used instead of the packaged ones; required for ``folder``.
 
     Raises:
-        DatasetError: unknown name or split set, root missing, bad or duplicate split lines, or
-            no video of the split lists found at all.
+        DatasetError: unknown name or split set, root missing or unreadable, bad or duplicate
+            split lines, or no readable video of the split lists found at all.
+
+    Never raises ``OSError`` for what is under the root: see :attr:`DatasetListing.walk_errors`.
     """
     spec = _get_spec(name)
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DatasetError(
-            f"dataset root {root} does not exist or is not a directory; expected {spec.layout.pattern}. "
-            "Check --root."
-        )
+    _check_root(spec, root)
     set_name = spec.default_split_set if split_set is None else split_set
     if set_name not in spec.split_sets:
         raise DatasetError(f"dataset {name!r} has split sets {sorted(spec.split_sets)}, not {set_name!r}")
@@ -317,13 +358,16 @@ def load_dataset(
     index = spec.layout.index(root)
     videos: list[VideoEntry] = []
     missing: list[tuple[str, str]] = []
+    readable = 0
     for split, split_lines in lines.items():
         for (cls, vid), found in zip(split_lines, index.resolve_all(split_lines), strict=True):
             if found is None:
                 missing.append((split, f"{cls}/{vid}"))
             else:
-                videos.append(VideoEntry(vid, cls, split, found[0], found[1]))
-    if not videos:
-        raise _no_video_error(spec, root, lines)
+                videos.append(VideoEntry(vid, cls, split, found.path, found.kind))
+                readable += found.error is None
+    walk_errors = index.walk_errors()
+    if not readable:  # a run that could only record failures helps nobody: say what is wrong instead
+        raise _no_video_error(spec, root, lines, walk_errors)
     classes = {s: tuple(sorted({c for c, _ in split_lines})) for s, split_lines in lines.items()}
-    return DatasetListing(name, root, set_name, classes, tuple(videos), tuple(missing))
+    return DatasetListing(name, root, set_name, classes, tuple(videos), tuple(missing), walk_errors)
