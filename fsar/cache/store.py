@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -306,7 +308,8 @@ def _open_group(path: str | Path, mode: str) -> zarr.Group:
 def _read_spec(group: zarr.Group, path: str | Path) -> CacheSpec:
     raw = group.attrs.get(schema.ATTRS_KEY)
     if not isinstance(raw, dict):
-        raise CacheError(f"{path} is a Zarr store but not an fsar feature cache (no '{schema.ATTRS_KEY}' attrs)")
+        raise CacheError(f"{path} is a Zarr store but not an fsar feature cache (no '{schema.ATTRS_KEY}' attrs); if "
+                         f"it is a cache whose creation an older fsar was interrupted in, delete it and run again")
     version = raw.get("schema_version")
     if version != schema.SCHEMA_VERSION:
         raise CacheError(
@@ -346,19 +349,63 @@ def create_cache(
     if unknown:
         raise CacheError(f"unknown split name(s) {sorted(unknown)}; expected {schema.SPLITS}")
     split_codes = np.asarray([schema.SPLITS.index(s) for s in splits], dtype=np.int8)
+    table = (ids_arr, np.asarray(labels, dtype=np.int32), split_codes, np.asarray(list(class_names), dtype=str))
     if store_exists(path):  # append to an existing store only if it is the same setup
-        existing = open_cache(path, mode="a")
-        _check_compatible(existing, spec, ids_arr, np.asarray(labels, dtype=np.int32), split_codes)
-        for modality in spec.modalities:
-            if modality not in existing.modalities:
-                _create_modality(existing.group, existing.spec, modality, len(ids_arr))
-        _write_spec(existing.group, replace(existing.spec, modalities=_merged(existing, spec)))
-        return open_cache(path, mode="a")
+        return _extend(open_cache(path, mode="a"), spec, table)
     spec = replace(spec, integrity=schema.INTEGRITY)
-    group = zarr.open_group(str(path), mode="w-")
+    if is_url(path):
+        _populate(zarr.open_group(str(path), mode="w-"), spec, table)
+        return open_cache(path, mode="a")
+    # Made under a temporary name and renamed into place: a run killed while creating the store leaves no
+    # half-made store at ``path``, so the same command starts again cleanly.
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_creations(target)
+    tmp = target.with_name(f".{target.name}.creating-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _populate(zarr.open_group(str(tmp), mode="w-"), spec, table)
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process created it meanwhile: join it if it is the same setup
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not store_exists(target):
+            raise
+        return _extend(open_cache(target, mode="a"), spec, table)
+    return open_cache(path, mode="a")
+
+
+Table = tuple[NDArray[np.str_], NDArray[np.int32], NDArray[np.int8], NDArray[np.str_]]
+
+
+def _extend(existing: FeatureCache, spec: CacheSpec, table: Table) -> FeatureCache:
+    """``existing`` after checking it is the same setup and adding the spec's modalities it lacks."""
+    _check_compatible(existing, spec, *table[:3])
+    merged = replace(existing.spec, modalities=_merged(existing, spec))
+    if "flow" in spec.modalities and "flow" not in existing.modalities:
+        merged = replace(merged, flow_method=spec.flow_method)  # the flow the cache now holds
+    for modality in spec.modalities:
+        if modality not in existing.modalities:
+            _create_modality(existing.group, existing.spec, modality, existing.n_videos)
+    _write_spec(existing.group, merged)
+    return open_cache(existing.path, mode="a")
+
+
+def _remove_abandoned_creations(target: Path) -> None:
+    """Delete what creations of ``target`` killed before their rename left (their process is gone)."""
+    for leftover in target.parent.glob(f".{target.name}.creating-*"):
+        try:
+            os.kill(int(leftover.name.rsplit("-", 1)[1]), 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(leftover, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+def _populate(group: zarr.Group, spec: CacheSpec, table: Table) -> None:
+    """Create every array of a new store and write its video table, then the attributes (last)."""
+    ids_arr, labels, split_codes, names = table
     c = spec.chunk_videos
     n = len(ids_arr)
-    names = np.asarray(list(class_names), dtype=str)
     with _written(spec):
         _new_array(group, schema.VIDEO_ID, (n,), str, (c,))[:] = ids_arr
         _new_array(group, schema.VIDEO_LABEL, (n,), "int32", (c,))[:] = np.asarray(labels)
@@ -368,7 +415,6 @@ def create_cache(
     for modality in spec.modalities:
         _create_modality(group, spec, modality, n)
     _write_spec(group, spec)
-    return open_cache(path, mode="a")
 
 
 def _new_array(group: zarr.Group, path: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...], *,
@@ -410,6 +456,8 @@ def _check_compatible(
     split_codes: NDArray[np.int8],
 ) -> None:
     old, new = existing.spec.identity(), spec.identity()
+    if "flow" not in existing.modalities:  # adding flow: the flow method is the new modality's own setting
+        old.pop("flow_method"), new.pop("flow_method")
     differing = sorted(k for k in old if old[k] != new.get(k))
     if differing:
         detail = "; ".join(f"{k}: cache has {old[k]!r}, this run {new.get(k)!r}" for k in differing)

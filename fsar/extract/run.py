@@ -14,6 +14,8 @@ of the store; shard 0 creates the store and the others wait for it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import time
 from collections import deque
@@ -30,8 +32,9 @@ from tqdm import tqdm
 from fsar import __version__
 from fsar._device import resolve_device
 from fsar._platform import usable_cores
+from fsar.cache.lock import write_lock
 from fsar.cache.schema import CacheSpec, Status
-from fsar.cache.store import CacheError, FeatureCache, create_cache, open_cache, shard_ranges
+from fsar.cache.store import CacheError, FeatureCache, create_cache, open_cache, shard_ranges, store_exists
 from fsar.datasets.catalog import DatasetListing, VideoEntry, load_dataset
 from fsar.errors import FsarError
 from fsar.extract import heap
@@ -295,9 +298,38 @@ def run_extraction(config: ExtractConfig, out: str | Path, *, progress: bool = T
                      for m in config.modalities}
     except (FileNotFoundError, ValueError) as err:
         raise ExtractError(str(err)) from err
-    spec = _spec(config, listing, backbones)
-    cache = _open_store(out, spec, videos, listing, config.shard)
-    summary = ExtractSummary(out=str(out), missing=len(listing.missing))
+    try:
+        with contextlib.ExitStack() as held:
+            # Lock an existing store before touching it; a new one is created whole (renamed into place) first.
+            locked = store_exists(out)
+            if locked:
+                held.enter_context(write_lock(out, config.shard))
+            cache = _open_store(out, _spec(config, listing, backbones), videos, listing, config.shard)
+            if not locked:
+                held.enter_context(write_lock(out, config.shard))
+            return _extract(cache, config, listing, videos, backbones, device, progress, started)
+    except OSError as err:
+        raise ExtractError(_io_error(err, out)) from err
+
+
+def _io_error(err: OSError, out: str | Path) -> str:
+    """One line for an operating-system error while reading or writing the store: what and what to do."""
+    where = f" ({err.filename})" if err.filename else ""
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        todo = "choose a writable --out, or fix the folder's permissions"
+    elif err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        todo = "free disk space (or raise the file-size limit)"
+    else:
+        todo = "fix the cause"
+    return (f"cannot write cache {out}: {err.strerror or err}{where}; {todo}, then run the same command again "
+            f"(chunks committed so far are kept)")
+
+
+def _extract(cache: FeatureCache, config: ExtractConfig, listing: DatasetListing, videos: list[VideoEntry],
+             backbones: dict[str, Backbone], device: torch.device, progress: bool, started: float
+             ) -> ExtractSummary:
+    """Decode, run the backbone on and commit every pending chunk of this shard of ``cache``."""
+    summary = ExtractSummary(out=cache.path, missing=len(listing.missing))
     jobs, pending = _pending(cache, config, videos)
     summary.skipped_done = sum(stop - start for start, stop in shard_ranges(cache, *config.shard)) - len(jobs)
     source = SourceConfig(frames=config.frames, views=config.views, modalities=config.modalities,

@@ -23,7 +23,14 @@ from fsar.extract.backbone import Backbone, load_backbone
 from fsar.extract.decode import count_frames, read_frames
 from fsar.extract.ring import FrameRing, Layout
 from fsar.extract.ring import available as ring_available
-from fsar.extract.run import ExtractConfig, ExtractSummary, resolve_workers, run_extraction, torchrun_shard
+from fsar.extract.run import (
+    ExtractConfig,
+    ExtractError,
+    ExtractSummary,
+    resolve_workers,
+    run_extraction,
+    torchrun_shard,
+)
 from fsar.extract.sampling import sample_indices
 from fsar.extract.source import VideoItem
 from fsar.extract.transforms import CropConfig, preprocess_view
@@ -320,5 +327,5 @@ def test_a_write_error_stops_the_run_with_its_message(dataset: Path, tmp_path: P
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(FeatureCache, "write_chunk", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(ExtractError, match="No space left on device; free disk space.*run the same command again"):
         run_extraction(config(dataset), tmp_path / "c.zarr", progress=False)
