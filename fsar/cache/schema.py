@@ -48,6 +48,7 @@ class Status(IntEnum):
     OK = 0
     UNREADABLE = 1
     PADDED = 2  # fewer decodable frames than T: frames repeated to fill the segments
+    MISSING = 3  # in the split list, not (yet) under the dataset root: never done; a later run adds it
 
 
 @dataclass(frozen=True)

@@ -234,11 +234,13 @@ class FeatureCache:
         errors: Sequence[str],
         n_frames: NDArray[np.int32],
         patches: NDArray[np.floating[Any]] | None = None,
+        done: NDArray[np.bool_] | None = None,
     ) -> None:
         """Commit one whole chunk of videos: features first, then ``done`` as the commit marker.
 
         frames: [n, V, T, D]; patches: [n, V, T, P, D]; n = the chunk's length. ``start`` must be a
-        chunk boundary, so that concurrent writers of other chunks never share a file.
+        chunk boundary, so that concurrent writers of other chunks never share a file. ``done``: which
+        videos the commit completes (default all; a video missing from the dataset root is not done).
         """
         if not self.writable:
             raise CacheError(f"cache {self.path} was opened read-only")
@@ -255,7 +257,8 @@ class FeatureCache:
             self._array(schema.status_path(modality))[start:stop] = np.asarray(status, dtype=np.int8)
             self._array(schema.error_path(modality))[start:stop] = np.asarray(list(errors), dtype=str)
             self._array(schema.VIDEO_N_FRAMES)[start:stop] = np.asarray(n_frames, dtype=np.int32)
-            self._array(schema.done_path(modality))[start:stop] = np.ones(stop - start, dtype=bool)
+            self._array(schema.done_path(modality))[start:stop] = (
+                np.ones(stop - start, dtype=bool) if done is None else np.asarray(done, dtype=bool))
 
     def mark_not_done(self, modality: str, rows: Sequence[int]) -> None:
         """Clear ``done`` of ``rows`` (damaged features): the next extraction run computes their chunks again."""

@@ -66,7 +66,7 @@ def verify_cache(path: str | Path, *, repair: bool = False) -> VerifyReport:
                 if array_path == schema.frames_path(modality):
                     flat = feats.astype(np.float32).reshape(len(rows), -1)
                     non_finite += int((~np.isfinite(flat).all(axis=1)).sum())
-        counts = {s.name.lower(): int((status[done] == s).sum()) for s in Status}
+        counts = {s.name.lower(): int((status[done] == s).sum()) for s in Status if s != Status.MISSING}
         reports.append(ModalityReport(modality, cache.n_videos, int(done.sum()), counts, non_finite,
                                       cache.errors(modality), damaged))
         if repair and damaged:
@@ -113,10 +113,39 @@ def describe_cache(path: str | Path) -> str:
         n_classes = len(np.unique(cache.labels[rows])) if len(rows) else 0
         lines.append(f"{split:<10} {len(rows):>7} videos  {n_classes:>4} classes")
     for modality in cache.modalities:
-        done = cache.done(modality)
-        failed = int((cache.status(modality)[done] == Status.UNREADABLE).sum())
-        lines.append(f"{modality:<10} {int(done.sum())}/{cache.n_videos} extracted, {failed} unreadable")
+        done, status = cache.done(modality), cache.status(modality)
+        failed = int((status[done] == Status.UNREADABLE).sum())
+        missing = int((status[~done] == Status.MISSING).sum())
+        lines.append(f"{modality:<10} {int(done.sum())}/{cache.n_videos} extracted, {failed} unreadable, {missing} "
+                     f"missing; by split list:")
+        for split in schema.SPLITS:
+            c = coverage(cache, modality, split)
+            if c["listed"]:
+                lines.append(f"  {split:<8} {c['extracted']:>7} extracted, {c['unreadable']} unreadable, "
+                             f"{c['missing']} missing, {c['pending']} not yet extracted, of {c['listed']} listed")
     return "\n".join(lines)
+
+
+def coverage(cache: FeatureCache, modality: str, split: str) -> dict[str, int]:
+    """How the videos of one split list stand: extracted (features computed), unreadable (recorded failures),
+    missing (not under the dataset root when last extracted), pending (not extracted yet), listed (all)."""
+    rows = cache.rows_of_split(split)
+    done, status = cache.done(modality)[rows], cache.status(modality)[rows]
+    unreadable = int((done & (status == Status.UNREADABLE)).sum())
+    missing = int((~done & (status == Status.MISSING)).sum())
+    return {"listed": len(rows), "extracted": int(done.sum()) - unreadable, "unreadable": unreadable,
+            "missing": missing, "pending": len(rows) - int(done.sum()) - missing}
+
+
+def missing_videos(path: str | Path) -> list[tuple[str, str, str]]:
+    """(split, class, id) of every video recorded as missing from the dataset root in any modality."""
+    cache = open_cache(path)
+    missing = np.zeros(cache.n_videos, dtype=bool)
+    for modality in cache.modalities:
+        missing |= ~cache.done(modality) & (cache.status(modality) == Status.MISSING)
+    rows = np.flatnonzero(missing)
+    return list(zip(cache.splits[rows].tolist(), cache.class_of(rows).tolist(), cache.ids[rows].tolist(),
+                    strict=True))
 
 
 def export_h5(path: str | Path, out: str | Path, modality: str = "rgb", split: str | None = None,

@@ -52,6 +52,25 @@ def cache_verify(cache: Path, repair: bool) -> None:
     click.echo(f"cache {cache} ok (schema v{report.schema_version})")
 
 
+@cache_group.command("missing")
+@click.argument("cache", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the list here (one 'split class id' line per video) instead of printing it.")
+@user_errors
+def cache_missing(cache: Path, out: Path | None) -> None:
+    """List the videos of the split lists that were not under the dataset root when the cache was extracted."""
+    from fsar.cache.tools import missing_videos
+
+    lines = [" ".join(entry) for entry in missing_videos(cache)]
+    if out is None:
+        for line in lines:
+            click.echo(line)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(f"{line}\n" for line in lines))
+        click.echo(f"wrote {len(lines)} missing videos to {out}")
+
+
 @cache_group.command("export-h5")
 @click.argument("cache", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))

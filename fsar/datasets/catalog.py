@@ -113,6 +113,9 @@ class DatasetListing:
         walk_errors: ``(path, reason)`` for each folder or entry under the root that could not be read,
             sorted by path, e.g. ``(".../jump/x.avi", "Too many levels of symbolic links")``. The
             path of every entry of :meth:`unreadable` is one of them.
+        lines: ``(split, class, video_id)`` of every split-file line, found or not, in split order then
+            split-file order: what a cache's video table is made of, so that it stays the same as a
+            partial download completes.
     """
 
     name: str
@@ -122,6 +125,7 @@ class DatasetListing:
     videos: tuple[VideoEntry, ...]
     missing: tuple[tuple[str, str], ...] = ()
     walk_errors: tuple[tuple[str, str], ...] = ()
+    lines: tuple[tuple[str, str, str], ...] = ()
 
     @cached_property
     def class_names(self) -> tuple[str, ...]:
@@ -370,4 +374,5 @@ def load_dataset(
     if not readable:  # a run that could only record failures helps nobody: say what is wrong instead
         raise _no_video_error(spec, root, lines, walk_errors)
     classes = {s: tuple(sorted({c for c, _ in split_lines})) for s, split_lines in lines.items()}
-    return DatasetListing(name, root, set_name, classes, tuple(videos), tuple(missing), walk_errors)
+    every = tuple((split, cls, vid) for split, split_lines in lines.items() for cls, vid in split_lines)
+    return DatasetListing(name, root, set_name, classes, tuple(videos), tuple(missing), walk_errors, every)

@@ -340,8 +340,12 @@ def _indexed_frames(packets: Iterator[av.Packet], codec: av.VideoCodecContext, i
 
 
 def _open(path: Path) -> av.container.InputContainer:
-    if not path.exists():
-        raise VideoReadError(path, "file does not exist")
+    try:
+        os.stat(path)  # not Path.exists(): that answers False for a symlink loop, hiding the reason
+    except FileNotFoundError:
+        raise VideoReadError(path, "file does not exist") from None
+    except OSError as err:
+        raise VideoReadError(path, err.strerror or str(err)) from None
     try:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, OSError, ValueError) as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import time
 from collections import deque
@@ -42,6 +43,7 @@ from fsar.extract.backbone import Backbone, load_backbone, precision_name
 from fsar.extract.flow import FlowMethod
 from fsar.extract.ring import FrameRing, Layout, slot_bytes
 from fsar.extract.ring import available as ring_available
+from fsar.extract.rows import TableRow, missing_item, pending_chunks, table_rows
 from fsar.extract.source import SourceConfig, VideoItem, load_video
 from fsar.extract.transforms import CropConfig
 
@@ -124,9 +126,9 @@ def torchrun_shard() -> tuple[int, int] | None:
     return None
 
 
-def _videos(config: ExtractConfig) -> tuple[DatasetListing, list[VideoEntry]]:
+def _videos(config: ExtractConfig) -> tuple[DatasetListing, list[TableRow]]:
     listing = load_dataset(config.dataset, config.root, split_set=config.split_set, split_dir=config.split_dir)
-    return listing, [v for v in listing.videos if v.split in config.splits]
+    return listing, table_rows(listing, config.splits)
 
 
 def _spec(config: ExtractConfig, listing: DatasetListing, backbones: dict[str, Backbone]) -> CacheSpec:
@@ -144,11 +146,11 @@ def _spec(config: ExtractConfig, listing: DatasetListing, backbones: dict[str, B
     )
 
 
-def _open_store(out: str | Path, spec: CacheSpec, videos: list[VideoEntry], listing: DatasetListing,
+def _open_store(out: str | Path, spec: CacheSpec, rows: list[TableRow], listing: DatasetListing,
                 shard: tuple[int, int], wait_s: float = 600.0) -> FeatureCache:
-    ids = [v.id for v in videos]
-    labels = [listing.class_index(v) for v in videos]
-    splits = [v.split for v in videos]
+    ids = [r.id for r in rows]
+    labels = [listing.class_to_index[r.class_name] for r in rows]
+    splits = [r.split for r in rows]
     if shard[0] == 0:
         return create_cache(out, spec, ids, labels, splits, listing.class_names)
     # Other shards wait until the store opens as a cache: its directory appears before shard 0 has
@@ -247,7 +249,7 @@ def _chunk_writes(cache: FeatureCache, start: int, items: list[VideoItem], backb
     def commit() -> None:
         for m, collect in features.items():
             frames, patches = collect()
-            cache.write_chunk(m, start, frames, status, errors, n_frames, patches)
+            cache.write_chunk(m, start, frames, status, errors, n_frames, patches, done=status != Status.MISSING)
 
     return commit
 
@@ -291,7 +293,7 @@ class _Writer:
 def run_extraction(config: ExtractConfig, out: str | Path, *, progress: bool = True) -> ExtractSummary:
     """Extract every pending chunk of this shard into ``out``; resumes what an earlier run left."""
     started = time.perf_counter()
-    listing, videos = _videos(config)
+    listing, rows = _videos(config)
     device = resolve_device(config.device)
     try:
         backbones = {m: load_backbone(config.backbone, config.weights, device, modality=m)  # type: ignore[arg-type]
@@ -304,10 +306,10 @@ def run_extraction(config: ExtractConfig, out: str | Path, *, progress: bool = T
             locked = store_exists(out)
             if locked:
                 held.enter_context(write_lock(out, config.shard))
-            cache = _open_store(out, _spec(config, listing, backbones), videos, listing, config.shard)
+            cache = _open_store(out, _spec(config, listing, backbones), rows, listing, config.shard)
             if not locked:
                 held.enter_context(write_lock(out, config.shard))
-            return _extract(cache, config, listing, videos, backbones, device, progress, started)
+            return _extract(cache, config, rows, backbones, device, progress, started)
     except OSError as err:
         raise ExtractError(_io_error(err, out)) from err
 
@@ -325,49 +327,35 @@ def _io_error(err: OSError, out: str | Path) -> str:
             f"(chunks committed so far are kept)")
 
 
-def _extract(cache: FeatureCache, config: ExtractConfig, listing: DatasetListing, videos: list[VideoEntry],
+def _extract(cache: FeatureCache, config: ExtractConfig, rows: list[TableRow],
              backbones: dict[str, Backbone], device: torch.device, progress: bool, started: float
              ) -> ExtractSummary:
     """Decode, run the backbone on and commit every pending chunk of this shard of ``cache``."""
-    summary = ExtractSummary(out=cache.path, missing=len(listing.missing))
-    jobs, pending = _pending(cache, config, videos)
-    summary.skipped_done = sum(stop - start for start, stop in shard_ranges(cache, *config.shard)) - len(jobs)
+    summary = ExtractSummary(out=cache.path, missing=sum(r.video is None for r in rows))
+    jobs, pending = pending_chunks(cache, config.modalities, config.shard, rows)
+    present = [r for start, stop in shard_ranges(cache, *config.shard) for r in range(start, stop)
+               if rows[r].video is not None]
+    summary.skipped_done = len(present) - len(jobs)
     source = SourceConfig(frames=config.frames, views=config.views, modalities=config.modalities,
                           crop=CropConfig(resize_short=config.short_side, crop=config.input_size,
                                           flip=config.dataset not in NO_FLIP),
                           flow_method=config.flow_method, flow_root=config.flow_root, seed=config.seed)
     bar = tqdm(total=len(jobs), desc=f"extract {config.backbone}", unit="video", disable=not progress)
-    buffer: list[VideoItem] = []
-    chunk = 0
     writer = _Writer(summary, bar, started)
     try:
         # Keep a whole chunk (plus one) decoding while the backbone works on the current one.
         workers = resolve_workers(config.workers, device)
-        for item in decoded_videos(jobs, source, workers, ahead=config.chunk_videos + 1):
-            buffer.append(item)
-            start, stop, mods = pending[chunk]
-            if len(buffer) == stop - start:
-                writer.submit(_chunk_writes(cache, start, buffer, backbones, mods, config), buffer)
-                buffer, chunk = [], chunk + 1
+        videos = [(r, video) for r in jobs if (video := rows[r].video) is not None]
+        decoded = iter(decoded_videos(videos, source, workers, ahead=config.chunk_videos + 1))
+        for start, stop, mods, computed in pending:
+            items = {item.row: item for item in itertools.islice(decoded, computed)}
+            chunk = [items[r] if r in items else missing_item(r, rows[r]) for r in range(start, stop)]
+            writer.submit(_chunk_writes(cache, start, chunk, backbones, mods, config), list(items.values()))
     finally:
         writer.close()  # what was computed is committed, also when the loop stopped on an error
         bar.close()
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _pending(cache: FeatureCache, config: ExtractConfig, videos: list[VideoEntry]
-             ) -> tuple[list[tuple[int, VideoEntry]], list[tuple[int, int, list[str]]]]:
-    """Videos to decode, and the chunks they fill with the modalities each chunk still lacks."""
-    done = {m: cache.done(m) for m in config.modalities}
-    jobs: list[tuple[int, VideoEntry]] = []
-    pending = []
-    for start, stop in shard_ranges(cache, *config.shard):
-        mods = [m for m in config.modalities if not done[m][start:stop].all()]
-        if mods:
-            pending.append((start, stop, mods))
-            jobs.extend((row, videos[row]) for row in range(start, stop))
-    return jobs, pending
 
 
 def _tally(summary: ExtractSummary, items: list[VideoItem]) -> None:
@@ -387,7 +375,8 @@ def describe(summary: ExtractSummary) -> str:
     if summary.padded:
         lines.append(f"{summary.padded} videos had fewer frames than segments (padded by repetition)")
     if summary.missing:
-        lines.append(f"{summary.missing} videos of the split lists were not found under the dataset root")
+        lines.append(f"{summary.missing} videos of the split lists were not found under the dataset root: recorded as "
+                     f"missing (`fsar cache missing` lists them); the same command adds them once they are there")
     if summary.failures:
         lines.append(f"{len(summary.failures)} unreadable videos (recorded in the cache; see `fsar cache verify`):")
         lines.extend(f"  {vid}: {msg}" for vid, msg in sorted(summary.failures.items())[:20])

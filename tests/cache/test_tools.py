@@ -27,7 +27,8 @@ def test_verify_counts_missing_failed_and_non_finite(tmp_path: Path) -> None:
     assert rgb.failures == {"v01": "bad file"}
     assert not report.ok
     text = describe_cache(path)
-    assert "4/11 extracted, 1 unreadable" in text and "test" in text
+    assert "train          3 extracted, 1 unreadable, 0 missing, 2 not yet extracted, of 6 listed" in text
+    assert "test           0 extracted, 0 unreadable, 0 missing, 3 not yet extracted, of 3 listed" in text
 
 
 def test_h5_round_trip(tmp_path: Path) -> None:

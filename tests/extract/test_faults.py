@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,3 +157,51 @@ def test_a_creation_that_fails_leaves_no_store(tmp_path: Path, monkeypatch: pyte
     monkeypatch.undo()
     assert not (tmp_path / "c.zarr").exists()
     assert open_cache(create_cache(tmp_path / "c.zarr", spec, *table).path).n_videos == 2
+
+
+def test_a_cache_grows_as_a_partial_download_completes(dataset: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fsar.cache.schema import Status
+    from fsar.cli import main
+    from fsar.episodes.pool import split_pool
+
+    whole = tmp_path / "whole.zarr"
+    run_extraction(config(dataset), whole, progress=False)
+    root = tmp_path / "partial"
+    shutil.copytree(dataset, root)
+    later = sorted((root / "videos").rglob("*.mp4"))[3:7]  # four videos not downloaded yet
+    parked = tmp_path / "parked"
+    parked.mkdir()
+    for video in later:
+        video.rename(parked / video.name)
+    out = tmp_path / "c.zarr"
+    first = run_extraction(config(root), out, progress=False)
+    assert first.missing == 4
+    cache = open_cache(out)
+    stems = sorted(v.stem for v in later)
+    assert np.array_equal(cache.ids, open_cache(whole).ids)  # every line of the split lists is a row from the start
+    assert sorted(cache.ids[cache.status("rgb") == Status.MISSING].tolist()) == stems
+    listed = CliRunner().invoke(main, ["cache", "missing", str(out)])
+    assert listed.exit_code == 0 and sorted(line.split()[-1] for line in listed.output.splitlines()) == stems
+    assert "4 missing" in CliRunner().invoke(main, ["cache", "info", str(out)]).output
+    assert not set(stems) & set(split_pool(cache, "train")[0] + split_pool(cache, "test")[0])
+    for video in later:  # the download completes; the same command adds them to the same store
+        (parked / video.name).rename(video)
+    second = run_extraction(config(root), out, progress=False)
+    assert second.missing == 0 and second.extracted >= 4
+    grown, reference = open_cache(out), open_cache(whole)
+    assert grown.done("rgb").all() and grown.content_hash() == reference.content_hash()
+    np.testing.assert_array_equal(grown.frames("rgb"), reference.frames("rgb"))
+
+
+def test_a_symlink_loop_is_recorded_with_its_reason(tmp_path: Path) -> None:
+    from fsar.cache.schema import Status
+    from fsar.extract.source import SourceConfig, load_video
+    from fsar.extract.transforms import CropConfig
+
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    item = load_video(0, "loop", loop, SourceConfig(frames=2, views=1, modalities=("rgb",),
+                                                      crop=CropConfig(resize_short=SIZE, crop=SIZE)))
+    assert item.status == Status.UNREADABLE and "Too many levels of symbolic links" in item.error

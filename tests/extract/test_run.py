@@ -185,14 +185,16 @@ def test_broken_videos_are_recorded_and_the_rest_kept(dataset: Path, tmp_path: P
     data = videos[0].read_bytes()
     videos[0].write_bytes(data[: len(data) // 3])  # truncated
     videos[1].write_bytes(b"this is not a video" * 100)  # garbage
-    videos[2].unlink()  # missing after listing? the catalog lists it as missing instead
+    videos[2].unlink()  # the catalog lists it as missing: a row of the cache, recorded as missing, not done
     summary = run_extraction(config(root, modalities=("rgb", "flow")), tmp_path / "c.zarr", progress=False)
     cache = open_cache(tmp_path / "c.zarr")
     failed = cache.errors("rgb")
     assert {videos[0].stem, videos[1].stem} <= set(failed)
     assert set(summary.failures) == set(failed) and summary.missing == 1
-    ok = cache.status("rgb") != Status.UNREADABLE
-    assert cache.done("rgb").all() and ok.sum() == cache.n_videos - len(failed)
+    missing = cache.ids == videos[2].stem
+    assert (cache.status("rgb")[missing] == Status.MISSING).all() and not cache.done("rgb")[missing].any()
+    ok = cache.usable("rgb")
+    assert cache.done("rgb")[~missing].all() and ok.sum() == cache.n_videos - len(failed) - 1
     assert np.abs(cache.frames("rgb", np.flatnonzero(ok)).astype(np.float32)).sum(axis=(1, 2)).min() > 0
 
 
