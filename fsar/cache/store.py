@@ -192,6 +192,13 @@ class FeatureCache:
             block = np.asarray(array.get_orthogonal_selection((unique, view)))
         except (ValueError, RuntimeError) as err:  # a failed checksum, or bytes the codec cannot decode
             raise CacheError(self._damage(path, chunks.tolist(), f"damaged ({err})")) from err
+        finite = np.isfinite(block.reshape(len(unique), -1)).all(axis=1)
+        if not finite.all():
+            bad = [str(self.ids[r]) for r in unique[~finite]]
+            raise CacheError(
+                f"{len(bad)} video(s) hold NaN or inf features in {path} of cache {self.path} ({_shown(bad)}), "
+                f"e.g. an overflow of the backbone in fp16: extract again with --precision fp32 into a new --out "
+                f"(`fsar cache verify` lists every such video)")
         out = np.empty((len(rows), *block.shape[1:]), dtype=block.dtype)
         out[order] = block[inverse]
         return out

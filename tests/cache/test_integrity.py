@@ -140,3 +140,17 @@ def test_verify_command_names_damaged_videos_and_repairs(tmp_path: Path, toy_cac
     assert result.exit_code == 1 and "marked not done" in result.output
     result = CliRunner().invoke(main, ["cache", "verify", str(cache_path)])
     assert result.exit_code == 1 and "0 damaged" in result.output and "incomplete" in result.output
+
+
+def test_non_finite_features_are_refused_naming_the_video(
+        tmp_path: Path, toy_cache: Callable[..., Path], write_list: Callable[..., Path]) -> None:
+    cache_path = toy_cache(tmp_path / "c.zarr")
+    episodes = write_list(tmp_path, cache_path, n=20, shot=1)
+    cache = open_cache(cache_path, mode="a")
+    row = int(cache.rows_for(load_episodes(episodes).query_ids[0, 0].ravel())[0])
+    frames = cache.group[schema.frames_path("rgb")]
+    block = frames[row]
+    block[0, 1, 2] = np.inf  # as an fp16 overflow of the backbone would leave it
+    frames[row] = block
+    with pytest.raises(CacheError, match=rf"NaN or inf features .*\({cache.ids[row]}\).*--precision fp32"):
+        evaluate(EvalRun("otam"), cache_path, episodes, progress=False)
