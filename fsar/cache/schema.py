@@ -8,15 +8,17 @@ One Zarr v3 store per (dataset, backbone, weights, preprocessing)::
     videos/split    [N] i1   0 train, 1 val, 2 test
     videos/n_frames [N] i4   decoded frame count (0 until extracted)
     classes/name    [C] str
-    <m>/frames      [N, V, T, D]    f2   per-frame pooled features, view 0 = deterministic test view
-    <m>/patches     [N, V, T, P, D] f2   optional n x n adaptive-pooled map, P = n * n
+    <m>/frames      [N, V, T, D]    f    per-frame pooled features, view 0 = deterministic test view
+    <m>/patches     [N, V, T, P, D] f    optional n x n adaptive-pooled map, P = n * n
     <m>/done        [N] bool  the chunk holding this video was committed
     <m>/status      [N] i1    Status
     <m>/error       [N] str   why a video failed ("" when ok)
 
-with ``<m>`` in :data:`MODALITIES`. Every array is chunked along N in blocks of
-``CacheSpec.chunk_videos`` whole videos, so writers owning disjoint chunk-aligned row ranges never
-touch the same file. No sharding codec is used: a shard shared by two writers loses rows silently.
+with ``<m>`` in :data:`MODALITIES` and ``f`` the spec's ``feature_dtype`` (float16, or float32 for
+features imported from a float32 dump; caches written before the field existed are float16). Every
+array is chunked along N in blocks of ``CacheSpec.chunk_videos`` whole videos, so writers owning
+disjoint chunk-aligned row ranges never touch the same file. No sharding codec is used: a shard
+shared by two writers loses rows silently.
 
 Integrity (``CacheSpec.integrity`` >= 1): every chunk ends in a CRC-32C checksum, so a damaged chunk is
 an error on read, and every chunk is written even when it holds only fill values, so a chunk file that
@@ -29,7 +31,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 SCHEMA_VERSION = 1
 ATTRS_KEY = "fsar_cache"
@@ -38,7 +40,8 @@ INTEGRITY = 1
 
 MODALITIES = ("rgb", "flow")
 SPLITS = ("train", "val", "test")
-FEATURE_DTYPE = "float16"
+FEATURE_DTYPE = "float16"  # of extracted features, and of every cache written before feature_dtype existed
+FEATURE_DTYPES = ("float16", "float32")
 DEFAULT_CHUNK_VIDEOS = 16
 
 
@@ -70,6 +73,7 @@ class CacheSpec:
     modalities: tuple[str, ...] = ("rgb",)
     input_size: int = 224
     short_side: int = 256
+    # input_size = short_side = 0 with mean = std = (): preprocessing unknown (features imported from a dump).
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     sampling: str = "tsn-segment-centres"
@@ -79,6 +83,8 @@ class CacheSpec:
     # never mixes two. "" = not recorded (an imported dump, or a cache written before it was recorded).
     precision: str = ""
     chunk_videos: int = DEFAULT_CHUNK_VIDEOS
+    # dtype of the feature arrays: a store never mixes two (values a dtype cannot hold would be lost).
+    feature_dtype: str = FEATURE_DTYPE
     schema_version: int = SCHEMA_VERSION
     fsar_version: str = ""
     integrity: int = 0
@@ -91,8 +97,18 @@ class CacheSpec:
         for name in ("feature_dim", "frames", "views", "chunk_videos"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.patches < 0:
-            raise ValueError(f"patches must be >= 0, got {self.patches}")
+        for name in ("patches", "input_size", "short_side"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: not used or unknown), got {getattr(self, name)}")
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean and std must have one value per channel, got {self.mean} and {self.std}")
+        if self.feature_dtype not in FEATURE_DTYPES:
+            raise ValueError(f"feature_dtype must be one of {FEATURE_DTYPES}, got {self.feature_dtype!r}")
+
+    @property
+    def preprocessing_known(self) -> bool:
+        """False for features imported from a dump: how their frames were sampled and normalised is not known."""
+        return self.sampling != "imported" and self.input_size > 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,10 +123,17 @@ class CacheSpec:
         return cls(**kept)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that must match for features to be appended to an existing store."""
+        """The fields that must match for features to be appended to an existing store.
+
+        ``feature_dtype`` is left out when it is float16, the dtype of every cache written before the field
+        existed, so that their identity (and content hash, which checkpoints and result records name) is
+        unchanged; compare identities over the keys of both (a float32 one has the key, a float16 one not).
+        """
         data: dict[str, Any] = json.loads(json.dumps(self.to_json()))  # tuples and lists compare alike
         for volatile in ("created", "fsar_version", "modalities", "integrity"):
             data.pop(volatile)
+        if data["feature_dtype"] == FEATURE_DTYPE:
+            data.pop("feature_dtype")
         return data
 
     def identity_json(self) -> str:
@@ -145,19 +168,22 @@ def error_path(modality: str) -> str:
     return f"{modality}/error"
 
 
-def feature_shapes(spec: CacheSpec, n_videos: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
-    """(shape, chunks) of each float16 feature array for one modality, keyed by 'frames'/'patches'."""
+class FeatureArray(NamedTuple):
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: str
+
+
+def feature_shapes(spec: CacheSpec, n_videos: int) -> dict[str, FeatureArray]:
+    """(shape, chunks, dtype) of each feature array for one modality, keyed by 'frames'/'patches'."""
     c = spec.chunk_videos
-    Shape = tuple[int, ...]
-    shapes: dict[str, tuple[Shape, Shape]] = {
-        "frames": ((n_videos, spec.views, spec.frames, spec.feature_dim),
-                   (c, spec.views, spec.frames, spec.feature_dim))
-    }
+    arrays = {"frames": FeatureArray((n_videos, spec.views, spec.frames, spec.feature_dim),
+                                     (c, spec.views, spec.frames, spec.feature_dim), spec.feature_dtype)}
     if spec.patches:
         p = spec.patches * spec.patches
-        shapes["patches"] = ((n_videos, spec.views, spec.frames, p, spec.feature_dim),
-                             (c, spec.views, spec.frames, p, spec.feature_dim))
-    return shapes
+        arrays["patches"] = FeatureArray((n_videos, spec.views, spec.frames, p, spec.feature_dim),
+                                         (c, spec.views, spec.frames, p, spec.feature_dim), spec.feature_dtype)
+    return arrays
 
 
 def compressors() -> tuple[Any, ...]:

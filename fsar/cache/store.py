@@ -22,6 +22,9 @@ from fsar.cache import schema
 from fsar.cache.schema import CacheSpec, Status
 from fsar.errors import FsarError
 
+# Features as read: float16 (extracted caches) or float32 (imported from a float32 dump).
+Features = NDArray[np.floating[Any]]
+
 
 class CacheError(FsarError):
     """A cache that cannot be used as asked; the message says what to do."""
@@ -151,13 +154,13 @@ class FeatureCache:
         return np.asarray(self._array(schema.VIDEO_N_FRAMES)[:], dtype=np.int32)
 
     # -- features --------------------------------------------------------------------------
-    def frames(self, modality: str, rows: NDArray[np.int64] | None = None, view: int = 0) -> NDArray[np.float16]:
-        """Pooled frame features, float16 [len(rows), T, D] (all rows when ``rows`` is None)."""
+    def frames(self, modality: str, rows: NDArray[np.int64] | None = None, view: int = 0) -> Features:
+        """Pooled frame features [len(rows), T, D] (all rows when ``rows`` is None), of the spec's feature_dtype."""
         self.require(modality)
         return self._read(schema.frames_path(modality), rows, view)
 
-    def patches(self, modality: str, rows: NDArray[np.int64] | None = None, view: int = 0) -> NDArray[np.float16]:
-        """Patch features, float16 [len(rows), T, P, D]."""
+    def patches(self, modality: str, rows: NDArray[np.int64] | None = None, view: int = 0) -> Features:
+        """Patch features [len(rows), T, P, D], of the spec's feature_dtype."""
         self.require(modality, patches=True)
         return self._read(schema.patches_path(modality), rows, view)
 
@@ -171,7 +174,7 @@ class FeatureCache:
         stored = _stored_keys(zarray)
         return [int(c) for c in chunks if schema.chunk_key(zarray, int(c)) not in stored]
 
-    def _read(self, path: str, rows: NDArray[np.int64] | None, view: int) -> NDArray[np.float16]:
+    def _read(self, path: str, rows: NDArray[np.int64] | None, view: int) -> Features:
         """Features of ``rows`` at ``path``: only rows whose features were computed, from chunks that are there
         and whose checksums hold; anything else is a :class:`CacheError` naming the videos, never fill values."""
         if not 0 <= view < self.spec.views:
@@ -179,7 +182,7 @@ class FeatureCache:
         array = self._array(path)
         rows = np.arange(self.n_videos) if rows is None else np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
-            return np.zeros((0, *array.shape[2:]), dtype=np.float16)
+            return np.zeros((0, *array.shape[2:]), dtype=self.spec.feature_dtype)
         order = np.argsort(rows, kind="stable")
         unique, inverse = np.unique(rows[order], return_inverse=True)
         self._check_usable(path.split("/")[0], unique)
@@ -245,7 +248,8 @@ class FeatureCache:
     ) -> None:
         """Commit one whole chunk of videos: features first, then ``done`` as the commit marker.
 
-        frames: [n, V, T, D]; patches: [n, V, T, P, D]; n = the chunk's length. ``start`` must be a
+        frames: [n, V, T, D]; patches: [n, V, T, P, D]; n = the chunk's length; both are stored as the spec's
+        ``feature_dtype`` (a value float16 cannot hold becomes inf, which reading refuses). ``start`` must be a
         chunk boundary, so that concurrent writers of other chunks never share a file. ``done``: which
         videos the commit completes (default all; a video missing from the dataset root is not done).
         """
@@ -257,10 +261,11 @@ class FeatureCache:
             raise ValueError(f"write_chunk needs a whole chunk: rows {start}:{stop}, got {len(frames)} rows")
         if self.has_patches(modality) and patches is None:
             raise ValueError(f"cache {self.path} stores patches: write_chunk needs them")
+        dtype = self.spec.feature_dtype
         with _written(self.spec):
-            self._array(schema.frames_path(modality))[start:stop] = np.asarray(frames, dtype=np.float16)
+            self._array(schema.frames_path(modality))[start:stop] = np.asarray(frames, dtype=dtype)
             if self.has_patches(modality):
-                self._array(schema.patches_path(modality))[start:stop] = np.asarray(patches, dtype=np.float16)
+                self._array(schema.patches_path(modality))[start:stop] = np.asarray(patches, dtype=dtype)
             self._array(schema.status_path(modality))[start:stop] = np.asarray(status, dtype=np.int8)
             self._array(schema.error_path(modality))[start:stop] = np.asarray(list(errors), dtype=str)
             self._array(schema.VIDEO_N_FRAMES)[start:stop] = np.asarray(n_frames, dtype=np.int32)
@@ -450,9 +455,9 @@ def _write_spec(group: zarr.Group, spec: CacheSpec) -> None:
 def _create_modality(group: zarr.Group, spec: CacheSpec, modality: str, n: int) -> None:
     """The arrays of one modality; checksummed when the store is (a cache keeps the integrity it was made with)."""
     c, checked = spec.chunk_videos, spec.integrity >= 1
-    for kind, (shape, chunks) in schema.feature_shapes(spec, n).items():
+    for kind, (shape, chunks, dtype) in schema.feature_shapes(spec, n).items():
         path = schema.frames_path(modality) if kind == "frames" else schema.patches_path(modality)
-        _new_array(group, path, shape, schema.FEATURE_DTYPE, chunks, checksummed=checked, fill_value=0)
+        _new_array(group, path, shape, dtype, chunks, checksummed=checked, fill_value=0)
     _new_array(group, schema.done_path(modality), (n,), "bool", (c,), checksummed=checked, fill_value=False)
     _new_array(group, schema.status_path(modality), (n,), "int8", (c,), checksummed=checked, fill_value=0)
     _new_array(group, schema.error_path(modality), (n,), str, (c,), checksummed=checked, fill_value="")
@@ -468,9 +473,11 @@ def _check_compatible(
     old, new = existing.spec.identity(), spec.identity()
     if "flow" not in existing.modalities:  # adding flow: the flow method is the new modality's own setting
         old.pop("flow_method"), new.pop("flow_method")
-    differing = sorted(k for k in old if old[k] != new.get(k))
+    # feature_dtype is in an identity only when it is not the default (schema.CacheSpec.identity)
+    old.setdefault("feature_dtype", schema.FEATURE_DTYPE), new.setdefault("feature_dtype", schema.FEATURE_DTYPE)
+    differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if differing:
-        detail = "; ".join(f"{k}: cache has {old[k]!r}, this run {new.get(k)!r}" for k in differing)
+        detail = "; ".join(f"{k}: cache has {old.get(k)!r}, this run {new.get(k)!r}" for k in differing)
         raise CacheError(
             f"cache {existing.path} was made with other settings ({detail}); features of different setups "
             f"cannot share a store: write to a new --out path"

@@ -1,24 +1,17 @@
-"""Cache inspection and interchange: ``fsar cache info|verify|export-h5|import-h5``.
-
-The HDF5 layout is the one published FSAR feature dumps use: ``all_feats [N, T, D]``,
-``all_labels [N]``, plus ``ids [N]``, ``class_names [C]`` and ``splits [N]`` so that nothing is lost
-in a round trip. Features made elsewhere can thus be evaluated here.
-"""
+"""Cache inspection: ``fsar cache info|verify|missing`` (HDF5 interchange is in :mod:`fsar.cache.h5`)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from fsar.cache import schema
-from fsar.cache.schema import CacheSpec, Status
-from fsar.cache.store import CacheError, FeatureCache, create_cache, open_cache
+from fsar.cache.schema import Status
+from fsar.cache.store import FeatureCache, open_cache
 
 
 @dataclass(frozen=True)
@@ -99,13 +92,14 @@ def describe_cache(path: str | Path) -> str:
     """A human summary of a cache: what made it, its shape and its split sizes."""
     cache = open_cache(path)
     s = cache.spec
+    patches = f"{s.patches}x{s.patches}" if s.patches else "none"
     lines = [
         f"cache      {cache.path}",
         f"dataset    {s.dataset}" + (f" ({s.split_set})" if s.split_set else ""),
         f"backbone   {s.backbone}  weights {s.weights} (sha256 {s.weights_sha256[:12]})",
-        f"features   T={s.frames} D={s.feature_dim} views={s.views} patches={s.patches}x{s.patches}"
-        if s.patches else f"features   T={s.frames} D={s.feature_dim} views={s.views} patches=none",
-        f"input      short side {s.short_side}, crop {s.input_size}, mean {s.mean}, std {s.std}",
+        f"features   T={s.frames} D={s.feature_dim} views={s.views} patches={patches} {s.feature_dtype}",
+        f"input      short side {s.short_side}, crop {s.input_size}, mean {s.mean}, std {s.std}"
+        if s.preprocessing_known else f"input      unknown (imported from {s.weights})",
         f"schema     v{s.schema_version}, written by fsar {s.fsar_version} on {s.created}",
     ]
     for split in schema.SPLITS:
@@ -146,72 +140,3 @@ def missing_videos(path: str | Path) -> list[tuple[str, str, str]]:
     rows = np.flatnonzero(missing)
     return list(zip(cache.splits[rows].tolist(), cache.class_of(rows).tolist(), cache.ids[rows].tolist(),
                     strict=True))
-
-
-def export_h5(path: str | Path, out: str | Path, modality: str = "rgb", split: str | None = None,
-              view: int = 0) -> int:
-    """Write the extracted videos (optionally of one split) to HDF5; returns the number written."""
-    cache = open_cache(path)
-    done = cache.done(modality)
-    ok = done & (cache.status(modality) != Status.UNREADABLE)
-    if split is not None:
-        mask = np.zeros(cache.n_videos, dtype=bool)
-        mask[cache.rows_of_split(split)] = True
-        ok &= mask
-    rows = np.flatnonzero(ok)
-    with h5py.File(out, "w") as f:
-        f.create_dataset("all_feats", data=cache.frames(modality, rows, view=view), compression="gzip")
-        f.create_dataset("all_labels", data=cache.labels[rows])
-        f.create_dataset("ids", data=np.asarray(cache.ids[rows], dtype=object), dtype=h5py.string_dtype())
-        f.create_dataset("splits", data=np.asarray(cache.splits[rows], dtype=object), dtype=h5py.string_dtype())
-        f.create_dataset("class_names", data=np.asarray(cache.class_names, dtype=object),
-                         dtype=h5py.string_dtype())
-        f.attrs["dataset"] = cache.spec.dataset
-        f.attrs["backbone"] = cache.spec.backbone
-        f.attrs["modality"] = modality
-    return len(rows)
-
-
-def _strings(dataset: h5py.Dataset) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in dataset[:]]
-
-
-def import_h5(h5_path: str | Path, out: str | Path, *, dataset: str = "", split: str | None = None,
-              modality: str = "rgb", chunk_videos: int = schema.DEFAULT_CHUNK_VIDEOS) -> FeatureCache:
-    """Make a cache from an HDF5 feature dump (``all_feats``/``all_labels`` at least).
-
-    Without ``ids`` the rows are named ``video_<row>``; without ``splits``, ``split`` must say which
-    split every row belongs to; without ``class_names`` classes are named ``class_<label>``.
-    """
-    with h5py.File(h5_path, "r") as f:
-        for key in ("all_feats", "all_labels"):
-            if key not in f:
-                raise CacheError(f"{h5_path} has no '{key}' dataset; expected all_feats [N,T,D] and all_labels [N]")
-        feats = np.asarray(f["all_feats"][:])
-        labels = np.asarray(f["all_labels"][:], dtype=np.int64).ravel()
-        n = len(feats)
-        ids = _strings(f["ids"]) if "ids" in f else [f"video_{i:06d}" for i in range(n)]
-        if "splits" in f:
-            splits = _strings(f["splits"])
-        elif split is not None:
-            splits = [split] * n
-        else:
-            raise CacheError(f"{h5_path} has no 'splits' dataset: say which split its videos are with --split")
-        names = _strings(f["class_names"]) if "class_names" in f else [
-            f"class_{c}" for c in range(int(labels.max()) + 1)]
-        dataset = dataset or str(f.attrs.get("dataset", Path(h5_path).stem))
-    if feats.ndim != 3 or len(labels) != n:
-        raise CacheError(
-            f"{h5_path}: all_feats must be [N, T, D] and all_labels [N]; got {feats.shape}, {labels.shape}")
-    if not np.isfinite(feats).all():
-        raise CacheError(f"{h5_path}: all_feats holds NaN or inf values")
-    sha = hashlib.sha256(Path(h5_path).read_bytes()).hexdigest()
-    spec = CacheSpec(dataset=dataset, backbone="imported", weights=Path(h5_path).name, weights_sha256=sha,
-                     feature_dim=feats.shape[2], frames=feats.shape[1], modalities=(modality,),
-                     sampling="imported", chunk_videos=chunk_videos)
-    cache = create_cache(out, spec, ids, labels.tolist(), splits, names)
-    for start, stop in cache.chunk_ranges():
-        m = stop - start
-        cache.write_chunk(modality, start, feats[start:stop, None], np.zeros(m, np.int8), [""] * m,
-                          np.full(m, feats.shape[1], np.int32))
-    return cache

@@ -79,7 +79,7 @@ def cache_missing(cache: Path, out: Path | None) -> None:
 @user_errors
 def cache_export(cache: Path, out: Path, modality: str, split: str | None) -> None:
     """Write features as HDF5 (all_feats [N,T,D], all_labels [N], ids, splits, class_names)."""
-    from fsar.cache.tools import export_h5
+    from fsar.cache.h5 import export_h5
 
     n = export_h5(cache, out, modality=modality, split=split)
     click.echo(f"wrote {n} videos to {out}")
@@ -89,12 +89,24 @@ def cache_export(cache: Path, out: Path, modality: str, split: str | None) -> No
 @click.argument("h5file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--dataset", default="", help="Dataset name to record (default: the file's).")
-@split_option(default=None, help="Split of every row, for dumps without a 'splits' dataset.")
+@split_option(default=None, help="Split of every row, for dumps without a splits (or split) dataset.")
 @modality_choice_option(default="rgb", show_default=True)
+@click.option("--dtype", type=click.Choice(["keep", "float16"]), default="keep", show_default=True,
+              help="keep: store the dump's float16 or float32 features as they are (float64 as float32). float16: "
+              "halve the cache's size; a value beyond float16's range (|x| > 65504) is an error, never an inf.")
 @user_errors
-def cache_import(h5file: Path, out: Path, dataset: str, split: str | None, modality: str) -> None:
-    """Make a cache from a published HDF5 feature dump so that it can be evaluated here."""
-    from fsar.cache.tools import import_h5
+def cache_import(h5file: Path, out: Path, dataset: str, split: str | None, modality: str, dtype: str) -> None:
+    """Make a cache from a published HDF5 feature dump so that it can be evaluated here.
 
-    cache = import_h5(h5file, out, dataset=dataset, split=split, modality=modality)
-    click.echo(f"imported {cache.n_videos} videos into {out}")
+    Datasets accepted: features all_feats|features|feats [N,T,D]; labels all_labels|labels [N]; video ids
+    ids|video_ids|video_names|names; class names class_names|classes; splits splits|split. Any other
+    dataset is an error. The cache records its preprocessing as unknown.
+    """
+    from fsar.cache.h5 import import_h5
+
+    imported = import_h5(h5file, out, dataset=dataset, split=split, modality=modality, dtype=dtype)
+    for note in imported.notes:
+        click.echo(note)
+    cache = imported.cache
+    click.echo(f"imported {cache.n_videos} videos into {out} ({cache.spec.feature_dtype} features; the dump's are "
+               f"{imported.source_dtype})")

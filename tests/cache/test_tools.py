@@ -6,9 +6,10 @@ import h5py
 import numpy as np
 import pytest
 
+from fsar.cache.h5 import export_h5, import_h5
 from fsar.cache.schema import Status
 from fsar.cache.store import CacheError, create_cache, open_cache
-from fsar.cache.tools import describe_cache, export_h5, import_h5, verify_cache
+from fsar.cache.tools import describe_cache, verify_cache
 from tests.cache.test_store import CLASSES, IDS, LABELS, SPLITS, fill, make_spec
 
 
@@ -38,7 +39,7 @@ def test_h5_round_trip(tmp_path: Path) -> None:
     fill(path, spec, cache.chunk_ranges())
     n = export_h5(path, tmp_path / "f.h5")
     assert n == len(IDS)
-    back = import_h5(tmp_path / "f.h5", tmp_path / "back.zarr")
+    back = import_h5(tmp_path / "f.h5", tmp_path / "back.zarr").cache
     src = open_cache(path)
     np.testing.assert_array_equal(back.frames("rgb"), src.frames("rgb"))
     assert back.ids.tolist() == IDS and back.class_names == tuple(CLASSES)
@@ -52,10 +53,10 @@ def test_import_plain_dump_needs_split(tmp_path: Path) -> None:
         f["all_labels"] = np.array([0, 0, 1, 1, 2, 2])
     with pytest.raises(CacheError, match="--split"):
         import_h5(tmp_path / "dump.h5", tmp_path / "x.zarr")
-    cache = import_h5(tmp_path / "dump.h5", tmp_path / "x.zarr", split="test", chunk_videos=4)
+    cache = import_h5(tmp_path / "dump.h5", tmp_path / "x.zarr", split="test", chunk_videos=4).cache
     assert cache.class_names == ("class_0", "class_1", "class_2")
     assert len(cache.rows_of_split("test")) == 6
     with h5py.File(tmp_path / "bad.h5", "w") as f:
         f["feats"] = np.zeros((2, 3))
-    with pytest.raises(CacheError, match="all_feats"):
+    with pytest.raises(CacheError, match="no labels dataset"):
         import_h5(tmp_path / "bad.h5", tmp_path / "y.zarr", split="test")
