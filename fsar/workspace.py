@@ -45,14 +45,21 @@ def weights_label(weights: str | None) -> str:
     return Path(weights).stem
 
 
-def episodes_path(workspace: Path, dataset: str, split: str, way: int, shot: int, query: int, protocol: str) -> Path:
-    name = f"{_slug(dataset)}-{split}-{way}way-{shot}shot-{query}q-{_slug(protocol)}.npz"
+def episodes_path(workspace: Path, *, dataset: str, split_set: str, split: str, way: int, shot: int, query: int,
+                  protocol: str, seed: int) -> Path:
+    """A workspace episode list, named by everything that defines it, so that lists of another seed, split set
+    or setting never take each other's place:
+    ``<workspace>/episodes/<dataset>[-<split set>]-<split>-<way>way-<shot>shot-<query>q-<protocol>-seed<seed>.npz``."""
+    data = _slug(dataset) + (f"-{_slug(split_set)}" if split_set else "")
+    name = f"{data}-{split}-{way}way-{shot}shot-{query}q-{_slug(protocol)}-seed{seed}.npz"
     return workspace / "episodes" / name
 
 
-def val_episodes_path(workspace: Path, dataset: str, way: int, shot: int, n: int, seed: int) -> Path:
+def val_episodes_path(workspace: Path, dataset: str, way: int, shot: int, n: int, seed: int,
+                      split_set: str = "") -> Path:
     """The fixed val-split list ``fsar train`` scores after every epoch (1 query per class)."""
-    return episodes_path(workspace, dataset, "val", way, shot, 1, f"train-val{n}-seed{seed}")
+    return episodes_path(workspace, dataset=dataset, split_set=split_set, split="val", way=way, shot=shot, query=1,
+                         protocol=f"train-val{n}", seed=seed)
 
 
 def checkpoints_dir(workspace: Path) -> Path:

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from fsar.cli import main
 from fsar.episodes import load_episodes
+from fsar.report.results import file_sha256
 
 Builder = Callable[..., Path]
 
@@ -73,3 +74,67 @@ def test_an_unknown_matcher_is_refused_before_anything_loads(tmp_path: Path) -> 
         assert result.exit_code == 1 and result.exception is not None
         assert f"unknown matcher {name!r}" in result.output and hint in result.output
         assert "Traceback" not in result.output and "no feature cache" not in result.output
+
+
+def test_workspace_lists_are_named_by_their_seed_and_never_reused_across_seeds(tmp_path: Path,
+                                                                               toy_cache: Builder) -> None:
+    ws = tmp_path / "ws"
+    toy_cache(ws / "caches" / "toy-none-none.zarr")
+    common = ("--workspace", str(ws), "--protocol", "m3net")
+    assert run("episodes", *common, "--seed", "0")[0] == 0
+    first = sorted((ws / "episodes").glob("*.npz"))
+    assert run("episodes", *common, "--seed", "1")[0] == 0
+    both = sorted((ws / "episodes").glob("*.npz"))
+    assert len(first) == 1 and len(both) == 2 and first[0] in both  # seed 1 did not overwrite seed 0's list
+    assert [load_episodes(p).seed for p in both] == [0, 1]
+    scores = []
+    for seed in ("0", "1"):  # eval finds the list `fsar episodes` wrote for its seed
+        code, out = run("eval", "--workspace", str(ws), "--matcher", "otam", "--protocol", "m3net", "--seed", seed,
+                        "--quiet", "--json")
+        assert code == 0, out
+        scores.append(json.loads(out)["episodes_sha256"])
+    assert scores == [file_sha256(p) for p in both]  # eval --seed 1 scores seed 1's list, not seed 0's
+    assert len(sorted((ws / "episodes").glob("*.npz"))) == 2
+
+
+def test_a_stale_workspace_list_is_refused(tmp_path: Path, toy_cache: Builder) -> None:
+    from fsar.cache import schema
+    from fsar.cache.store import open_cache
+
+    ws = tmp_path / "ws"
+    cache_path = toy_cache(ws / "caches" / "toy-none-none.zarr")
+    args = ("eval", "--workspace", str(ws), "--matcher", "otam", "--protocol", "m3net", "--quiet")
+    assert run(*args)[0] == 0
+    cache = open_cache(cache_path, mode="a")  # four test videos become unreadable after the list was drawn
+    cache.group[schema.status_path("rgb")][60:64] = 1
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 1 and "was drawn from another pool" in result.output
+    assert "Delete the list" in result.output
+
+
+def test_options_that_contradict_a_given_list_are_an_error(tmp_path: Path, toy_cache: Builder,
+                                                           write_list: Builder) -> None:
+    cache_path = toy_cache(tmp_path / "c.zarr")
+    episodes = write_list(tmp_path, cache_path, n=10, shot=2)
+    base = ("eval", "--matcher", "otam", "--cache", str(cache_path), "--episodes", str(episodes), "--quiet",
+            "--out", str(tmp_path / "res"))
+    for extra, message in ((("--shots", "5"), "--shots 5 (the list is 2-shot)"),
+                           (("--shots", "1,2"), "--shots 1,2"), (("--way", "3"), "--way 3 (the list is 5-way)")):
+        result = CliRunner().invoke(main, [*base, *extra])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert run(*base, "--shots", "2")[0] == 0  # agreeing with the list is fine
+
+
+def test_a_partial_pool_is_flagged(tmp_path: Path, toy_cache: Builder) -> None:
+    from fsar.cache import schema
+    from fsar.cache.store import open_cache
+
+    cache_path = toy_cache(tmp_path / "c.zarr")
+    code, out = run("episodes", "--cache", str(cache_path), "--protocol", "custom", "--n", "10", "--out",
+                    str(tmp_path / "a.npz"))
+    assert code == 0 and "pool: 30 of 30 test videos, 5 of 5 classes — the full split list" in out
+    cache = open_cache(cache_path, mode="a")
+    cache.group[schema.done_path("rgb")][56:64] = False  # extraction of these videos has not finished
+    code, out = run("eval", "--cache", str(cache_path), "--matcher", "otam", "--protocol", "m3net", "--quiet",
+                    "--workspace", str(tmp_path / "ws"))
+    assert code == 0 and "pool: 22 of 30 test videos, 5 of 5 classes — not the full benchmark" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from fsar.cli.options import (
     LazyChoice,
@@ -47,18 +48,20 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
     """Write a fixed, seeded episode list (refers to videos by id, so it fits every cache of a dataset)."""
     from fsar.cache.store import open_cache
     from fsar.episodes import CUSTOM, save_episodes
-    from fsar.episodes.pool import episodes_for
+    from fsar.episodes.pool import episodes_for, pool_line
 
     if protocol == CUSTOM:
         query, n = query or 1, n or 10_000
     opened = open_cache(resolve_cache(workspace, cache, dataset))
     episodes = episodes_for(opened, split=split, way=way, shot=shot, seed=seed, protocol=protocol, query=query, n=n)
     if out is None:
-        out = episodes_path(workspace_dir(workspace), opened.spec.dataset, split, way, shot, episodes.query, protocol)
+        out = episodes_path(workspace_dir(workspace), dataset=opened.spec.dataset, split_set=opened.spec.split_set,
+                            split=split, way=way, shot=shot, query=episodes.query, protocol=protocol, seed=seed)
     save_episodes(episodes, out)
     excluded = f", {episodes.excluded_missing} unusable videos excluded" if episodes.excluded_missing else ""
     click.echo(f"wrote {episodes.n_episodes:,} {way}-way {shot}-shot episodes ({episodes.query} queries per class, "
                f"{len(episodes.ids)} videos{excluded}) to {out}")
+    click.echo(pool_line(opened, split))
 
 
 @click.command("eval")
@@ -98,6 +101,8 @@ def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: 
     from fsar.runner.evaluate import EvalPlan, run_plan
 
     check_matcher_name(matcher_name)  # before any cache or list is read
+    if episodes_file is not None:
+        check_fits_list(episodes_file, shots, way)
     plan = EvalPlan(matchers=matcher_name, cache=resolve_cache(workspace, cache, dataset),
                     shots=tuple(int_list(shots)), way=way, episodes=episodes_file, protocol=protocol,
                     modality=modality, weights=fusion_weights(weights), center=center, seed=seed,
@@ -105,6 +110,23 @@ def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: 
                     allow_other_cache=allow_other_cache, device=device, params=name_values(params))
     for line in run_plan(plan, progress=not quiet, as_json=as_json):
         click.echo(line)
+
+
+def check_fits_list(episodes_file: Path, shots: str, way: int) -> None:
+    """``--shots``/``--way`` given on the command line must be the list's own: a list fixes both."""
+    from fsar.episodes import load_episodes
+
+    ctx = click.get_current_context()
+    given = {name for name in ("shots", "way") if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    episodes = load_episodes(episodes_file)
+    wrong = []
+    if "shots" in given and int_list(shots) != [episodes.shot]:
+        wrong.append(f"--shots {shots} (the list is {episodes.shot}-shot)")
+    if "way" in given and way != episodes.way:
+        wrong.append(f"--way {way} (the list is {episodes.way}-way)")
+    if wrong:
+        raise click.UsageError(f"{' and '.join(wrong)} contradict --episodes {episodes_file}: a list fixes its way "
+                               f"and shot; leave those options out, or draw a list for them with `fsar episodes`")
 
 
 @click.command("compare")

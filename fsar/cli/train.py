@@ -83,7 +83,7 @@ def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots:
                          params=name_values(params), seed=seed, device=device, amp=not no_amp)
     spec = open_cache(cache_path).spec
     out = out or checkpoint_path(ws, spec.dataset, spec.backbone, matcher_name, shots)
-    val_path = val_episodes_path(ws, spec.dataset, way, shots, val_episodes, seed)
+    val_path = val_episodes_path(ws, spec.dataset, way, shots, val_episodes, seed, spec.split_set)
     ckpt = train(config, cache_path, out, val_episodes=val_episodes, val_path=val_path, resume=resume,
                  progress=not quiet, echo=click.echo)
     curve = plot_history(ckpt.history, out.with_suffix(".png"), title=f"{matcher_name}, {way}-way {shots}-shot")

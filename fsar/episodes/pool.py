@@ -7,8 +7,9 @@ from typing import Any
 
 from fsar.cache.schema import Status
 from fsar.cache.store import FeatureCache
-from fsar.episodes.episode_list import EpisodeList
+from fsar.episodes.episode_list import EpisodeError, EpisodeList
 from fsar.episodes.io import load_episodes, save_episodes
+from fsar.episodes.sampling import pool_sha256
 from fsar.episodes.sampling import sample_episodes as draw_episodes
 
 
@@ -31,10 +32,38 @@ def episodes_for(cache: FeatureCache, *, split: str, way: int, shot: int, seed: 
 
 
 def ensure_episodes(path: Path, cache: FeatureCache, **kwargs: Any) -> EpisodeList:
-    """Load the fixed list at ``path``, drawing and saving it on first use."""
-    if path.exists():
-        return load_episodes(path)
-    episodes = episodes_for(cache, **kwargs)
-    save_episodes(episodes, path)
+    """Load the fixed list at ``path``, drawing and saving it on first use.
+
+    A list drawn from another pool than the cache's usable videos of that split now (videos extracted or
+    lost since, or another cache's) is refused rather than reused: its numbers would not be the ones a
+    fresh list gives on this cache.
+    """
+    if not path.exists():
+        episodes = episodes_for(cache, **kwargs)
+        save_episodes(episodes, path)
+        return episodes
+    episodes = load_episodes(path)
+    ids = split_pool(cache, episodes.split)[0]
+    if episodes.pool_sha256 != pool_sha256(ids):
+        raise EpisodeError(
+            f"the fixed episode list {path} was drawn from another pool of {episodes.split} videos than cache "
+            f"{cache.path} now has ({len(ids)} usable): its videos were extracted, lost or recorded unreadable "
+            f"since. Delete the list to draw it again from the current pool, or keep it and evaluate with "
+            f"--episodes LIST (only its own videos are checked then)")
     return episodes
+
+
+def coverage(cache: FeatureCache, split: str) -> tuple[int, int, int, int]:
+    """(videos in the pool, videos in the split list, classes in the pool, classes in the split list)."""
+    ids, classes, _ = split_pool(cache, split)
+    rows = cache.rows_of_split(split)
+    return len(ids), len(rows), len(set(classes)), len(set(cache.class_of(rows).tolist()))
+
+
+def pool_line(cache: FeatureCache, split: str) -> str:
+    """``pool: 50 of 2,857 test videos, 5 of 24 classes — not the full benchmark`` (or ``— the full split list``)."""
+    videos, listed, classes, listed_classes = coverage(cache, split)
+    whole = videos == listed and classes == listed_classes
+    return (f"pool: {videos:,} of {listed:,} {split} videos, {classes} of {listed_classes} classes — "
+            + ("the full split list" if whole else "not the full benchmark"))
 

@@ -62,15 +62,15 @@ def load_once(memo: FeatureMemo | None, cache: FeatureCache, episodes: EpisodeLi
 
 
 
-def center_in_time(features: NDArray[np.float16]) -> NDArray[np.float16]:
-    """Subtract each video's mean over time: [N, T, ...] -> [N, T, ...].
+def center_in_time(features: NDArray[np.floating]) -> NDArray[np.floating]:
+    """Subtract each video's mean over time: [N, T, ...] -> [N, T, ...], in the features' own dtype.
 
     What stays constant through a video (its appearance: background, actor, lighting) cancels and
     what changes (the motion) remains. Mean pooling of a centred video is zero, so ``proto`` is
     undefined (at chance) on centred features by construction.
     """
     centred = features.astype(np.float32) - features.astype(np.float32).mean(axis=1, keepdims=True)
-    return centred.astype(np.float16)
+    return centred.astype(features.dtype)
 
 
 class Gatherer:

@@ -123,9 +123,9 @@ def test_a_file_size_limit_is_one_line_and_the_run_resumes(dataset: Path, tmp_pa
         resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))  # `ulimit -f`: feature chunks are larger
 
     failed = subprocess.run(cli(dataset, out), capture_output=True, text=True, preexec_fn=limit)
-    assert failed.returncode == 1
-    assert "Traceback" not in failed.stderr
-    assert "File too large" in failed.stderr and "run the same command again" in failed.stderr
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stderr, failed.stderr
+    assert "File too large" in failed.stderr and "run the same command again" in failed.stderr, failed.stderr
     subprocess.run(cli(dataset, out), check=True, capture_output=True)
     assert open_cache(out).done("rgb").all()
 
