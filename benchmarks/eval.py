@@ -40,8 +40,8 @@ from scipy.optimize import linear_sum_assignment
 
 from benchmarks._common import Table, best_seconds, machine_line, percent, ratio, timed, verdict
 from benchmarks.kernels import torch_otam_episode
+from fsar.cache.create import create_cache
 from fsar.cache.schema import CacheSpec
-from fsar.cache.store import create_cache
 from fsar.episodes import EpisodeList, load_episodes, sample_episodes, save_episodes
 from fsar.matchers import kernels
 from fsar.matchers.similarity import frame_similarity

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from fsar.cache.create import create_cache
 from fsar.cache.schema import CacheSpec
-from fsar.cache.store import create_cache, open_cache
+from fsar.cache.store import open_cache
 from fsar.episodes import save_episodes
 from fsar.episodes.pool import episodes_for
 from fsar.report import Record, make_record

@@ -5,7 +5,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from fsar import __version__
-from fsar.cache.store import create_cache
+from fsar.cache.create import create_cache
 from fsar.cli import main
 from fsar.matchers.registry import load_all
 from tests.cache.test_store import CLASSES, IDS, LABELS, SPLITS, fill, make_spec

@@ -21,8 +21,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fsar.cache import schema
+from fsar.cache.create import create_cache
 from fsar.cache.schema import CacheSpec, Status
-from fsar.cache.store import CacheError, FeatureCache, create_cache, open_cache
+from fsar.cache.store import CacheError, FeatureCache, open_cache
 
 # role -> the dataset names dumps use for it; export writes the first.
 DATASET_NAMES: dict[str, tuple[str, ...]] = {

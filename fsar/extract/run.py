@@ -33,9 +33,10 @@ from tqdm import tqdm
 from fsar import __version__
 from fsar._device import resolve_device
 from fsar._platform import usable_cores
+from fsar.cache.create import create_cache
 from fsar.cache.lock import write_lock
 from fsar.cache.schema import CacheSpec, Status
-from fsar.cache.store import CacheError, FeatureCache, create_cache, open_cache, shard_ranges, store_exists
+from fsar.cache.store import CacheError, FeatureCache, open_cache, shard_ranges, store_exists
 from fsar.datasets.catalog import DatasetListing, VideoEntry, load_dataset
 from fsar.errors import FsarError
 from fsar.extract import heap

@@ -12,8 +12,9 @@ import pytest
 import zarr
 
 from fsar.cache import schema
+from fsar.cache.create import create_cache
 from fsar.cache.h5 import export_h5, import_h5
-from fsar.cache.store import CacheError, create_cache, open_cache, store_exists
+from fsar.cache.store import CacheError, open_cache, store_exists
 from fsar.cache.tools import describe_cache
 from fsar.episodes import save_episodes
 from fsar.episodes.pool import episodes_for

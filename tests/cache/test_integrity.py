@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from fsar.cache import schema
-from fsar.cache.store import CacheError, create_cache, open_cache
+from fsar.cache.create import create_cache
+from fsar.cache.store import CacheError, open_cache
 from fsar.cache.tools import verify_cache
 from fsar.episodes import load_episodes
 from fsar.runner.evaluate import EvalRun, evaluate

@@ -9,8 +9,9 @@ import pytest
 import zarr
 
 from fsar.cache import schema
+from fsar.cache.create import create_cache
 from fsar.cache.schema import CacheSpec, Status
-from fsar.cache.store import CacheError, create_cache, open_cache, shard_ranges
+from fsar.cache.store import CacheError, open_cache, shard_ranges
 
 IDS = [f"v{i:02d}" for i in range(11)]
 LABELS = [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3]

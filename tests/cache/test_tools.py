@@ -6,9 +6,10 @@ import h5py
 import numpy as np
 import pytest
 
+from fsar.cache.create import create_cache
 from fsar.cache.h5 import export_h5, import_h5
 from fsar.cache.schema import Status
-from fsar.cache.store import CacheError, create_cache, open_cache
+from fsar.cache.store import CacheError, open_cache
 from fsar.cache.tools import describe_cache, verify_cache
 from tests.cache.test_store import CLASSES, IDS, LABELS, SPLITS, fill, make_spec
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fsar.cache.create import create_cache
 from fsar.cache.lock import LockedError, write_lock
-from fsar.cache.store import create_cache, open_cache
+from fsar.cache.store import open_cache
 from fsar.datasets.synthetic import synthesize
 from fsar.extract.run import ExtractConfig, ExtractError, run_extraction
 
@@ -142,7 +143,7 @@ def test_flow_can_be_added_to_an_rgb_cache(dataset: Path, tmp_path: Path) -> Non
 
 
 def test_a_creation_that_fails_leaves_no_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fsar.cache import store
+    from fsar.cache import create
     from fsar.cache.schema import CacheSpec
 
     spec = CacheSpec(dataset="toy", backbone="none", weights="none", weights_sha256="", feature_dim=4, frames=2)
@@ -151,7 +152,7 @@ def test_a_creation_that_fails_leaves_no_store(tmp_path: Path, monkeypatch: pyte
     def killed(*args: object) -> None:
         raise KeyboardInterrupt  # stands for a kill before the attributes are written
 
-    monkeypatch.setattr(store, "_write_spec", killed)
+    monkeypatch.setattr(create, "_write_spec", killed)
     with pytest.raises(KeyboardInterrupt):
         create_cache(tmp_path / "c.zarr", spec, *table)
     monkeypatch.undo()
