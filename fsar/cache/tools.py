@@ -32,6 +32,7 @@ class VerifyReport:
     path: str
     schema_version: int
     modalities: tuple[ModalityReport, ...]
+    integrity: int = 1  # 0: a cache without chunk checksums, whose lost or damaged chunks go unnoticed
 
     @property
     def ok(self) -> bool:
@@ -64,7 +65,7 @@ def verify_cache(path: str | Path, *, repair: bool = False) -> VerifyReport:
                                       cache.errors(modality), damaged))
         if repair and damaged:
             cache.mark_not_done(modality, cache.rows_for(sorted(damaged)).tolist())
-    return VerifyReport(cache.path, cache.spec.schema_version, tuple(reports))
+    return VerifyReport(cache.path, cache.spec.schema_version, tuple(reports), cache.spec.integrity)
 
 
 def _chunks_of_done_rows(cache: FeatureCache, array_path: str, done: np.ndarray, damaged: dict[str, str]
@@ -101,6 +102,10 @@ def describe_cache(path: str | Path) -> str:
         f"input      short side {s.short_side}, crop {s.input_size}, mean {s.mean}, std {s.std}"
         if s.preprocessing_known else f"input      unknown (imported from {s.weights})",
         f"schema     v{s.schema_version}, written by fsar {s.fsar_version} on {s.created}",
+        f"precision  {s.precision or 'not recorded'}",
+        "integrity  every chunk checksummed and written" if s.integrity >= 1 else
+        "integrity  none: written before chunk checksums, so lost or damaged chunks cannot be detected; "
+        "extract again into a new --out to get them",
     ]
     for split in schema.SPLITS:
         rows = cache.rows_of_split(split)

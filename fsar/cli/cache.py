@@ -49,6 +49,9 @@ def cache_verify(cache: Path, repair: bool) -> None:
         raise click.ClickException(f"cache {cache} has damaged chunks; {then}")
     if not report.ok:
         raise click.ClickException(f"cache {cache} is incomplete or holds non-finite features")
+    if not report.integrity:
+        click.echo(f"note: cache {cache} was written before chunk checksums: a lost or damaged chunk cannot be "
+                   f"told from real features; extract again into a new --out to get them", err=True)
     click.echo(f"cache {cache} ok (schema v{report.schema_version})")
 
 

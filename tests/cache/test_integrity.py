@@ -155,3 +155,19 @@ def test_non_finite_features_are_refused_naming_the_video(
     frames[row] = block
     with pytest.raises(CacheError, match=rf"NaN or inf features .*\({cache.ids[row]}\).*--precision fp32"):
         evaluate(EvalRun("otam"), cache_path, episodes, progress=False)
+
+
+def test_a_cache_without_checksums_is_said_to_be_so(tmp_path: Path, toy_cache: Callable[..., Path]) -> None:
+    from click.testing import CliRunner
+
+    from fsar.cli import main
+
+    cache_path = toy_cache(tmp_path / "c.zarr")
+    group = open_cache(cache_path, mode="a").group
+    attrs = dict(group.attrs[schema.ATTRS_KEY])
+    group.attrs[schema.ATTRS_KEY] = {**attrs, "integrity": 0}  # as a cache written before checksums
+    result = CliRunner().invoke(main, ["cache", "verify", str(cache_path)])
+    assert result.exit_code == 0 and "written before chunk checksums" in result.output
+    info = CliRunner().invoke(main, ["cache", "info", str(cache_path)]).output
+    assert "integrity  none" in info and "integrity  every chunk checksummed" in CliRunner().invoke(
+        main, ["cache", "info", str(toy_cache(tmp_path / "new.zarr"))]).output
