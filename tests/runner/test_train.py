@@ -16,10 +16,6 @@ from fsar.episodes.pool import episodes_for
 from fsar.runner.checkpoint import CheckpointError, build_head, load_checkpoint, save_checkpoint, variant
 from fsar.runner.evaluate import EvalRun, evaluate
 from fsar.runner.train import TrainConfig, _balanced_batch, _load_train, last_path, train
-from tests.conftest import build_nuisance_cache as nuisance_cache
-
-# Re-exported for tests/test_cli_train.py until it takes the fixture of the same name.
-__all__ = ["nuisance_cache"]
 
 # The layout of the cache the tests train on (tests/conftest.py, build_nuisance_cache), checked below.
 T, D, PER_CLASS = 4, 16, 6
