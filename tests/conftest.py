@@ -122,8 +122,12 @@ def build_record(
     ci95: float | None = None,
     created: str = "2024-01-01T00:00:00+00:00",
     episodes_sha256: str = "e" * 64,
+    cache_sha256: str = "c" * 64,
+    provenance: dict[str, object] | None = None,
 ) -> Record:
     """A result record with fixed metadata; ``accuracy``/``ci95`` override the computed values.
+
+    ``provenance`` (fsar.report.provenance.FIELDS) overrides what the other arguments give.
 
     Without ``correct``: 20 episodes of seeded coin flips.
     """
@@ -131,8 +135,9 @@ def build_record(
         correct = np.random.default_rng(0).random((20, way * query)) < 0.5
     rec = make_record(
         matcher=matcher, params={"lam": 0.1}, dataset=dataset, split="test", way=way, shot=shot,
-        query=query, protocol="custom", cache_path="caches/x.zarr", cache_sha256="c" * 64,
+        query=query, protocol="custom", cache_path="caches/x.zarr", cache_sha256=cache_sha256,
         episodes_path="episodes/x.npz", episodes_sha256=episodes_sha256, correct=correct, seconds=2.0,
+        provenance=provenance,
     )
     changes: dict[str, object] = {"created": created}
     if accuracy is not None:

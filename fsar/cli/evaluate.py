@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -129,6 +131,13 @@ def check_fits_list(episodes_file: Path, shots: str, way: int) -> None:
                                f"and shot; leave those options out, or draw a list for them with `fsar episodes`")
 
 
+def filter_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--filter KEY=VALUE`` (repeatable): keep only records whose provenance field has that value."""
+    return click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+                        help="Only records with this provenance, e.g. seed=1, split_set=full, backbone=resnet50, "
+                        "cache=PREFIX or episodes=PREFIX (hash prefixes); repeatable.")(func)
+
+
 @click.command("compare")
 @click.argument("matcher_a")
 @click.argument("matcher_b")
@@ -136,15 +145,19 @@ def check_fits_list(episodes_file: Path, shots: str, way: int) -> None:
 @click.option("--shot", type=int, default=None, help="Only runs with this shot.")
 @click.option("--way", type=int, default=None)
 @click.option("--modality", default=None, help="Only runs with this modality (default: any).")
+@filter_option
+@click.option("--allow-different", is_flag=True,
+              help="Compare runs on different caches or settings too (the line says what differs).")
 @workspace_option
 @user_errors
 def compare_cmd(matcher_a: str, matcher_b: str, results: Path | None, shot: int | None, way: int | None,
-                modality: str | None, workspace: Path | None) -> None:
+                modality: str | None, filters: tuple[str, ...], allow_different: bool, workspace: Path | None) -> None:
     """Paired difference of two matchers on identical episodes: bootstrap 95% CI and exact McNemar."""
     from fsar.report.pairs import compare_latest
 
     results = results or results_dir(workspace_dir(workspace))
-    for line in compare_latest(results, matcher_a, matcher_b, shot=shot, way=way, modality=modality):
+    for line in compare_latest(results, matcher_a, matcher_b, shot=shot, way=way, modality=modality,
+                               filters=filters, allow_different=allow_different):
         click.echo(line)
 
 
@@ -155,23 +168,29 @@ def compare_cmd(matcher_a: str, matcher_b: str, results: Path | None, shot: int 
               help="matchers: one row per matcher; ablation: one row per trained variant of a learned head, "
               "with its switches as columns (as the papers print ablations).")
 @click.option("--matcher", default=None, help="The head of an ablation table [every head with variants].")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write to this file.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write to this file [<workspace>/tables/results.<format>].")
+@filter_option
+@click.option("--strict", is_flag=True, help="Refuse records whose pool is not the full split list.")
 @workspace_option
 @user_errors
 def table_cmd(results: Path | None, fmt: str, layout: str, matcher: str | None, out: Path | None,
-              workspace: Path | None) -> None:
+              filters: tuple[str, ...], strict: bool, workspace: Path | None) -> None:
     """Regenerate a results table (matchers x dataset/way/shot, mean ± 95% CI, best in bold)."""
     from fsar.report.pairs import ablation_from_dir, table_from_dir
+    from fsar.workspace import tables_dir
 
     directory = results or results_dir(workspace_dir(workspace))
     if layout == "ablation":
         text = ablation_from_dir(directory, matcher, fmt)
     else:
-        text = table_from_dir(directory, fmt)
+        text = table_from_dir(directory, fmt, filters=filters, strict=strict)
     click.echo(text)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+    if out is None:  # the README's workspace layout: tables/ holds the regenerated tables
+        name = "ablation" if layout == "ablation" else "results"
+        out = tables_dir(workspace_dir(workspace)) / f"{name}.{'tex' if fmt == 'latex' else fmt}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
 
 
 @click.command("plot")
@@ -181,11 +200,14 @@ def table_cmd(results: Path | None, fmt: str, layout: str, matcher: str | None, 
 @click.option("--shot", type=int, default=1, show_default=True, help="Shot of the vs-way plot.")
 @click.option("--way", type=int, default=5, show_default=True, help="Way of the vs-shot and bar plots.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG file.")
+@filter_option
 @workspace_option
 @user_errors
-def plot_cmd(results: Path | None, kind: str, shot: int, way: int, out: Path, workspace: Path | None) -> None:
+def plot_cmd(results: Path | None, kind: str, shot: int, way: int, out: Path, filters: tuple[str, ...],
+             workspace: Path | None) -> None:
     """Plot accuracy with 95% CIs from result records."""
     from fsar.report.pairs import plot_from_dir
 
-    path = plot_from_dir(results or results_dir(workspace_dir(workspace)), kind, out, shot=shot, way=way)
+    path = plot_from_dir(results or results_dir(workspace_dir(workspace)), kind, out, shot=shot, way=way,
+                         filters=filters)
     click.echo(f"wrote {path}")

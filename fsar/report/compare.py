@@ -85,12 +85,20 @@ def mcnemar_exact(correct_a: NDArray[np.bool_], correct_b: NDArray[np.bool_]) ->
     return a_only, b_only, p
 
 
-def compare_records(a: Record, b: Record, *, n_boot: int = 10_000, seed: int = 0) -> Comparison:
-    """Compare record ``a`` with ``b``; both must come from the same episode list.
+def compare_records(a: Record, b: Record, *, n_boot: int = 10_000, seed: int = 0,
+                    allow_different: bool = False) -> Comparison:
+    """Compare record ``a`` with ``b``; both must come from the same episode list and the same cache.
 
-    Raises :class:`ComparisonError` if the episode-list hashes or correctness shapes differ.
+    Raises :class:`ComparisonError` if the episode-list or cache hashes (unless ``allow_different``) or the
+    correctness shapes differ: one list names videos by id, so it fits other caches of the dataset too,
+    and a paired test on two caches measures the features as much as the matchers.
     """
-    if a.episodes_sha256 != b.episodes_sha256:
+    if a.cache_sha256 != b.cache_sha256 and not allow_different:
+        raise ComparisonError(
+            f"{a.matcher} and {b.matcher} were evaluated on different feature caches ({a.cache_path} "
+            f"{a.cache_sha256[:12]} vs {b.cache_path} {b.cache_sha256[:12]}); evaluate both on one cache, or "
+            f"pass --allow-different to compare them anyway.")
+    if a.episodes_sha256 != b.episodes_sha256 and not allow_different:
         raise ComparisonError(
             f"{a.matcher} and {b.matcher} were evaluated on different episode lists "
             f"({a.episodes_path} sha256 {a.episodes_sha256[:12]} vs {b.episodes_path} sha256 "

@@ -8,11 +8,13 @@ variants of one matcher are separate rows and separate comparisons.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from fsar.report.compare import compare_records
 from fsar.report.plot import plot_bars, plot_vs_shot, plot_vs_way
+from fsar.report.provenance import FIELDS, apply_filters, distinguish, parse_filters, setting_key
 from fsar.report.results import Record, RecordError, latest, load_records
 from fsar.report.table import render_table
 
@@ -24,38 +26,66 @@ def label(record: Record) -> str:
     return name + ("/c" if record.params.get("center") else "")
 
 
-def labelled_records(results: str | os.PathLike[str]) -> list[Record]:
-    """The records of a results directory with matchers relabelled by :func:`label`."""
+def labelled_records(results: str | os.PathLike[str], filters: Sequence[str] = ()) -> list[Record]:
+    """The records of a results directory with matchers relabelled by :func:`label`, those that pass every
+    ``KEY=VALUE`` of ``filters`` (see :func:`fsar.report.provenance.apply_filters`)."""
     if not Path(results).is_dir():
         raise RecordError(f"no results directory {results}; run `fsar eval` first (or pass --results DIR)")
     records = [replace(r, matcher=label(r)) for r in load_records(results)]
     if not records:
         raise RecordError(f"no result records in {results}; run `fsar eval` first")
+    records = apply_filters(records, parse_filters(filters))
+    if not records:
+        raise RecordError(f"no result record in {results} passes --filter {' '.join(filters)}")
     return records
 
 
+def _differences(a: Record, b: Record) -> str:
+    """``cache_sha256 1a2b3c4d5e6f vs 9f8e7d6c5b4a, seed 0 vs 1``: where two records' provenance differs."""
+    fields = [f for f in FIELDS if f not in ("modality", "center") and a.provenance.get(f) != b.provenance.get(f)]
+    return ", ".join(f"{f} {str(a.provenance.get(f))[:12]} vs {str(b.provenance.get(f))[:12]}" for f in fields)
+
+
 def compare_latest(results: str | os.PathLike[str], a: str, b: str, *, shot: int | None = None,
-                   way: int | None = None, modality: str | None = None) -> list[str]:
-    """One comparison line per episode list on which both ``a`` and ``b`` were evaluated (newest runs)."""
-    records = [r for r in labelled_records(results)
+                   way: int | None = None, modality: str | None = None, filters: Sequence[str] = (),
+                   allow_different: bool = False) -> list[str]:
+    """One comparison line per setting (cache, episode list ...) on which both ``a`` and ``b`` were evaluated
+    (newest runs). A column where they were only evaluated on different settings is refused with a line
+    naming what differs, or compared anyway with ``allow_different``."""
+    records = [r for r in labelled_records(results, filters)
                if (shot is None or r.shot == shot) and (way is None or r.way == way)
                and (modality is None or r.modality == modality)]
-    newest = latest(records, lambda r: (r.matcher, r.episodes_sha256))
-    lines = []
-    for (name, sha), rec_a in sorted(newest.items(), key=lambda kv: (kv[1].way, kv[1].shot, kv[0])):
-        if name != a or (b, sha) not in newest:
-            continue
-        result = compare_records(rec_a, newest[b, sha])
-        lines.append(f"[{rec_a.dataset} {rec_a.way}-way {rec_a.shot}-shot] {result.summary()}")
+    newest = latest(records, lambda r: (r.matcher, r.dataset, r.way, r.shot, setting_key(r), r.episodes_sha256))
+    lines, refused = [], []
+    columns = sorted({(r.dataset, r.way, r.shot) for r in newest.values()}, key=lambda c: (c[1], c[2], c[0]))
+    for dataset, w, s in columns:
+        here = [r for r in newest.values() if (r.dataset, r.way, r.shot) == (dataset, w, s)]
+        of_a = sorted((r for r in here if r.matcher == a), key=lambda r: r.created, reverse=True)
+        of_b = sorted((r for r in here if r.matcher == b), key=lambda r: r.created, reverse=True)
+        pairs = [(ra, rb) for ra in of_a for rb in of_b
+                 if setting_key(ra) == setting_key(rb) and ra.episodes_sha256 == rb.episodes_sha256]
+        head = f"[{dataset} {w}-way {s}-shot]"
+        if not pairs and of_a and of_b:
+            ra, rb = of_a[0], of_b[0]
+            if not allow_different:
+                refused.append(f"{head} not compared: {a} and {b} were evaluated on different settings "
+                               f"({_differences(ra, rb)}); pick one with --filter, or pass --allow-different")
+                continue
+            pairs = [(ra, rb)]
+            head += f" (different: {_differences(ra, rb)})"
+        for ra, rb in pairs:
+            result = compare_records(ra, rb, allow_different=allow_different)
+            lines.append(f"{head} {result.summary()}")
     if not lines:
         known = ", ".join(sorted({r.matcher for r in records})) or "(none)"
-        raise RecordError(f"no episode list on which both {a!r} and {b!r} were evaluated in {results}; "
-                          f"evaluated there: {known}")
-    return lines
+        reason = "; ".join(refused) if refused else f"evaluated there: {known}"
+        raise RecordError(f"no setting on which both {a!r} and {b!r} were evaluated in {results}; {reason}")
+    return lines + refused
 
 
-def table_from_dir(results: str | os.PathLike[str], fmt: str = "md") -> str:
-    return render_table(labelled_records(results), fmt)  # type: ignore[arg-type]
+def table_from_dir(results: str | os.PathLike[str], fmt: str = "md", *, filters: Sequence[str] = (),
+                   strict: bool = False) -> str:
+    return render_table(labelled_records(results, filters), fmt, strict=strict)  # type: ignore[arg-type]
 
 
 def ablation_from_dir(results: str | os.PathLike[str], matcher: str | None, fmt: str = "md") -> str:
@@ -79,8 +109,8 @@ def ablation_from_dir(results: str | os.PathLike[str], matcher: str | None, fmt:
 
 
 def plot_from_dir(results: str | os.PathLike[str], kind: str, out: str | os.PathLike[str], *, shot: int = 1,
-                  way: int = 5) -> Path:
-    records = labelled_records(results)
+                  way: int = 5, filters: Sequence[str] = ()) -> Path:
+    records = distinguish(labelled_records(results, filters))  # panels per setting, as table columns
     if kind == "way":
         return plot_vs_way(records, out, shot=shot)
     if kind == "shot":

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from fsar._io import atomic_write
 from fsar.errors import FsarError
+from fsar.report.provenance import complete
 from fsar.report.stats import summarize
 from fsar.workspace import result_file_name
 
@@ -93,6 +94,9 @@ class Record:
     fsar_version: str
     created: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # Data, features, episodes and code behind the numbers (fsar.report.provenance.FIELDS); filled from the
+    # other fields, marked ``known: False``, for records written before it was stored.
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_episodes(self) -> int:
@@ -125,17 +129,19 @@ def make_record(
     correct: NDArray[np.bool_],
     seconds: float,
     extra: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> Record:
     """Build a :class:`Record`, computing accuracy, CI, throughput, version and creation time.
 
-    correct: (E, way * query) bool. seconds: wall time of the scoring.
+    correct: (E, way * query) bool. seconds: wall time of the scoring. provenance: see
+    :mod:`fsar.report.provenance`; what it leaves out is taken from the other arguments.
     """
     correct = np.asarray(correct, dtype=bool)
     if correct.ndim != 2 or correct.shape[1] != way * query:
         raise RecordError(f"correct must be (E, way*query = {way * query}), got shape {correct.shape}")
     summary = summarize(correct, n_runs)
     pairs = correct.shape[0] * correct.shape[1] * way * shot
-    return Record(
+    record = Record(
         matcher=matcher, params=dict(params), dataset=dataset, split=split, way=way, shot=shot,
         query=query, protocol=protocol, n_runs=n_runs, modality=modality, cache_path=str(cache_path),
         cache_sha256=cache_sha256, episodes_path=str(episodes_path), episodes_sha256=episodes_sha256,
@@ -144,6 +150,7 @@ def make_record(
         pairs_per_s=pairs / seconds if seconds > 0 else 0.0, fsar_version=fsar_version(),
         created=datetime.now(UTC).isoformat(timespec="microseconds"), extra=dict(extra or {}),
     )
+    return replace(record, provenance=complete(provenance, record))
 
 
 def record_to_json(record: Record) -> str:
@@ -184,8 +191,9 @@ def record_from_json(text: str, source: str = "<string>") -> Record:
         shape = tuple(int(s) for s in packed["shape"])
         bits = np.frombuffer(base64.b64decode(packed["data"]), dtype=np.uint8)
         correct = np.unpackbits(bits, count=int(np.prod(shape))).astype(bool).reshape(shape)
-        kwargs = {f.name: obj[f.name] for f in fields(Record) if f.name not in ("correct", "extra")}
-        return Record(correct=correct, extra=obj.get("extra", {}), **kwargs)
+        kwargs = {f.name: obj[f.name] for f in fields(Record) if f.name not in ("correct", "extra", "provenance")}
+        record = Record(correct=correct, extra=obj.get("extra", {}), **kwargs)
+        return replace(record, provenance=complete(obj.get("provenance"), record))
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"{source}: malformed result record ({exc!r})") from None
 

@@ -18,10 +18,10 @@ from numpy.typing import NDArray
 from fsar._device import resolve_device
 from fsar.cache.store import FeatureCache, open_cache
 from fsar.episodes import PROTOCOLS, EpisodeError, EpisodeList, load_episodes
-from fsar.episodes.pool import ensure_episodes, episodes_for, pool_line, split_pool
+from fsar.episodes.pool import coverage, ensure_episodes, episodes_for, pool_line, split_pool
 from fsar.matchers.fusion import fuse
 from fsar.matchers.registry import MatcherInfo, get, load_all
-from fsar.report.results import Record, file_sha256, make_record, record_to_json, write_record
+from fsar.report.results import Record, file_sha256, fsar_version, make_record, record_to_json, write_record
 from fsar.runner.checkpoint import (
     build_head,
     check_fits,
@@ -94,7 +94,27 @@ def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
         episodes_sha256=file_sha256(episodes_path), correct=episode_correct(scores, episodes), seconds=seconds,
         checkpoint=None if run.checkpoint is None else str(run.checkpoint),
         extra={"backbone": cache.spec.backbone, "patches": cache.spec.patches},
+        provenance=_provenance(cache, episodes, modality, run.center),
     )
+
+
+def _provenance(cache: FeatureCache, episodes: EpisodeList, modality: str, center: bool) -> dict[str, Any]:
+    """What a record's numbers depend on besides the matcher: the cache, its pool and the episode list.
+
+    Tables never put two records of different provenance in one cell (fsar.report.provenance); the coverage
+    flags a pool smaller than the split list, whose number is not the benchmark's.
+    """
+    spec = cache.spec
+    videos, listed, classes, listed_classes = coverage(cache, episodes.split)
+    return {
+        "dataset": episodes.dataset or spec.dataset, "split_set": spec.split_set, "split": episodes.split,
+        "backbone": spec.backbone, "weights": spec.weights, "weights_sha256": spec.weights_sha256,
+        "precision": spec.precision, "patches": spec.patches, "views": spec.views, "frames": spec.frames,
+        "input_size": spec.input_size, "feature_dtype": spec.feature_dtype, "cache_sha256": cache.content_hash(),
+        "modality": modality, "center": bool(center), "seed": episodes.seed, "protocol": episodes.protocol,
+        "pool_sha256": episodes.pool_sha256, "pool_videos": videos, "listed_videos": listed,
+        "pool_classes": classes, "listed_classes": listed_classes, "fsar_version": fsar_version(), "known": True,
+    }
 
 
 def _score_parameter_free(run: EvalRun, info: MatcherInfo, cache: FeatureCache, episodes: EpisodeList,

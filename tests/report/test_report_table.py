@@ -28,6 +28,8 @@ MD = """\
 |---|---|---|---|
 | km | – | **55.12 ± 0.20** | 70.00 ± 0.18 |
 | otam_km | **73.20 ± 0.30** | 52.00 ± 0.25 | **71.46 ± 0.17** |
+
+1 older run of the same matcher and setting superseded (the newest is shown).
 """
 
 LATEX = r"""\begin{tabular}{lccc}
@@ -38,6 +40,8 @@ km & -- & \textbf{55.12 $\pm$ 0.20} & 70.00 $\pm$ 0.18 \\
 otam\_km & \textbf{73.20 $\pm$ 0.30} & 52.00 $\pm$ 0.25 & \textbf{71.46 $\pm$ 0.17} \\
 \bottomrule
 \end{tabular}
+
+1 older run of the same matcher and setting superseded (the newest is shown).
 """
 
 CSV = """\
@@ -45,6 +49,7 @@ matcher,kinetics 5-way 1-shot acc,kinetics 5-way 1-shot ci95,ssv2 5-way 1-shot a
 ssv2 5-way 1-shot ci95,ssv2 5-way 5-shot acc,ssv2 5-way 5-shot ci95
 km,,,55.12,0.20,70.00,0.18
 otam_km,73.20,0.30,52.00,0.25,71.46,0.17
+# 1 older run of the same matcher and setting superseded (the newest is shown).
 """
 
 

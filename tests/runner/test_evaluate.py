@@ -172,3 +172,19 @@ def test_chunk_scores_are_copied_not_kept(tmp_path: Path, monkeypatch: pytest.Mo
     whole = score(*(f["rgb"] for f in features.Gatherer(loaded).episode_inputs(episodes)[:2]),
                   np.broadcast_to(np.arange(episodes.way), (episodes.n_episodes, episodes.way)), episodes.way)
     np.testing.assert_array_equal(scores, whole)
+
+
+def test_record_carries_its_provenance(tmp_path: Path, toy_cache: Builder, write_list: Builder) -> None:
+    cache_path = toy_cache(tmp_path / "c.zarr", noise=0.5)
+    ep_path = write_list(tmp_path, cache_path)
+    record = evaluate(EvalRun("otam", center=True), cache_path, ep_path, progress=False)
+    prov, cache = record.provenance, open_cache(cache_path)
+    from fsar.episodes import load_episodes
+
+    episodes = load_episodes(ep_path)
+    assert prov["known"] is True and prov["cache_sha256"] == cache.content_hash() == record.cache_sha256
+    assert (prov["backbone"], prov["weights"], prov["patches"], prov["views"]) == ("none", "none", 0, 1)
+    assert prov["feature_dtype"] == cache.spec.feature_dtype and prov["split_set"] == cache.spec.split_set
+    assert (prov["seed"], prov["protocol"], prov["pool_sha256"]) == (3, "custom", episodes.pool_sha256)
+    assert prov["episodes_sha256"] == record.episodes_sha256 and prov["center"] is True
+    assert (prov["pool_videos"], prov["listed_videos"], prov["pool_classes"], prov["listed_classes"]) == (30, 30, 5, 5)
