@@ -38,6 +38,12 @@ def _select(records: Iterable[Record], fixed: dict[str, int], dataset: str | Non
     return sorted(cells.values(), key=lambda r: (r.dataset, r.matcher, r.way, r.shot))
 
 
+def clipped_err(acc: Any, ci: Any) -> np.ndarray:
+    """(2, n) lower/upper error-bar lengths of ``acc`` ± ``ci`` clipped to [0, 100] % (no bar past 100 %)."""
+    acc, ci = np.asarray(acc, dtype=float), np.asarray(ci, dtype=float)
+    return np.stack([np.minimum(ci, np.clip(acc, 0, 100)), np.minimum(ci, np.clip(100 - acc, 0, 100))])
+
+
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +69,12 @@ def _line_plot(
         for matcher in sorted({r.matcher for r in here}):
             pts = sorted((getattr(r, x), r.accuracy, r.ci95) for r in here if r.matcher == matcher)
             xs, ys, cis = (np.array(v) for v in zip(*pts, strict=True))
-            ax.errorbar(xs, ys, yerr=cis, marker="o", capsize=3, label=matcher)
+            ax.errorbar(xs, ys, yerr=clipped_err(ys, cis), marker="o", capsize=3, label=matcher)
+        if x == "way":  # chance falls with the way: the curves' floor
+            ways = np.array(sorted({r.way for r in here}))
+            ax.plot(ways, 100.0 / ways, color="grey", linestyle="--", linewidth=1, label="chance (100/N)")
+        # Results near 100 % would otherwise be printed as offsets from "+1e2".
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
         fixed_text = ", ".join(f"{v}-{k}" for k, v in fixed.items())
         ax.set_title(f"{ds} ({fixed_text})" if ds else fixed_text)
         ax.set_xlabel(f"{x} (N)" if x == "way" else f"{x} (K)")
@@ -109,14 +120,15 @@ def plot_bars(
             ci = [here[m].ci95 if m in here else 0.0 for m in matchers]
             best = np.nanargmax(acc) if not np.isnan(acc).all() else -1
             colours = ["tab:orange" if i == best else "tab:blue" for i in rows]
-            ax.barh(rows, acc, xerr=ci, color=colours, capsize=2, height=0.7)
+            ax.barh(rows, acc, xerr=clipped_err(np.nan_to_num(acc), ci), color=colours, capsize=2, height=0.7)
+            ax.ticklabel_format(axis="x", style="plain", useOffset=False)
             ax.axvline(100 / way, color="grey", linestyle="--", linewidth=1)
             ax.set_yticks(rows, matchers if ax is panel_row[0] else [""] * len(matchers), fontsize=8)
             ax.invert_yaxis()
             ax.set_title(f"{ds + ', ' if ds else ''}{way}-way {shot}-shot", fontsize=9)
             ax.grid(axis="x", alpha=0.3)
     for ax in axes[-1]:
-        ax.set_xlabel(f"accuracy (%), dashed: chance ({100 / way:.0f}%)", fontsize=8)
+        ax.set_xlabel(f"accuracy (%), dashed: chance ({100 / way:.0f}%), orange: best of the panel", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fsar.report import Record
@@ -38,3 +39,22 @@ def test_plots_are_png(tmp_path: Path, record: Callable[..., Record]) -> None:
 def test_no_matching_records(tmp_path: Path, record: Callable[..., Record]) -> None:
     with pytest.raises(ValueError, match="no records with shot=9"):
         plot_vs_way(sweep(record), tmp_path / "x.png", shot=9)
+
+
+def test_axes_near_100_have_no_offset_clipped_bars_and_a_chance_line(
+        tmp_path: Path, record: Callable[..., Record], monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.pyplot as plt
+
+    from fsar.report import plot
+
+    kept = []
+    monkeypatch.setattr(plot, "_save", lambda fig, path: kept.append(fig) or Path(path))
+    recs = [record(m, way=w, accuracy=acc - w / 1000, ci95=0.001) for m, acc in (("a", 99.99), ("b", 99.98))
+            for w in (5, 6)]
+    plot_vs_way(recs, tmp_path / "w.png", shot=1)
+    ax = kept[0].axes[0]
+    ax.figure.canvas.draw()
+    assert ax.yaxis.get_major_formatter().get_offset() == ""
+    assert any(line.get_label().startswith("chance") for line in ax.get_lines())
+    plt.close("all")
+    np.testing.assert_allclose(plot.clipped_err([99.5, 1.0], [1.5, 1.5]), [[1.5, 1.0], [0.5, 1.5]])
