@@ -9,7 +9,8 @@ Layers, lowest first (a module may import its own package and the layers below i
     demo      fsar.demo
     cli       fsar.cli (and ``python -m fsar``)
 
-Imports inside functions count too: a lazy import still ties the two modules together.
+Imports inside functions count too: a lazy import still ties the two modules together. Imports under
+``if TYPE_CHECKING:`` do not: they serve annotations and never run.
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
     """The fsar modules ``path`` imports, anywhere in the file (``from fsar.x import y`` counts as fsar.x.y
     when y is a module)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
+                   for inner in ast.walk(node)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == "fsar")
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -58,6 +64,12 @@ def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
                 sub = f"{node.module}.{alias.name}"
                 found.add(sub if sub in modules else node.module)
     return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``): imports for annotations only, never run."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def component(module: str) -> str:
@@ -138,3 +150,10 @@ def test_imports_go_down_the_layers(module: str) -> None:
         if component(dep) != component(module) and layer(dep) >= layer(module)
     )
     assert not upward, f"{module} imports {upward}: beside or above its layer ({component(module)})"
+
+
+def test_imports_for_annotations_only_do_not_count(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text("from typing import TYPE_CHECKING\nimport fsar.errors\nif TYPE_CHECKING:\n"
+                      "    from fsar.report.results import Record\n\n\ndef f() -> None:\n    import fsar.workspace\n")
+    assert imports_of(source, all_modules()) == {"fsar.errors", "fsar.workspace"}

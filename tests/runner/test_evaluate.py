@@ -11,11 +11,6 @@ from fsar.episodes import EpisodeError, sample_episodes, save_episodes
 from fsar.matchers.registry import get
 from fsar.runner.evaluate import EvalRun, evaluate, summary_line
 from fsar.runner.features import center_in_time
-from tests.conftest import build_episode_list as write_list
-from tests.conftest import build_toy_cache as toy_cache
-
-# Re-exported for tests/test_cli_eval.py and tests/test_cli_train.py until they take the fixtures of the same names.
-__all__ = ["toy_cache", "write_list"]
 
 Builder = Callable[..., Path]
 
