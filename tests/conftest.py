@@ -1,4 +1,5 @@
-"""Builders shared by the test packages: toy datasets, toy feature caches, episode lists and result records.
+"""Builders shared by the test packages: toy datasets, toy feature caches, episode lists, result records, the
+small store of the cache tests, the CLI runner, and the synthetic videos (real encoders) of the decoding tests.
 
 Each builder is a plain function (``build_*``) handed to tests by a session fixture of the same name
 without the prefix, so a test asks for ``toy_cache`` and calls it with the settings it needs::
@@ -7,6 +8,8 @@ without the prefix, so a test asks for ``toy_cache`` and calls it with the setti
         cache_path = toy_cache(tmp_path / "c.zarr", noise=2.0)
 
 Every builder draws from its own seeded generator: the same call gives the same data in any test order.
+Test modules that need a builder at module level (constants, parametrisation) import it from here; no test
+module imports another.
 """
 
 from __future__ import annotations
@@ -15,15 +18,20 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from numpy.typing import NDArray
 
 from fsar.cache.create import create_cache
 from fsar.cache.schema import CacheSpec
 from fsar.cache.store import open_cache
+from fsar.cli import main
 from fsar.episodes import save_episodes
 from fsar.episodes.pool import episodes_for
+from fsar.extract.sampling import sample_indices
+from fsar.extract.transforms import CropConfig, preprocess_view
 from fsar.report import Record, make_record
 
 VideoTable = tuple[list[str], list[int], list[str], list[str]]
@@ -175,3 +183,119 @@ def nuisance_cache() -> Callable[..., Path]:
 def record() -> Callable[..., Record]:
     """:func:`build_record`."""
     return build_record
+
+
+# The small store of the cache tests (small_store): 11 videos of 4 classes over the three splits, chunks of 4.
+SMALL_TABLE: VideoTable = (
+    [f"v{i:02d}" for i in range(11)],
+    [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3],
+    ["train"] * 6 + ["val"] * 2 + ["test"] * 3,
+    ["a", "b", "c", "d"],
+)
+
+
+def build_small_spec(**kw: object) -> CacheSpec:
+    """The spec of the small store (2 views, 2x2 patches, D = 5, T = 3); ``kw`` overrides fields."""
+    base: dict[str, object] = dict(dataset="toy", backbone="net", weights="w.pth", weights_sha256="0" * 64,
+                                   feature_dim=5, frames=3, views=2, patches=2, chunk_videos=4)
+    base.update(kw)
+    return CacheSpec(**base)  # type: ignore[arg-type]
+
+
+def build_small_features(rows: range, spec: CacheSpec, seed: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Seeded random (frames [n, V, T, D], patches [n, V, T, P, D]) of ``rows``."""
+    rng = np.random.default_rng(seed)
+    n = len(rows)
+    frames = rng.standard_normal((n, spec.views, spec.frames, spec.feature_dim)).astype(np.float32)
+    patches = rng.standard_normal((n, spec.views, spec.frames, spec.patches**2, spec.feature_dim))
+    return frames, patches.astype(np.float32)
+
+
+def build_small_fill(path: Path, spec: CacheSpec, ranges: list[tuple[int, int]]) -> None:
+    """Commit the chunks ``ranges`` of the store at ``path`` with :func:`build_small_features` (seed = start)."""
+    cache = open_cache(path, mode="a")
+    for start, stop in ranges:
+        frames, patches = build_small_features(range(start, stop), spec, seed=start)
+        m = stop - start
+        cache.write_chunk("rgb", start, frames, np.zeros(m, np.int8), [""] * m, np.full(m, 30, np.int32), patches)
+
+
+def build_cli_run(*args: str) -> tuple[int, str]:
+    """``fsar ARGS`` in this process: (exit code, output); exceptions other than user errors propagate."""
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@dataclasses.dataclass(frozen=True)
+class SmallStore:
+    """What the cache tests build the small store from (the fixture ``small_store``)."""
+
+    table: VideoTable = SMALL_TABLE
+    spec: Callable[..., CacheSpec] = build_small_spec
+    features: Callable[..., tuple[NDArray[np.float32], NDArray[np.float32]]] = build_small_features
+    fill: Callable[..., None] = build_small_fill
+
+
+@pytest.fixture(scope="session")
+def small_store() -> SmallStore:
+    """:class:`SmallStore`."""
+    return SmallStore()
+
+
+@pytest.fixture(scope="session")
+def cli_run() -> Callable[..., tuple[int, str]]:
+    """:func:`build_cli_run`."""
+    return build_cli_run
+
+
+# Videos of the decoding and extraction tests: synthetic frames written with real encoders, and the oracles.
+N_FRAMES = 40
+# (file name, container codec, encoder options)
+SYNTHETIC = [
+    ("h264.mp4", "libx264", {"g": "8", "bf": "2", "preset": "ultrafast"}),
+    ("vp8.webm", "libvpx", {"g": "10", "deadline": "realtime", "cpu-used": "8"}),
+    ("vp9.webm", "libvpx-vp9", {"g": "10", "deadline": "realtime", "cpu-used": "8"}),
+    ("mpeg4.avi", "mpeg4", {"g": "12"}),
+]
+
+
+def synthetic_frames(n: int = N_FRAMES, h: int = 64, w: int = 96) -> NDArray[np.uint8]:
+    """Smooth moving gradients plus a bright square whose position encodes the frame number."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = np.empty((n, h, w, 3), dtype=np.uint8)
+    for t in range(n):
+        frames[t, ..., 0] = (xx * 2 + t * 5) % 256
+        frames[t, ..., 1] = (yy * 3 + t * 3) % 256
+        frames[t, ..., 2] = 80
+        r, c = 8 * ((t // 8) % 6), 8 * (t % 8)
+        frames[t, r : r + 8, c + 16 : c + 24] = 255
+    return frames
+
+
+def write_video(path: Path, frames: NDArray[np.uint8], codec: str, options: dict[str, str]) -> None:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=25, options=options)
+        assert isinstance(stream, av.VideoStream)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def full_decode(path: Path, keep: set[int] | None = None) -> dict[int, NDArray]:
+    """The oracle: decode every frame from the start; keep all (or those in ``keep``)."""
+    out = {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if keep is None or i in keep:
+                out[i] = frame.to_ndarray(format="rgb24")
+    return out
+
+
+def expected_view(reference: dict[int, NDArray], n_frames: int, crop: CropConfig) -> NDArray:
+    """The oracle of a video's test view: its sampled frames from a full decode, preprocessed."""
+    indices = sample_indices(n_frames, num_segments=8).indices
+    return preprocess_view(np.stack([reference[int(i)] for i in indices]), view=0, config=crop)

@@ -2,18 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from click.testing import CliRunner
-
 from fsar import __version__
 from fsar.cache.create import create_cache
-from fsar.cli import main
 from fsar.matchers.registry import load_all
-from tests.cache.test_store import CLASSES, IDS, LABELS, SPLITS, fill, make_spec
+from tests.conftest import SmallStore, build_cli_run
 
-
-def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.output
+run = build_cli_run
 
 
 def test_help_and_version() -> None:
@@ -38,13 +32,13 @@ def test_datasets_lists_split_sizes() -> None:
     assert "ssv2" in out and "67013 videos" in out and "kinetics100" in out
 
 
-def test_cache_info_verify_and_h5(tmp_path: Path) -> None:
-    spec = make_spec(patches=0)
+def test_cache_info_verify_and_h5(tmp_path: Path, small_store: SmallStore) -> None:
+    spec = small_store.spec(patches=0)
     path = tmp_path / "c.zarr"
-    cache = create_cache(path, spec, IDS, LABELS, SPLITS, CLASSES)
+    cache = create_cache(path, spec, *small_store.table)
     code, out = run("cache", "verify", str(path))
     assert code == 1 and "incomplete" in out
-    fill(path, spec, cache.chunk_ranges())
+    small_store.fill(path, spec, cache.chunk_ranges())
     code, out = run("cache", "verify", str(path))
     assert code == 0 and "ok" in out
     code, out = run("cache", "info", str(path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -19,8 +20,7 @@ from fsar.cache.tools import describe_cache
 from fsar.episodes import save_episodes
 from fsar.episodes.pool import episodes_for
 from fsar.runner.evaluate import EvalRun, evaluate
-from tests.cache.test_store import make_spec
-from tests.test_cli import run
+from tests.conftest import SmallStore
 
 N, T, D = 12, 4, 8
 
@@ -167,8 +167,9 @@ def test_an_imported_float32_cache_is_evaluated(tmp_path: Path) -> None:
     assert cache.spec.feature_dtype == "float32"
 
 
-def test_feature_dtype_is_part_of_the_identity_and_old_caches_read_as_float16(tmp_path: Path) -> None:
-    spec = make_spec(patches=0)
+def test_feature_dtype_is_part_of_the_identity_and_old_caches_read_as_float16(tmp_path: Path,
+                                                                                small_store: SmallStore) -> None:
+    spec = small_store.spec(patches=0)
     assert "feature_dtype" not in spec.identity()  # float16 caches keep the identity (and hash) they had
     ids, labels, splits, names = ["a", "b"], [0, 1], ["test", "test"], ["x", "y"]
     create_cache(tmp_path / "c.zarr", spec, ids, labels, splits, names)
@@ -185,10 +186,11 @@ def test_feature_dtype_is_part_of_the_identity_and_old_caches_read_as_float16(tm
     group.attrs[schema.ATTRS_KEY] = attrs
     assert open_cache(tmp_path / "c.zarr").spec.feature_dtype == "float16"
     with pytest.raises(ValueError, match="feature_dtype"):
-        make_spec(feature_dtype="int8")
+        small_store.spec(feature_dtype="int8")
 
 
-def test_import_command_dtype_option(tmp_path: Path) -> None:
+def test_import_command_dtype_option(tmp_path: Path, cli_run: Callable[..., tuple[int, str]]) -> None:
+    run = cli_run
     feats = features()
     feats[0, 0, 0] = -2e5
     dump = write_dump(tmp_path / "dump.h5", feats)

@@ -12,34 +12,12 @@ from fsar.cache import schema
 from fsar.cache.create import create_cache
 from fsar.cache.schema import CacheSpec, Status
 from fsar.cache.store import CacheError, open_cache, shard_ranges
+from tests.conftest import SMALL_TABLE
+from tests.conftest import build_small_features as features
+from tests.conftest import build_small_fill as fill
+from tests.conftest import build_small_spec as make_spec
 
-IDS = [f"v{i:02d}" for i in range(11)]
-LABELS = [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
-SPLITS = ["train"] * 6 + ["val"] * 2 + ["test"] * 3
-CLASSES = ["a", "b", "c", "d"]
-
-
-def make_spec(**kw: object) -> CacheSpec:
-    base = dict(dataset="toy", backbone="net", weights="w.pth", weights_sha256="0" * 64, feature_dim=5,
-                frames=3, views=2, patches=2, chunk_videos=4)
-    base.update(kw)
-    return CacheSpec(**base)  # type: ignore[arg-type]
-
-
-def features(rows: range, spec: CacheSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    n = len(rows)
-    frames = rng.standard_normal((n, spec.views, spec.frames, spec.feature_dim)).astype(np.float32)
-    patches = rng.standard_normal((n, spec.views, spec.frames, spec.patches**2, spec.feature_dim))
-    return frames, patches.astype(np.float32)
-
-
-def fill(path: Path, spec: CacheSpec, ranges: list[tuple[int, int]]) -> None:
-    cache = open_cache(path, mode="a")
-    for start, stop in ranges:
-        frames, patches = features(range(start, stop), spec, seed=start)
-        m = stop - start
-        cache.write_chunk("rgb", start, frames, np.zeros(m, np.int8), [""] * m, np.full(m, 30, np.int32), patches)
+IDS, LABELS, SPLITS, CLASSES = SMALL_TABLE
 
 
 def test_round_trip_and_table(tmp_path: Path) -> None:

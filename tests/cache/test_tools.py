@@ -11,13 +11,13 @@ from fsar.cache.h5 import export_h5, import_h5
 from fsar.cache.schema import Status
 from fsar.cache.store import CacheError, open_cache
 from fsar.cache.tools import describe_cache, verify_cache
-from tests.cache.test_store import CLASSES, IDS, LABELS, SPLITS, fill, make_spec
+from tests.conftest import SmallStore
 
 
-def test_verify_counts_missing_failed_and_non_finite(tmp_path: Path) -> None:
-    spec = make_spec(patches=0, chunk_videos=4)
+def test_verify_counts_missing_failed_and_non_finite(tmp_path: Path, small_store: SmallStore) -> None:
+    spec = small_store.spec(patches=0, chunk_videos=4)
     path = tmp_path / "c.zarr"
-    cache = create_cache(path, spec, IDS, LABELS, SPLITS, CLASSES)
+    cache = create_cache(path, spec, *small_store.table)
     frames = np.ones((4, spec.views, spec.frames, spec.feature_dim), np.float32)
     frames[2, 0, 1, 3] = np.nan
     status = np.array([0, Status.UNREADABLE, 0, Status.PADDED], np.int8)
@@ -33,18 +33,19 @@ def test_verify_counts_missing_failed_and_non_finite(tmp_path: Path) -> None:
     assert "test           0 extracted, 0 unreadable, 0 missing, 3 not yet extracted, of 3 listed" in text
 
 
-def test_h5_round_trip(tmp_path: Path) -> None:
-    spec = make_spec(patches=0, views=1)
+def test_h5_round_trip(tmp_path: Path, small_store: SmallStore) -> None:
+    ids, labels, splits, classes = small_store.table
+    spec = small_store.spec(patches=0, views=1)
     path = tmp_path / "c.zarr"
-    cache = create_cache(path, spec, IDS, LABELS, SPLITS, CLASSES)
-    fill(path, spec, cache.chunk_ranges())
+    cache = create_cache(path, spec, *small_store.table)
+    small_store.fill(path, spec, cache.chunk_ranges())
     n = export_h5(path, tmp_path / "f.h5")
-    assert n == len(IDS)
+    assert n == len(ids)
     back = import_h5(tmp_path / "f.h5", tmp_path / "back.zarr").cache
     src = open_cache(path)
     np.testing.assert_array_equal(back.frames("rgb"), src.frames("rgb"))
-    assert back.ids.tolist() == IDS and back.class_names == tuple(CLASSES)
-    assert back.splits.tolist() == SPLITS and back.labels.tolist() == LABELS
+    assert back.ids.tolist() == ids and back.class_names == tuple(classes)
+    assert back.splits.tolist() == splits and back.labels.tolist() == labels
 
 
 def test_import_plain_dump_needs_split(tmp_path: Path) -> None:

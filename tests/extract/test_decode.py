@@ -10,7 +10,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-from numpy.typing import NDArray
 
 from fsar.cache.schema import Status
 from fsar.extract import decode
@@ -22,57 +21,11 @@ from fsar.extract.decode import (
     read_frame_pairs,
     read_frames,
 )
-from fsar.extract.sampling import sample_indices
 from fsar.extract.source import SourceConfig, load_video
 from fsar.extract.transforms import CropConfig, centre_view, preprocess_view, random_resized_crop
+from tests.conftest import N_FRAMES, SYNTHETIC, expected_view, full_decode, synthetic_frames, write_video
 
-N_FRAMES = 40
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
-# (file name, container codec, encoder options)
-SYNTHETIC = [
-    ("h264.mp4", "libx264", {"g": "8", "bf": "2", "preset": "ultrafast"}),
-    ("vp8.webm", "libvpx", {"g": "10", "deadline": "realtime", "cpu-used": "8"}),
-    ("vp9.webm", "libvpx-vp9", {"g": "10", "deadline": "realtime", "cpu-used": "8"}),
-    ("mpeg4.avi", "mpeg4", {"g": "12"}),
-]
-
-
-def synthetic_frames(n: int = N_FRAMES, h: int = 64, w: int = 96) -> NDArray[np.uint8]:
-    """Smooth moving gradients plus a bright square whose position encodes the frame number."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    frames = np.empty((n, h, w, 3), dtype=np.uint8)
-    for t in range(n):
-        frames[t, ..., 0] = (xx * 2 + t * 5) % 256
-        frames[t, ..., 1] = (yy * 3 + t * 3) % 256
-        frames[t, ..., 2] = 80
-        r, c = 8 * ((t // 8) % 6), 8 * (t % 8)
-        frames[t, r : r + 8, c + 16 : c + 24] = 255
-    return frames
-
-
-def write_video(path: Path, frames: NDArray[np.uint8], codec: str, options: dict[str, str]) -> None:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=25, options=options)
-        assert isinstance(stream, av.VideoStream)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-
-
-def full_decode(path: Path, keep: set[int] | None = None) -> dict[int, NDArray]:
-    """The oracle: decode every frame from the start; keep all (or those in ``keep``)."""
-    out = {}
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if keep is None or i in keep:
-                out[i] = frame.to_ndarray(format="rgb24")
-    return out
-
-
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("videos")
@@ -206,12 +159,6 @@ def test_video_file_lists_a_frame_folder_once(tmp_path: Path, monkeypatch: pytes
         assert video.count() == 5
         np.testing.assert_array_equal(video.read([4, 0]), synthetic_frames(5)[[4, 0]])  # png: lossless
     assert listings.calls == 1
-
-
-def expected_view(reference: dict[int, NDArray], n_frames: int, crop: CropConfig) -> NDArray:
-    """The oracle of a video's test view: its sampled frames from a full decode, preprocessed."""
-    indices = sample_indices(n_frames, num_segments=8).indices
-    return preprocess_view(np.stack([reference[int(i)] for i in indices]), view=0, config=crop)
 
 
 def test_load_video_opens_the_file_once(videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,7 +34,7 @@ from fsar.extract.run import (
 from fsar.extract.sampling import sample_indices
 from fsar.extract.source import VideoItem
 from fsar.extract.transforms import CropConfig, preprocess_view
-from tests.extract.test_decode import SYNTHETIC, expected_view, full_decode, synthetic_frames, write_video
+from tests.conftest import SYNTHETIC, expected_view, full_decode, synthetic_frames, write_video
 
 SIZE = 64
 
