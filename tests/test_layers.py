@@ -4,8 +4,9 @@ Layers, lowest first (a module may import its own package and the layers below i
 
     base      fsar, fsar._* helpers, fsar.workspace, fsar.errors
     data      fsar.cache, fsar.datasets
-    stages    fsar.extract, fsar.episodes, fsar.matchers, fsar.report
-    runner    fsar.runner (evaluation, training, checkpoints, feature loading)
+    stages    fsar.extract, fsar.episodes, fsar.matchers
+    report    fsar.report (the result-record format, statistics, tables, plots; reads episode lists)
+    runner    fsar.runner (evaluation, training, checkpoints, feature loading; writes records)
     demo      fsar.demo
     cli       fsar.cli (and ``python -m fsar``)
 
@@ -27,7 +28,8 @@ ROOT = Path(fsar.__file__).parent
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"base"}),
     frozenset({"cache", "datasets"}),
-    frozenset({"extract", "episodes", "matchers", "report"}),
+    frozenset({"extract", "episodes", "matchers"}),
+    frozenset({"report"}),
     frozenset({"runner"}),
     frozenset({"demo"}),
     frozenset({"cli"}),

@@ -12,10 +12,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
+
 from fsar.report.compare import compare_records
 from fsar.report.plot import plot_bars, plot_vs_shot, plot_vs_way
 from fsar.report.provenance import FIELDS, apply_filters, distinguish, parse_filters, setting_key
-from fsar.report.results import Record, RecordError, latest, load_records
+from fsar.report.results import Record, RecordError, file_sha256, latest, load_records
 from fsar.report.table import render_table
 
 
@@ -74,7 +77,7 @@ def compare_latest(results: str | os.PathLike[str], a: str, b: str, *, shot: int
             pairs = [(ra, rb)]
             head += f" (different: {_differences(ra, rb)})"
         for ra, rb in pairs:
-            result = compare_records(ra, rb, allow_different=allow_different)
+            result = compare_records(ra, rb, allow_different=allow_different, query_videos=_query_videos(ra))
             lines.append(f"{head} {result.summary()}")
     if not lines:
         known = ", ".join(sorted({r.matcher for r in records})) or "(none)"
@@ -116,3 +119,19 @@ def plot_from_dir(results: str | os.PathLike[str], kind: str, out: str | os.Path
     if kind == "shot":
         return plot_vs_shot(records, out, way=way)
     return plot_bars(records, out, way=way)
+
+
+def _query_videos(record: Record) -> NDArray[np.str_] | None:
+    """The video of each query of ``record`` ([E, way * query], the order of ``record.correct``), read from its
+    episode list when the file is still there and still the list the record was scored on; else None."""
+    from fsar.episodes import EpisodeError, load_episodes
+
+    path = Path(record.episodes_path)
+    if not path.is_file() or file_sha256(path) != record.episodes_sha256:
+        return None
+    try:
+        episodes = load_episodes(path)
+    except EpisodeError:
+        return None
+    ids = episodes.query_ids
+    return ids.reshape(ids.shape[0], -1) if ids.reshape(ids.shape[0], -1).shape == record.correct.shape else None
