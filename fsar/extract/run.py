@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import logging
 import os
 import time
 from collections import deque
@@ -312,6 +313,9 @@ def run_extraction(config: ExtractConfig, out: str | Path, *, progress: bool = T
                 held.enter_context(write_lock(out, config.shard))
             return _extract(cache, config, rows, backbones, device, progress, started)
     except OSError as err:
+        # Zarr writes several keys at once: the writes that failed beside this one would each print a traceback
+        # when their futures are collected, burying the one line that says what to do.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         raise ExtractError(_io_error(err, out)) from err
 
 

@@ -117,11 +117,12 @@ def test_an_unwritable_store_is_one_line_that_says_what_to_do(dataset: Path, tmp
         run_extraction(config(dataset, splits=("test",)), tmp_path / "ro" / "c.zarr", progress=False)
 
 
-def test_a_file_size_limit_is_one_line_and_the_run_resumes(dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("max_bytes", [600, 6_000])  # fails making the store / writing a feature chunk
+def test_a_file_size_limit_is_one_line_and_the_run_resumes(dataset: Path, tmp_path: Path, max_bytes: int) -> None:
     out = tmp_path / "c.zarr"
 
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))  # `ulimit -f`: feature chunks are larger
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))  # `ulimit -f`
 
     failed = subprocess.run(cli(dataset, out), capture_output=True, text=True, preexec_fn=limit)
     assert failed.returncode == 1, failed.stderr
