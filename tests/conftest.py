@@ -91,6 +91,14 @@ def build_episode_list(tmp_path: Path, cache_path: Path, n: int = 40, shot: int 
     return save_episodes(episodes, tmp_path / "ep.npz")
 
 
+def build_split_lists(folder: Path, lists: dict[str, list[str]]) -> Path:
+    """User split lists ``<folder>/<split>list.txt``, one ``class/video`` line each; returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, lines in lists.items():
+        (folder / f"{split}list.txt").write_text("".join(f"{ln}\n" for ln in lines), encoding="utf-8")
+    return folder
+
+
 def build_nuisance_cache(path: Path, *, views: int = 2, dim: int = 16, modalities: tuple[str, ...] = ("rgb",),
                          seed: int = 0, frames: int = 4, per_class: int = 6,
                          split_classes: dict[str, int] = NUISANCE_SPLITS) -> Path:

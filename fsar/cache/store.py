@@ -152,12 +152,12 @@ class FeatureCache:
     def frames(self, modality: str, rows: NDArray[np.int64] | None = None, view: int = 0) -> Features:
         """Pooled frame features [len(rows), T, D] (all rows when ``rows`` is None), of the spec's feature_dtype."""
         self.require(modality)
-        return self._read(schema.frames_path(modality), rows, view)
+        return self._read(modality, schema.frames_path(modality), rows, view)
 
     def patches(self, modality: str, rows: NDArray[np.int64] | None = None, view: int = 0) -> Features:
         """Patch features [len(rows), T, P, D], of the spec's feature_dtype."""
         self.require(modality, patches=True)
-        return self._read(schema.patches_path(modality), rows, view)
+        return self._read(modality, schema.patches_path(modality), rows, view)
 
     def usable(self, modality: str) -> NDArray[np.bool_]:
         """Rows whose features were computed: committed (done) and not recorded as unreadable."""
@@ -169,7 +169,7 @@ class FeatureCache:
         stored = _stored_keys(zarray)
         return [int(c) for c in chunks if schema.chunk_key(zarray, int(c)) not in stored]
 
-    def _read(self, path: str, rows: NDArray[np.int64] | None, view: int) -> Features:
+    def _read(self, modality: str, path: str, rows: NDArray[np.int64] | None, view: int) -> Features:
         """Features of ``rows`` at ``path``: only rows whose features were computed, from chunks that are there
         and whose checksums hold; anything else is a :class:`CacheError` naming the videos, never fill values."""
         if not 0 <= view < self.spec.views:
@@ -180,7 +180,7 @@ class FeatureCache:
             return np.zeros((0, *array.shape[2:]), dtype=self.spec.feature_dtype)
         order = np.argsort(rows, kind="stable")
         unique, inverse = np.unique(rows[order], return_inverse=True)
-        self._check_usable(path.split("/")[0], unique)
+        self._check_usable(modality, unique)
         chunks = np.unique(unique // self.spec.chunk_videos)
         if self.spec.integrity >= 1:
             lost = self.missing_chunks(path, chunks.tolist())
@@ -205,7 +205,8 @@ class FeatureCache:
         bad = rows[~self.usable(modality)[rows]]
         if not len(bad):
             return
-        not_done = [str(self.ids[r]) for r in bad if not self.done(modality)[r]]
+        done = self.done(modality)  # read once, not per video
+        not_done = [str(self.ids[r]) for r in bad if not done[r]]
         if not_done:
             raise CacheError(
                 f"{len(not_done)} video(s) asked for have no {modality} features in cache {self.path} yet "

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fsar.cache.schema import Status
 from fsar.cache.store import FeatureCache
+from fsar.episodes.coverage import Coverage
 from fsar.episodes.episode_list import EpisodeError, EpisodeList
 from fsar.episodes.io import load_episodes, save_episodes
 from fsar.episodes.sampling import pool_sha256
@@ -18,7 +18,7 @@ def split_pool(cache: FeatureCache, split: str, modality: str = "rgb") -> tuple[
     rows = cache.rows_of_split(split)
     if modality not in cache.modalities:
         modality = cache.modalities[0]
-    usable = cache.done(modality)[rows] & (cache.status(modality)[rows] != Status.UNREADABLE)
+    usable = cache.usable(modality)[rows]
     kept = rows[usable]
     return cache.ids[kept].tolist(), cache.class_of(kept).tolist(), int((~usable).sum())
 
@@ -53,17 +53,14 @@ def ensure_episodes(path: Path, cache: FeatureCache, **kwargs: Any) -> EpisodeLi
     return episodes
 
 
-def coverage(cache: FeatureCache, split: str) -> tuple[int, int, int, int]:
-    """(videos in the pool, videos in the split list, classes in the pool, classes in the split list)."""
+def coverage(cache: FeatureCache, split: str) -> Coverage:
+    """The coverage of the split list by the cache's pool of ``split`` (its usable videos)."""
     ids, classes, _ = split_pool(cache, split)
     rows = cache.rows_of_split(split)
-    return len(ids), len(rows), len(set(classes)), len(set(cache.class_of(rows).tolist()))
+    return Coverage(len(ids), len(rows), len(set(classes)), len(set(cache.class_of(rows).tolist())))
 
 
 def pool_line(cache: FeatureCache, split: str) -> str:
-    """``pool: 50 of 2,857 test videos, 5 of 24 classes — not the full benchmark`` (or ``— the full split list``)."""
-    videos, listed, classes, listed_classes = coverage(cache, split)
-    whole = videos == listed and classes == listed_classes
-    return (f"pool: {videos:,} of {listed:,} {split} videos, {classes} of {listed_classes} classes — "
-            + ("the full split list" if whole else "not the full benchmark"))
+    """:meth:`Coverage.line` of the cache's pool of ``split``."""
+    return coverage(cache, split).line(split)
 

@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from fsar.episodes.coverage import Coverage
 from fsar.errors import FsarError
 
 if TYPE_CHECKING:
@@ -79,9 +80,7 @@ def is_partial(provenance: Mapping[str, Any]) -> bool:
 
 def pool_note(provenance: Mapping[str, Any]) -> str:
     """``pool: 50 of 2,857 test videos, 5 of 24 classes — not the full benchmark``."""
-    p = provenance
-    return (f"pool: {p['pool_videos']:,} of {p['listed_videos']:,} {p.get('split') or ''} videos, "
-            f"{p['pool_classes']} of {p['listed_classes']} classes — not the full benchmark")
+    return Coverage(*(int(provenance[f]) for f in _COVERAGE)).line(provenance.get("split") or "")
 
 
 def _readable(field: str, value: Any) -> str:

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from fsar._device import resolve_device
 from fsar.cache.store import FeatureCache, open_cache
 from fsar.episodes import PROTOCOLS, EpisodeError, EpisodeList, load_episodes
-from fsar.episodes.pool import coverage, ensure_episodes, episodes_for, pool_line, split_pool
+from fsar.episodes.pool import coverage, ensure_episodes, episodes_for, split_pool
 from fsar.matchers.fusion import fuse
 from fsar.matchers.registry import MatcherInfo, get, load_all
 from fsar.report.results import Record, file_sha256, fsar_version, make_record, record_to_json, write_record
@@ -260,10 +260,11 @@ def run_plan(plan: EvalPlan, *, progress: bool = True, as_json: bool = False) ->
         ensure_episodes(path, cache, split="test", way=plan.way, shot=shot, seed=plan.seed, protocol=plan.protocol,
                         query=query if custom else None, n=plan.n_episodes if custom else None)
         lists.append(path)
-    for split in sorted({load_episodes(p).split for p in lists}):
-        line = pool_line(cache, split)
-        if "not the full benchmark" in line:
-            yield line
+    # Workspace lists are drawn from the test split; a given list says its own (read once here, for its header).
+    split = load_episodes(plan.episodes).split if plan.episodes is not None else "test"
+    pool = coverage(cache, split)
+    if pool.partial:
+        yield pool.line(split)
     for ep_path in lists:
         memo: FeatureMemo = {}  # per list: memory holds one list's features at a time
         for name in names:

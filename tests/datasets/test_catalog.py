@@ -15,6 +15,7 @@ from fsar.datasets.catalog import (
     package_split_file,
     read_split_file,
 )
+from tests.conftest import build_split_lists as _write_lists
 
 # (package folder, split) -> (lines, classes, min videos/class, max videos/class), from splits/SOURCES.md
 PACKAGED = {
@@ -84,13 +85,6 @@ def _touch(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"")
     return path
-
-
-def _write_lists(folder: Path, lists: dict[str, list[str]]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, lines in lists.items():
-        (folder / f"{split}list.txt").write_text("".join(f"{ln}\n" for ln in lines), encoding="utf-8")
-    return folder
 
 
 def _lines(source: str, split: str) -> list[tuple[str, str]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fsar.datasets.catalog import DatasetError, DatasetListing, load_dataset, package_split_file, read_split_file
+from tests.conftest import build_split_lists as _write_lists
 
 ELOOP = os.strerror(errno.ELOOP)  # "Too many levels of symbolic links"
 EACCES = os.strerror(errno.EACCES)  # "Permission denied"
@@ -33,13 +34,6 @@ def _loop(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.symlink_to(path.name)
     return path
-
-
-def _write_lists(folder: Path, lists: dict[str, list[str]]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, lines in lists.items():
-        (folder / f"{split}list.txt").write_text("".join(f"{ln}\n" for ln in lines), encoding="utf-8")
-    return folder
 
 
 def _deny(monkeypatch: pytest.MonkeyPatch, *denied: Path) -> None:
