@@ -138,3 +138,32 @@ def test_a_partial_pool_is_flagged(tmp_path: Path, toy_cache: Builder) -> None:
     code, out = run("eval", "--cache", str(cache_path), "--matcher", "otam", "--protocol", "m3net", "--quiet",
                     "--workspace", str(tmp_path / "ws"))
     assert code == 0 and "pool: 22 of 30 test videos, 5 of 5 classes — not the full benchmark" in out
+
+
+def test_reports_never_merge_runs_of_different_caches_or_seeds(tmp_path: Path, toy_cache: Builder) -> None:
+    import zarr
+
+    from fsar.cache import schema
+
+    clean = toy_cache(tmp_path / "clean" / "toy.zarr", noise=0.6)
+    noisy = toy_cache(tmp_path / "noisy" / "toy.zarr", noise=1.5)
+    group = zarr.open_group(noisy, mode="r+")  # two weight files both called "none": only their hashes differ
+    group.attrs[schema.ATTRS_KEY] = group.attrs[schema.ATTRS_KEY] | {"weights_sha256": "ab" * 32}
+
+    def evaluate(matcher: str, cache: Path, seed: str, results: str) -> None:
+        code, out = run("eval", "--matcher", matcher, "--cache", str(cache), "--protocol", "m3net",
+                        "--seed", seed, "--quiet", "--workspace", str(tmp_path / f"ws-{cache.parent.name}"),
+                        "--out", str(tmp_path / results))
+        assert code == 0, out
+
+    evaluate("otam", clean, "0", "caches")
+    evaluate("dtw", noisy, "0", "caches")
+    for args in (("table",), ("compare", "otam", "dtw")):  # one cell or one comparison would mix two caches
+        result = CliRunner().invoke(main, [*args, "--results", str(tmp_path / "caches"), "--workspace",
+                                           str(tmp_path / "ws")])
+        assert result.exit_code == 1, result.output
+        assert "clean/toy.zarr" in result.output and "noisy/toy.zarr" in result.output
+    evaluate("otam", clean, "0", "seeds")
+    evaluate("proto", clean, "1", "seeds")
+    code, out = run("table", "--results", str(tmp_path / "seeds"), "--workspace", str(tmp_path / "ws"))
+    assert code == 0 and "toy (seed 0) 5-way 1-shot" in out and "toy (seed 1) 5-way 1-shot" in out

@@ -182,7 +182,7 @@ def table_cmd(results: Path | None, fmt: str, layout: str, matcher: str | None, 
 
     directory = results or results_dir(workspace_dir(workspace))
     if layout == "ablation":
-        text = ablation_from_dir(directory, matcher, fmt)
+        text = ablation_from_dir(directory, matcher, fmt, filters=filters, strict=strict)
     else:
         text = table_from_dir(directory, fmt, filters=filters, strict=strict)
     click.echo(text)

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from fsar.report.provenance import distinguish, is_partial, pool_note
 from fsar.report.results import Record, RecordError, latest
-from fsar.report.table import Column, column_label, render_grid
+from fsar.report.table import MARKS, Column, column_label, refuse_partial, render_grid
 
 YES, NO = "✓", "✗"
 
@@ -58,17 +59,25 @@ def _cell(record: Record, column: tuple[str, Any]) -> str:
     return "–" if value is None else str(value)
 
 
-def ablation_rows(records: Iterable[Record], matcher: str, *, digits: int = 2
-                  ) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the ablation table of ``matcher`` (records labelled by ``variant``).
+def ablation_rows(records: Iterable[Record], matcher: str, *, digits: int = 2, strict: bool = False
+                  ) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, rows and notes of the ablation table of ``matcher`` (records labelled by ``variant``).
 
     Each row's Δ is its difference from the paper-default row of the same streams (modality, centring).
+    Records of different provenance get different columns, as in :func:`fsar.report.table.render_table`
+    (``ssv2 (seed 1)``); cells from a partial pool are marked and footnoted, or refused with ``strict``; the
+    notes also count superseded runs.
     """
     own = [r for r in records if r.matcher == matcher]
     if not own:
         raise RecordError(f"no records of {matcher!r}: train variants with `fsar train --matcher {matcher} -p ...` "
                           f"and evaluate each with --checkpoint")
+    own = distinguish(own)
+    if strict:
+        refuse_partial(own)
     newest = latest(own, lambda r: (_row_key(r), r.dataset, r.way, r.shot))
+    partial = dict.fromkeys(pool_note(r.provenance) for _, r in sorted(newest.items()) if is_partial(r.provenance))
+    marks = {note: MARKS[i] if i < len(MARKS) else f"({i + 1})" for i, note in enumerate(partial)}
     keys = sorted({k[0] for k in newest}, key=lambda k: (k[1], k[0] != "", k[0]))
     cols: list[Column] = sorted({(d, w, s) for _, d, w, s in newest})
     firsts = {key: next(r for (k, *_), r in newest.items() if k == key) for key in keys}
@@ -85,11 +94,17 @@ def ablation_rows(records: Iterable[Record], matcher: str, *, digits: int = 2
         for d, w, s in cols:
             rec = newest.get((key, d, w, s))
             base = None if base_key is None else newest.get((base_key, d, w, s))
-            row.append("–" if rec is None else f"{rec.accuracy:.{digits}f} ± {rec.ci95:.{digits}f}")
+            mark = "" if rec is None or not is_partial(rec.provenance) else marks[pool_note(rec.provenance)]
+            row.append("–" if rec is None else f"{rec.accuracy:.{digits}f} ± {rec.ci95:.{digits}f}{mark}")
             delta = None if rec is None or base is None or key == base_key else rec.accuracy - base.accuracy
             row.append("" if delta is None else f"{delta:+.{digits}f}")
         body.append(row)
-    return header, body
+    notes = [f"{mark} {note}" for note, mark in marks.items()]
+    if len(own) > len(newest):
+        n = len(own) - len(newest)
+        notes.append(f"{n} older run{'s' if n > 1 else ''} of the same variant and setting superseded "
+                     f"(the newest is shown).")
+    return header, body, notes
 
 
 def _reference_rows(keys: list[tuple[str, str]]) -> dict[str, tuple[str, str]]:
@@ -114,9 +129,9 @@ def _row_key(record: Record) -> tuple[str, str]:
     return str(record.params.get("variant", "")), streams
 
 
-def render_ablation(records: Iterable[Record], matcher: str, fmt: str = "md") -> str:
-    """The ablation table of ``matcher`` in ``fmt`` (md, latex or csv); ends with a newline."""
-    header, body = ablation_rows(records, matcher)
+def render_ablation(records: Iterable[Record], matcher: str, fmt: str = "md", *, strict: bool = False) -> str:
+    """The ablation table of ``matcher`` in ``fmt`` (md, latex or csv) with its notes; ends with a newline."""
+    header, body, notes = ablation_rows(records, matcher, strict=strict)
     if fmt == "csv":
         import csv
         import io
@@ -124,14 +139,16 @@ def render_ablation(records: Iterable[Record], matcher: str, fmt: str = "md") ->
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerows([header, *body])
-        return out.getvalue()
+        return out.getvalue() + "".join(f"# {line}\n" for line in notes)
     if fmt == "latex":
-        marks = {YES: r"\checkmark", NO: "", "±": r"$\pm$", "Δ": r"$\Delta$"}
+        marks = {YES: r"\checkmark", NO: "", "±": r"$\pm$", "Δ": r"$\Delta$", "†": r"$^\dagger$",
+                 "‡": r"$^\ddagger$"}
 
         def tex(cell: str) -> str:
+            cell = cell.replace("_", r"\_")
             for a, b in marks.items():
                 cell = cell.replace(a, b)
-            return cell.replace("_", r"\_")
+            return cell
 
-        header, body = [tex(c) for c in header], [[tex(c) for c in row] for row in body]
-    return render_grid(header, body, fmt)
+        header, body, notes = [tex(c) for c in header], [[tex(c) for c in row] for row in body], [tex(n) for n in notes]
+    return render_grid(header, body, fmt) + ("\n" + "\n".join(notes) + "\n" if notes else "")

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from fsar.report.compare import compare_records
 from fsar.report.plot import plot_bars, plot_vs_shot, plot_vs_way
-from fsar.report.provenance import FIELDS, apply_filters, distinguish, parse_filters, setting_key
+from fsar.report.provenance import FIELDS, apply_filters, distinguish, parse_filters, setting_key, source_name
 from fsar.report.results import Record, RecordError, file_sha256, latest, load_records
 from fsar.report.table import render_table
 
@@ -44,9 +44,16 @@ def labelled_records(results: str | os.PathLike[str], filters: Sequence[str] = (
 
 
 def _differences(a: Record, b: Record) -> str:
-    """``cache_sha256 1a2b3c4d5e6f vs 9f8e7d6c5b4a, seed 0 vs 1``: where two records' provenance differs."""
+    """Where two records' provenance differs, e.g.
+    ``cache_sha256 1a2b3c4d5e6f (caches/ssv2.zarr) vs 9f8e7d6c5b4a (caches/ssv2-b.zarr), seed 0 vs 1``."""
     fields = [f for f in FIELDS if f not in ("modality", "center") and a.provenance.get(f) != b.provenance.get(f)]
-    return ", ".join(f"{f} {str(a.provenance.get(f))[:12]} vs {str(b.provenance.get(f))[:12]}" for f in fields)
+    return ", ".join(f"{f} {_shown(f, a)} vs {_shown(f, b)}" for f in fields)
+
+
+def _shown(field: str, record: Record) -> str:
+    """A differing value as a reader can place it: a hash with the file or name it belongs to."""
+    value = str(record.provenance.get(field))
+    return f"{value[:12] or '(empty)'} ({source_name(field, record)})" if field.endswith("sha256") else value
 
 
 def compare_latest(results: str | os.PathLike[str], a: str, b: str, *, shot: int | None = None,
@@ -91,16 +98,19 @@ def table_from_dir(results: str | os.PathLike[str], fmt: str = "md", *, filters:
     return render_table(labelled_records(results, filters), fmt, strict=strict)  # type: ignore[arg-type]
 
 
-def ablation_from_dir(results: str | os.PathLike[str], matcher: str | None, fmt: str = "md") -> str:
-    """Ablation table(s): of ``matcher``, or of every matcher evaluated in more than one variant."""
+def ablation_from_dir(results: str | os.PathLike[str], matcher: str | None, fmt: str = "md", *,
+                      filters: Sequence[str] = (), strict: bool = False) -> str:
+    """Ablation table(s): of ``matcher``, or of every matcher evaluated in more than one variant; records
+    filtered and grouped by provenance as in :func:`table_from_dir`."""
     from fsar.report.ablation import render_ablation
-    from fsar.report.results import load_records
 
     if not Path(results).is_dir():
         raise RecordError(f"no results directory {results}; run `fsar eval` first (or pass --results DIR)")
-    records = load_records(results)
+    records = apply_filters(load_records(results), parse_filters(filters))
+    if not records:
+        raise RecordError(f"no result record in {results} passes --filter {' '.join(filters)}")
     if matcher is not None:
-        return render_ablation(records, matcher, fmt)
+        return render_ablation(records, matcher, fmt, strict=strict)
     variants: dict[str, set[str]] = {}
     for r in records:
         variants.setdefault(r.matcher, set()).add(str(r.params.get("variant", "")))
@@ -108,7 +118,7 @@ def ablation_from_dir(results: str | os.PathLike[str], matcher: str | None, fmt:
     if not names:
         raise RecordError(f"no matcher in {results} was evaluated in more than one variant: train variants with "
                           f"`fsar train -p NAME=VALUE` (see `fsar train --matcher M --list-params`)")
-    return "\n".join(f"{name}\n\n{render_ablation(records, name, fmt)}" for name in names)
+    return "\n".join(f"{name}\n\n{render_ablation(records, name, fmt, strict=strict)}" for name in names)
 
 
 def plot_from_dir(results: str | os.PathLike[str], kind: str, out: str | os.PathLike[str], *, shot: int = 1,

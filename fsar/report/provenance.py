@@ -95,12 +95,21 @@ def _coverage_text(provenance: Mapping[str, Any]) -> str:
 
 
 def _short(value: Any) -> str:
-    return "unknown" if value is None else str(value)[:12]
+    return "unknown" if value is None else str(value)[:12] or "(empty)"
+
+
+def source_name(field: str, record: Record) -> str:
+    """What a person knows a hashed field by: the episode list's or cache's path, the weights' name."""
+    if field == "episodes_sha256":
+        return record.episodes_path
+    if field == "weights_sha256":
+        return f"weights {record.provenance.get('weights')} of {record.cache_path}"
+    return record.cache_path
 
 
 def _conflict(where: str, field: str, groups: Mapping[Any, list[Record]]) -> ProvenanceError:
-    parts = [f"{field} {_short(value)} ({', '.join(sorted({r.matcher for r in recs}))})"
-             for value, recs in groups.items()]
+    parts = [f"{field} {_short(value)} = {', '.join(sorted({source_name(field, r) for r in recs}))} "
+             f"({', '.join(sorted({r.matcher for r in recs}))})" for value, recs in groups.items()]
     option = next((alias for alias, name in ALIASES.items() if name == field), field)
     return ProvenanceError(f"{where}: records differ in {field} with nothing readable to tell them apart: "
                            f"{'; '.join(parts)}. Pick one with --filter {option}=PREFIX")

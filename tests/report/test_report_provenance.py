@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -95,3 +96,14 @@ def test_compare_refuses_different_caches(tmp_path: Path, record: Make) -> None:
     assert len(lines) == 1 and "different: cache_sha256" in lines[0] and "otam vs dtw" in lines[0]
     write_record(tmp_path, record("dtw", cache_sha256="a" * 64, created=NEW))
     assert "different" not in compare_latest(tmp_path, "otam", "dtw")[0]
+
+
+def test_refusals_name_the_caches_and_lists_not_only_hashes(tmp_path: Path, record: Make) -> None:
+    a = dataclasses.replace(record("otam", cache_sha256="a" * 64), cache_path="caches/ssv2.zarr")
+    b = dataclasses.replace(record("dtw", cache_sha256="b" * 64), cache_path="caches/ssv2-rerun.zarr")
+    with pytest.raises(ProvenanceError, match=r"= caches/ssv2.zarr \(otam\).*= caches/ssv2-rerun.zarr \(dtw\)"):
+        render_table([a, b])
+    write_record(tmp_path, a)
+    write_record(tmp_path, b)
+    with pytest.raises(RecordError, match=r"aaaaaaaaaaaa \(caches/ssv2.zarr\) vs bbbbbbbbbbbb \(caches/ssv2-rerun"):
+        compare_latest(tmp_path, "otam", "dtw")
