@@ -84,6 +84,49 @@ def _otam_item(c, row):
     return row[m + 1]
 
 
+@njit(cache=True)
+def _smin(a, b, c, lam):
+    # -λ log Σ exp(-x/λ) over the three values, shifted by their minimum so that exp never underflows to 0.
+    low = min(a, b, c)
+    return low - lam * np.log(np.exp((low - a) / lam) + np.exp((low - b) / lam) + np.exp((low - c) / lam))
+
+
+@njit(cache=True)
+def _otam_item_soft(c, row, lam):
+    # _otam_item with every min replaced by the soft-min; a two-way min passes +inf as its third value.
+    n, m = c.shape
+    acc = 0.0
+    row[0] = 0.0
+    for j in range(m):
+        acc += c[0, j]
+        row[j + 1] = acc
+    row[m + 1] = acc
+    for i in range(1, n):
+        diag = row[1]
+        row[1] = c[i, 0] + _smin(row[0], diag, 0.0, lam)
+        for j in range(2, m + 1):
+            up = row[j]
+            row[j] = c[i, j - 1] + _smin(diag, row[j - 1], np.inf, lam)
+            diag = up
+        row[m + 1] = _smin(diag, row[m + 1], row[m], lam)
+    return row[m + 1]
+
+
+@njit(parallel=True, cache=True)
+def _otam_soft_batch(costs, symmetric, lam):
+    b, n, m = costs.shape
+    out = np.empty(b, dtype=np.float64)
+    width = max(n, m) + 2
+    for k in prange((b + _CHUNK - 1) // _CHUNK):
+        row = np.empty(width, dtype=np.float64)
+        for i in range(k * _CHUNK, min(b, (k + 1) * _CHUNK)):
+            d = _otam_item_soft(costs[i], row, lam)
+            if symmetric:
+                d += _otam_item_soft(costs[i].T, row, lam)
+            out[i] = d
+    return out
+
+
 @njit(parallel=True, cache=True)
 def _otam_batch(costs, symmetric):
     b, n, m = costs.shape
@@ -252,12 +295,18 @@ def dtw(costs: NDArray[np.floating]) -> NDArray[np.float64]:
     return _dtw_batch(_checked(costs, "costs"))
 
 
-def otam(costs: NDArray[np.floating], *, symmetric: bool = False) -> NDArray[np.float64]:
-    """OTAM distance C[L-1, M+1] (hard min, not length-normalised) per matrix.
+def otam(costs: NDArray[np.floating], *, symmetric: bool = False, lam: float = 0.0) -> NDArray[np.float64]:
+    """OTAM distance C[L-1, M+1] (not length-normalised) per matrix.
 
     costs: [B, L, M] (query frames as rows, typically 1 - cosine) -> [B] float64.
-    ``symmetric=True`` returns OTAM(c) + OTAM(cᵀ), the matcher's distance.
+    ``symmetric=True`` returns OTAM(c) + OTAM(cᵀ), the matcher's distance. ``lam`` > 0 replaces every min of
+    the recursion by the soft-min -λ log Σ exp(-x/λ) (OTAM's training relaxation, which its public code also
+    evaluates with); 0 is the hard min.
     """
+    if lam < 0 or not np.isfinite(lam):
+        raise ValueError(f"lam must be a finite value >= 0, got {lam}")
+    if lam > 0:
+        return _otam_soft_batch(_checked(costs, "costs"), bool(symmetric), float(lam))
     return _otam_batch(_checked(costs, "costs"), bool(symmetric))
 
 

@@ -162,3 +162,45 @@ def test_zoom_in_checks_arguments() -> None:
         kernels.zoom_in(fs, ps, clips + 1, clips, 3, 4)
     with pytest.raises(ValueError):
         kernels.zoom_in(fs, ps[:, :2], clips, clips, 3, 4)
+
+
+def _soft_otam_reference(c: np.ndarray, lam: float) -> float:
+    """otam_reference with every min replaced by -λ logsumexp(-x/λ) (scipy), on the padded matrix."""
+    from scipy.special import logsumexp
+
+    def smin(*xs: float) -> float:
+        return float(-lam * logsumexp(-np.array(xs) / lam))
+
+    n, m = c.shape
+    p = np.pad(np.asarray(c, dtype=np.float64), ((0, 0), (1, 1)))
+    acc = np.zeros_like(p)
+    for j in range(1, m + 2):
+        acc[0, j] = p[0, j] + acc[0, j - 1]
+    for i in range(1, n):
+        acc[i, 1] = p[i, 1] + smin(acc[i - 1, 0], acc[i - 1, 1], acc[i, 0])
+        for j in range(2, m + 1):
+            acc[i, j] = p[i, j] + smin(acc[i - 1, j - 1], acc[i, j - 1])
+        acc[i, m + 1] = smin(acc[i - 1, m], acc[i - 1, m + 1], acc[i, m])
+    return float(acc[n - 1, m + 1])
+
+
+@pytest.mark.parametrize("lam", [0.1, 1.0, 5.0])
+def test_soft_otam_kernel_matches_a_scipy_reference_and_the_torch_relaxation(lam: float) -> None:
+    import torch
+
+    from fsar.matchers._soft import symmetric_otam_distance
+
+    rng = np.random.default_rng(7)
+    batch = rng.random((6, 5, 4))
+    got = kernels.otam(batch, lam=lam)
+    np.testing.assert_allclose(got, [_soft_otam_reference(c, lam) for c in batch], rtol=1e-10, atol=1e-12)
+    both = kernels.otam(batch, symmetric=True, lam=lam)
+    np.testing.assert_allclose(both, symmetric_otam_distance(torch.from_numpy(batch), lam=lam).numpy(), rtol=1e-10)
+    assert np.all(got < kernels.otam(batch))  # a soft-min lies below the min: every soft path total is lower
+
+
+def test_soft_otam_tends_to_the_hard_min_and_refuses_a_negative_lambda() -> None:
+    batch = np.random.default_rng(8).random((4, 6, 6))
+    np.testing.assert_allclose(kernels.otam(batch, lam=1e-6), kernels.otam(batch), atol=1e-4)
+    with pytest.raises(ValueError, match="lam"):
+        kernels.otam(batch, lam=-0.1)
