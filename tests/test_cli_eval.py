@@ -167,3 +167,17 @@ def test_reports_never_merge_runs_of_different_caches_or_seeds(tmp_path: Path, t
     evaluate("proto", clean, "1", "seeds")
     code, out = run("table", "--results", str(tmp_path / "seeds"), "--workspace", str(tmp_path / "ws"))
     assert code == 0 and "toy (seed 0) 5-way 1-shot" in out and "toy (seed 1) 5-way 1-shot" in out
+
+
+def test_a_fusion_that_drops_a_component_is_warned_and_labelled(tmp_path: Path, toy_cache: Builder) -> None:
+    cache = toy_cache(tmp_path / "c.zarr", modalities=("rgb", "flow"), noise=1.5)
+    args = ["eval", "--matcher", "jmm", "--modality", "rgb+flow", "--cache", str(cache), "--protocol", "m3net",
+            "--quiet", "--workspace", str(tmp_path / "ws")]
+    result = CliRunner().invoke(main, [*args, "--weights", "rgb-otam=1,flow-otam=1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["params"]["weights"]["rgb-km"] == 0.0  # stdout: JSON only
+    assert "warning: jmm [rgb+flow]" in result.stderr and "leave out km 0" in result.stderr
+    code, out = run(*args, "--weights", "paper")
+    assert code == 0 and "warning" not in out
+    code, out = run("table", "--workspace", str(tmp_path / "ws"))
+    assert "| jmm@rgb+flow [km 0] |" in out and "| jmm@rgb+flow |" in out

@@ -1,6 +1,7 @@
 """The README and docs stay true to the code and to the repository.
 
-- The README's matcher and head tables are the registry's (regenerate with ``python -m fsar.matchers.listing``).
+- The README's matcher and head tables and docs/methods.md's hyperparameter tables are the registry's
+  (regenerate with ``python -m fsar.matchers.listing``).
 - The README stays short enough to read: details belong in docs/ and benchmarks/results.md.
 - Every relative link of the README and of docs/*.md points to a file of the repository.
 - Nothing cites documents that are not in the repository, or paths of one particular machine.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fsar.matchers.listing import BLOCKS, block_text, update_blocks
+from fsar.matchers.listing import BLOCKS, DOCUMENTS, block_text, update_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -29,19 +30,23 @@ def markdown_files() -> list[Path]:
     return [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
-@pytest.mark.parametrize("name", sorted(BLOCKS))
-def test_generated_tables_match_the_registry(name: str) -> None:
-    text = README.read_text(encoding="utf-8")
+GENERATED = [(path, name) for path, names in DOCUMENTS.items() for name in names]
+
+
+@pytest.mark.parametrize(("path", "name"), GENERATED, ids=[name for _, name in GENERATED])
+def test_generated_tables_match_the_registry(path: Path, name: str) -> None:
+    text = path.read_text(encoding="utf-8")
     found = block_text(text, name)
-    assert found is not None, f"README.md has no <!-- {name}:begin --> ... <!-- {name}:end --> block"
+    assert found is not None, f"{path.name} has no <!-- {name}:begin --> ... <!-- {name}:end --> block"
     assert found == BLOCKS[name](), (
-        f"README.md's {name} table differs from the registry; regenerate it with `python -m fsar.matchers.listing`"
+        f"{path.name}'s {name} table differs from the registry; regenerate it with `python -m fsar.matchers.listing`"
     )
 
 
-def test_regenerating_the_readme_changes_nothing() -> None:
-    text = README.read_text(encoding="utf-8")
-    assert update_blocks(text) == text, "run `python -m fsar.matchers.listing` to regenerate README.md"
+@pytest.mark.parametrize("path", sorted(DOCUMENTS))
+def test_regenerating_the_documents_changes_nothing(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert update_blocks(text, DOCUMENTS[path]) == text, f"run `python -m fsar.matchers.listing` ({path.name})"
 
 
 def test_readme_is_short() -> None:

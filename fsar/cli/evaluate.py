@@ -77,8 +77,9 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
 @click.option("--protocol", type=LazyChoice(preset_protocols), default="otam", show_default=True)
 @click.option("--modality", default=None, help="rgb, flow or rgb+flow (z-normalised fusion) [rgb; a checkpoint's "
               "own].")
-@click.option("--weights", default=None, help="Fusion weights, e.g. rgb-otam=1,rgb-km=1,flow-otam=0.5,flow-km=0.5 "
-              "[chosen on val episodes].")
+@click.option("--weights", default=None, help="Fusion of several streams or components: 'paper' (each weighs 1 "
+              "after per-episode z-normalisation, the method as published), 'val' (chosen on val episodes), or "
+              "weights, e.g. rgb-otam=1,rgb-km=1,flow-otam=0.5,flow-km=0.5 [val; one stream: equal].")
 @click.option("--center", is_flag=True, help="Subtract each video's temporal mean RGB feature before matching "
               "(removes static appearance, keeps motion; recorded, labelled '/c' in tables).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of episode lists made on first use.")
@@ -110,7 +111,7 @@ def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: 
                     modality=modality, weights=fusion_weights(weights), center=center, seed=seed,
                     workspace=workspace_dir(workspace), out=out, checkpoint=checkpoint,
                     allow_other_cache=allow_other_cache, device=device, params=name_values(params))
-    for line in run_plan(plan, progress=not quiet, as_json=as_json):
+    for line in run_plan(plan, progress=not quiet, as_json=as_json, warn=lambda text: click.echo(text, err=True)):
         click.echo(line)
 
 

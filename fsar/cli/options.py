@@ -189,10 +189,13 @@ def int_list(text: str) -> list[int]:
     return values
 
 
-def fusion_weights(text: str | None) -> dict[str, float] | None:
-    """``rgb-otam=1,flow-km=0.5`` -> {"rgb-otam": 1.0, "flow-km": 0.5}; None when not given."""
-    if not text:
+def fusion_weights(text: str | None) -> dict[str, float] | str | None:
+    """``rgb-otam=1,flow-km=0.5`` -> {"rgb-otam": 1.0, "flow-km": 0.5}; ``paper`` as is; None when not given
+    or ``val`` (chosen on validation episodes)."""
+    if not text or text.strip() == "val":
         return None
+    if text.strip() == "paper":
+        return "paper"
     out = {}
     for part in text.split(","):
         name, _, value = part.partition("=")
@@ -200,7 +203,7 @@ def fusion_weights(text: str | None) -> dict[str, float] | None:
             out[name.strip()] = float(value)
         except ValueError as err:
             raise click.BadParameter(
-                f"weights are name=value pairs, e.g. rgb-otam=1,flow-km=0.5; got {part!r}") from err
+                f"weights are 'paper', 'val' or name=value pairs, e.g. rgb-otam=1,flow-km=0.5; got {part!r}") from err
     return out
 
 

@@ -50,7 +50,8 @@ from fsar.workspace import checkpoint_path, val_episodes_path, workspace_dir
               help="Continue from <out>.last when it exists.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Best checkpoint [<workspace>/checkpoints/<dataset>-<backbone>-<matcher>-<shots>shot.pt].")
-@click.option("--list-params", is_flag=True, help="Show the head's hyperparameters and paper defaults, then exit.")
+@click.option("--list-params", is_flag=True, help="Show the head's hyperparameters and defaults, each marked as the "
+              "paper's value (and where) or fsar's choice (and why), then exit.")
 @quiet_option()
 @workspace_option
 @user_errors

@@ -3,16 +3,21 @@
 Each component is z-normalised per episode (over its Q x way scores) before the weighted sum: without
 it the sum is dominated by whichever score has the larger spread (an OTAM distance sums about 2T frame
 costs, Kuhn-Munkres T cosines).
+
+Components are named ``<modality>-<part>`` (``rgb-otam``, ``flow-km``). Weights chosen on validation episodes
+may drop a component (weight 0): :func:`dropped_label` names what was dropped (``km 0``, ``flow 0``) for the
+run's label, so a row is never called by a method's name while it leaves out a part of that method.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 F32 = NDArray[np.float32]
+PAPER = "paper"  # ``--weights paper``: every component weighs 1 after z-normalisation, the method as published
 
 _EPS = 1e-6
 
@@ -45,3 +50,32 @@ def fuse(components: Mapping[str, NDArray[np.floating]], weights: Mapping[str, f
         if weight:
             fused += np.float32(weight) * episode_zscore(components[name])
     return fused
+
+
+def dropped_label(weights: Mapping[str, float] | None) -> str:
+    """What weights of 0 leave out, compactly: ``km 0`` (every stream's km), ``flow 0`` (every part of the flow
+    stream), else the components themselves (``rgb-km 0``); "" when nothing is dropped."""
+    if not weights:
+        return ""
+    zero = {n for n, w in weights.items() if w == 0}
+    if not zero:
+        return ""
+    out: list[str] = []
+    names = sorted(weights)
+    modalities = _split(names, 0)
+    groups = list(_split(names, 1).items()) + (list(modalities.items()) if len(modalities) > 1 else [])
+    for label, members in groups:
+        if set(members) <= zero:
+            out.append(f"{label} 0")
+            zero -= set(members)
+    out += [f"{n} 0" for n in sorted(zero)]
+    return ", ".join(out)
+
+
+def _split(names: Sequence[str], side: int) -> dict[str, list[str]]:
+    """Component names grouped by their modality (side 0) or part (side 1); names without a '-' are their own."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        parts = name.split("-", 1)
+        groups.setdefault(parts[side] if len(parts) == 2 else name, []).append(name)
+    return groups

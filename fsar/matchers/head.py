@@ -12,9 +12,10 @@ heads read the one modality they are given (:func:`single_stream`); two-stream h
 
 A head class is registered with ``@register(name, kind="learned", ...)`` and carries
 
-- ``Config``: a frozen dataclass of its hyperparameters (paper defaults); ``fsar train --param k=v``
+- ``Config``: a frozen dataclass of its hyperparameters, each declared with :func:`paper` (the paper's value,
+  and where the paper gives it) or :func:`chosen` (fsar's choice, and why); ``fsar train --param k=v``
   overrides fields by name, and the checkpoint stores them;
-- ``defaults``: a :class:`TrainDefaults` with the paper's optimiser settings;
+- ``defaults``: a :class:`TrainDefaults` with the paper's optimiser settings, each with its origin;
 - ``loss(...)``: its training objective on one episode batch (cross-entropy unless the paper says
   otherwise), returning the loss and named parts for the progress bar.
 
@@ -30,16 +31,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "ORIGIN",
     "Features",
     "Head",
+    "Origin",
     "TrainDefaults",
+    "chosen",
+    "config_origins",
+    "paper",
+    "show_value",
+    "train_origins",
     "class_one_hot",
     "class_prototypes",
     "config_from_params",
@@ -51,9 +59,31 @@ __all__ = [
 Features = dict[str, torch.Tensor]
 
 
+# Where a hyperparameter's default comes from, kept in each field's metadata under this key: "paper: <where in
+# the paper>" for the paper's value, "fsar: <why>" for a value the paper does not give or that fsar changes.
+ORIGIN = "origin"
+T = TypeVar("T")
+
+
+def paper(default: T, where: str) -> T:
+    """A config field whose default is the paper's value; ``where``: its section, table or equation."""
+    return cast(T, dataclasses.field(default=default, metadata={ORIGIN: f"paper: {where}"}))
+
+
+def chosen(default: T, why: str) -> T:
+    """A config field whose default is fsar's choice (the paper gives none, or fsar departs): ``why`` says why."""
+    return cast(T, dataclasses.field(default=default, metadata={ORIGIN: f"fsar: {why}"}))
+
+
 @dataclass(frozen=True)
 class TrainDefaults:
-    """A paper's optimiser settings; ``fsar train`` flags override them."""
+    """A paper's optimiser settings; ``fsar train`` flags override them.
+
+    ``origins`` says, per field name, where its value comes from in the same "paper: ..." / "fsar: ..." form
+    as :func:`paper` and :func:`chosen` (a test holds every field of every head to have one).
+    ``budget``: the training episodes the paper's schedule runs (0: not given); ``fsar train`` says when its
+    own budget stops before the paper's schedule (a decay that is never reached, say).
+    """
 
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = 1e-4
@@ -63,6 +93,45 @@ class TrainDefaults:
     tasks_per_step: int = 1  # episodes whose gradients are accumulated before one optimiser step
     lr_decay_every: int = 0  # step decay: lr x lr_decay after every this many training episodes (0: constant)
     lr_decay: float = 0.1
+    budget: int = 0
+    origins: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+
+class Origin(NamedTuple):
+    """One hyperparameter's default and where it comes from (``fsar train --list-params``, docs/methods.md)."""
+
+    name: str
+    value: Any
+    source: str  # "paper" or "fsar"
+    note: str
+
+
+def _origin(name: str, value: Any, text: str | None, owner: str, how: str) -> Origin:
+    if not text or text.split(":", 1)[0] not in ("paper", "fsar") or ":" not in text:
+        raise ValueError(f"{owner}.{name} does not say whether its default is the paper's or fsar's ({how})")
+    source, note = text.split(":", 1)
+    return Origin(name, value, source, note.strip())
+
+
+def config_origins(config_cls: type) -> list[Origin]:
+    """Every field of a head's ``Config`` with its default and origin; raises for a field without one."""
+    defaults = config_cls()
+    return [_origin(f.name, getattr(defaults, f.name), f.metadata.get(ORIGIN), config_cls.__name__,
+                    "declare it with paper(...) or chosen(...)") for f in dataclasses.fields(config_cls)]
+
+
+def show_value(value: Any) -> str:
+    """A default as ``-p NAME=VALUE`` takes it: tuples comma-separated, booleans lower case."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def train_origins(defaults: TrainDefaults, owner: str) -> list[Origin]:
+    """Every optimiser setting of ``defaults`` with its origin; raises for one without."""
+    return [_origin(f.name, getattr(defaults, f.name), defaults.origins.get(f.name), owner,
+                    'give it in TrainDefaults(origins={"name": "paper: <where>" or "fsar: <why>"})')
+            for f in dataclasses.fields(defaults) if f.name != "origins"]
 
 
 @dataclass(frozen=True)

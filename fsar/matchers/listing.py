@@ -1,9 +1,10 @@
-"""The README's matcher and learned-head tables, generated from the registry.
+"""The README's matcher and learned-head tables and docs/methods.md's hyperparameter tables, from the registry.
 
 The registry is the one list of matchers, so the tables a user reads are made from it rather than
-kept by hand: ``python -m fsar.matchers.listing`` rewrites the blocks of README.md between the markers
-``<!-- matchers:begin -->`` / ``<!-- matchers:end -->`` and ``<!-- heads:begin -->`` /
-``<!-- heads:end -->``; ``--check`` only reports whether they are up to date. A test compares them.
+kept by hand: ``python -m fsar.matchers.listing`` rewrites the blocks between markers
+``<!-- NAME:begin -->`` / ``<!-- NAME:end -->``: ``matchers`` and ``heads`` in README.md,
+``hyperparameters`` (every head's settings, each the paper's value or fsar's choice) in docs/methods.md;
+``--check`` only reports whether they are up to date. A test compares them.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Any
 
 from fsar.matchers.registry import MatcherInfo, load_all
 
-__all__ = ["BLOCKS", "README", "block_text", "head_table", "main", "matcher_table", "update_blocks"]
+__all__ = ["BLOCKS", "DOCUMENTS", "METHODS", "README", "block_text", "head_table", "hyperparameter_tables", "main",
+           "matcher_table", "update_blocks"]
 
-# The repository's README when fsar runs from a checkout (``pip install -e .``).
+# The repository's documents when fsar runs from a checkout (``pip install -e .``).
 README = Path(__file__).resolve().parents[2] / "README.md"
+METHODS = Path(__file__).resolve().parents[2] / "docs" / "methods.md"
 
 
 def _cell(text: str) -> str:
@@ -80,7 +83,31 @@ def head_table() -> str:
     return "\n".join(lines)
 
 
-BLOCKS: dict[str, Callable[[], str]] = {"matchers": matcher_table, "heads": head_table}
+def _origin_rows(origins: list[Any]) -> list[str]:
+    from fsar.matchers.head import show_value  # torch: only when the tables are made
+
+    return [f"| `{o.name}` | {_cell(show_value(o.value)) or '(empty)'} | {o.source} | {_cell(o.note)} |"
+            for o in origins]
+
+
+def hyperparameter_tables() -> str:
+    """Per learned head, every hyperparameter (``-p NAME=VALUE``) and optimiser setting (``fsar train`` flags)
+    with its default and origin: ``paper`` (where the paper gives it) or ``fsar`` (why fsar chose it)."""
+    from fsar.matchers.head import config_origins, train_origins
+
+    parts = []
+    for info in _rows("learned"):
+        lines = [f"#### `{info.name}`", "", "| setting | default | from | where in the paper, or why |",
+                 "|---|---|---|---|"]
+        lines += _origin_rows(config_origins(info.obj.Config))
+        lines += _origin_rows(train_origins(info.obj.defaults, info.name))
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+BLOCKS: dict[str, Callable[[], str]] = {"matchers": matcher_table, "heads": head_table,
+                                        "hyperparameters": hyperparameter_tables}
+DOCUMENTS: dict[Path, tuple[str, ...]] = {README: ("matchers", "heads"), METHODS: ("hyperparameters",)}
 
 
 def _pattern(name: str) -> re.Pattern[str]:
@@ -93,12 +120,13 @@ def block_text(text: str, name: str) -> str | None:
     return match[2].strip("\n") if match else None
 
 
-def update_blocks(text: str) -> str:
-    """``text`` with every generated block replaced by the generator's current output.
+def update_blocks(text: str, names: Sequence[str] = DOCUMENTS[README]) -> str:
+    """``text`` with the generated blocks ``names`` (default: the README's) replaced by the current output.
 
     Raises ValueError when a block's markers are missing.
     """
-    for name, generate in BLOCKS.items():
+    for name in names:
+        generate = BLOCKS[name]
         match = _pattern(name).search(text)
         if match is None:
             raise ValueError(f"no <!-- {name}:begin --> ... <!-- {name}:end --> block")
@@ -107,22 +135,23 @@ def update_blocks(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Rewrite (or with ``--check`` only compare) the generated blocks of the README."""
+    """Rewrite (or with ``--check`` only compare) the generated blocks of the README and docs/methods.md."""
     parser = argparse.ArgumentParser(prog="python -m fsar.matchers.listing", description=__doc__.splitlines()[0])
-    parser.add_argument("readme", nargs="?", type=Path, default=README, help="default: %(default)s")
     parser.add_argument("--check", action="store_true", help="exit 1 if a block is out of date; write nothing")
     args = parser.parse_args(argv)
-    text = args.readme.read_text(encoding="utf-8")
-    new = update_blocks(text)
-    if new == text:
-        print(f"{args.readme}: up to date")
-        return 0
-    if args.check:
-        print(f"{args.readme}: out of date; run python -m fsar.matchers.listing")
-        return 1
-    args.readme.write_text(new, encoding="utf-8")
-    print(f"{args.readme}: rewritten")
-    return 0
+    status = 0
+    for path, names in DOCUMENTS.items():
+        text = path.read_text(encoding="utf-8")
+        new = update_blocks(text, names)
+        if new == text:
+            print(f"{path}: up to date")
+        elif args.check:
+            print(f"{path}: out of date; run python -m fsar.matchers.listing")
+            status = 1
+        else:
+            path.write_text(new, encoding="utf-8")
+            print(f"{path}: rewritten")
+    return status
 
 
 if __name__ == "__main__":

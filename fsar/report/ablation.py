@@ -4,7 +4,7 @@ Records of one matcher trained with different hyperparameters (``fsar train -p .
 hyperparameters that differ between the rows become columns — one ✓/✗ column per component for
 switch lists such as HCL's ``losses=ce,g,t,s`` or M3Net's ``views=im,cm,tm``, ✓/✗ for booleans, the
 value otherwise — followed by accuracy (mean ± 95% CI) per (dataset, way, shot) and its difference
-from the reference row: the paper defaults (the row without a variant), or, when every row shares some
+from the reference row: the defaults (the row without a variant), or, when every row shares some
 settings (all trained with ``patch_grid=2``, say), the row that changes only those.
 """
 
@@ -89,7 +89,7 @@ def ablation_rows(records: Iterable[Record], matcher: str, *, digits: int = 2, s
     body = []
     for key in keys:
         variant, streams = key
-        row = [(variant or "paper defaults") + streams] + [_cell(firsts[key], p) for p in params]
+        row = [(variant or "defaults") + streams] + [_cell(firsts[key], p) for p in params]
         base_key = bases.get(streams)
         for d, w, s in cols:
             rec = newest.get((key, d, w, s))
@@ -109,7 +109,7 @@ def ablation_rows(records: Iterable[Record], matcher: str, *, digits: int = 2, s
 
 def _reference_rows(keys: list[tuple[str, str]]) -> dict[str, tuple[str, str]]:
     """Per streams, the row Δ is taken against: the one that changes only what every row of those streams
-    changes — the paper defaults, or e.g. ``patch_grid=2`` when every variant was trained on a 2×2 cache."""
+    changes — the defaults, or e.g. ``patch_grid=2`` when every variant was trained on a 2×2 cache."""
     out = {}
     for streams in {s for _, s in keys}:
         own = [k for k in keys if k[1] == streams]

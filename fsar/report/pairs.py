@@ -1,8 +1,9 @@
 """Results-directory front ends for ``fsar compare``, ``fsar table`` and ``fsar plot``.
 
 A run is labelled by its matcher, plus ``@<modality>`` when it did not use RGB alone
-(``jmm@rgb+flow``) and ``/c`` when its features were centred in time (``otam/c``), so that these
-variants of one matcher are separate rows and separate comparisons.
+(``jmm@rgb+flow``), ``/c`` when its features were centred in time (``otam/c``) and ``[km 0]`` when its
+fusion weights left components out, so that these variants of one matcher are separate rows and
+separate comparisons.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from fsar.matchers.fusion import dropped_label
 from fsar.report.compare import compare_records
 from fsar.report.plot import plot_bars, plot_vs_shot, plot_vs_way
 from fsar.report.provenance import FIELDS, apply_filters, distinguish, parse_filters, setting_key, source_name
@@ -23,10 +25,12 @@ from fsar.report.table import render_table
 
 
 def label(record: Record) -> str:
-    """``matcher[variant][@modality][/c]``: e.g. ``ita[loss=ce]``, ``otam@rgb+flow/c``."""
+    """``matcher[variant][@modality][/c][ [dropped]]``: e.g. ``ita[loss=ce]``, ``otam@rgb+flow/c``, and
+    ``jmm@rgb+flow/c [km 0]`` when the fusion weights leave components out (never shown as the method)."""
     name = record.matcher + (f"[{record.params['variant']}]" if record.params.get("variant") else "")
     name = name if record.modality == "rgb" else f"{name}@{record.modality}"
-    return name + ("/c" if record.params.get("center") else "")
+    drop = dropped_label(record.params.get("weights"))
+    return name + ("/c" if record.params.get("center") else "") + (f" [{drop}]" if drop else "")
 
 
 def labelled_records(results: str | os.PathLike[str], filters: Sequence[str] = ()) -> list[Record]:

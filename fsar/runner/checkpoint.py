@@ -138,7 +138,7 @@ def with_eval_params(ckpt: Checkpoint, params: Mapping[str, str]) -> Checkpoint:
 
 
 def variant(ckpt: Checkpoint) -> str:
-    """The hyperparameters that differ from the paper defaults, e.g. ``loss=ce`` ('' for none)."""
+    """The hyperparameters that differ from the head's defaults, e.g. ``loss=ce`` ('' for none)."""
     defaults = dataclasses.asdict(get(ckpt.matcher).obj.Config())
     changed = {k: v for k, v in ckpt.config.items() if k in defaults and _plain(defaults[k]) != _plain(v)}
     return ",".join(f"{k}={_show(v)}" for k, v in sorted(changed.items()))

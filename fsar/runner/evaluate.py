@@ -7,7 +7,7 @@ through :mod:`fsar.runner.features`, scores through :mod:`fsar.runner.scoring` a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from fsar._device import resolve_device
 from fsar.cache.store import FeatureCache, open_cache
 from fsar.episodes import PROTOCOLS, EpisodeError, EpisodeList, load_episodes
 from fsar.episodes.pool import coverage, ensure_episodes, episodes_for, split_pool
-from fsar.matchers.fusion import fuse
+from fsar.matchers.fusion import PAPER, dropped_label, fuse
 from fsar.matchers.registry import MatcherInfo, get, load_all
 from fsar.report.results import Record, file_sha256, fsar_version, make_record, record_to_json, write_record
 from fsar.runner.checkpoint import (
@@ -50,7 +50,9 @@ def _components_fn(info: MatcherInfo) -> ComponentFn:
 
 @dataclass(frozen=True)
 class EvalRun:
-    """How one matcher is evaluated; ``weights`` fixes the fusion of several streams/components.
+    """How one matcher is evaluated; ``weights`` fixes the fusion of several streams/components: a mapping of
+    component name to weight, ``"paper"`` (equal weights, the method as published) or None (chosen on
+    validation episodes when there are several streams).
 
     Learned matchers need ``checkpoint`` (from ``fsar train``); their modalities and temporal
     centring come from it. ``modality=None`` means rgb, or the checkpoint's.
@@ -59,7 +61,7 @@ class EvalRun:
     matcher: str
     modality: str | None = None
     center: bool = False
-    weights: Mapping[str, float] | None = None
+    weights: Mapping[str, float] | str | None = None
     val_episodes: int = 500
     seed: int = 0
     checkpoint: str | Path | None = None
@@ -128,11 +130,14 @@ def _score_parameter_free(run: EvalRun, info: MatcherInfo, cache: FeatureCache, 
     fn = _components_fn(info)
     loaded = load_once(memo, cache, episodes, modalities, info.needs_patches, run.center)
     components = score_all(fn, loaded, episodes, progress, run.matcher)
-    weights = dict(run.weights) if run.weights is not None else None
-    if weights is None and len(modalities) > 1:  # one stream: the matcher's own equal-weight fusion
-        weights = _weights_on_val(run, cache, episodes, fn, info.needs_patches, modalities, progress)
-    scores = fuse(components, weights) if len(components) > 1 else next(iter(components.values()))
-    params: dict[str, Any] = {"weights": weights} if weights else {}
+    params: dict[str, Any] = {}
+    if len(components) > 1:
+        weights, params["weights_from"] = _fusion_weights(run, cache, episodes, fn, info, modalities, progress)
+        weights = weights or dict.fromkeys(components, 1.0)
+        params["weights"] = {name: weights.get(name, 0.0) for name in sorted(components)}
+        scores = fuse(components, weights)
+    else:
+        scores = next(iter(components.values()))
     if run.center:
         params["center"] = True
     return scores, params, modality
@@ -172,6 +177,18 @@ def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
     return scores, params, modality
 
 
+def _fusion_weights(run: EvalRun, cache: FeatureCache, episodes: EpisodeList, fn: ComponentFn, info: MatcherInfo,
+                    modalities: tuple[str, ...], progress: bool) -> tuple[dict[str, float], str]:
+    """The weights of the components and where they come from: given (``--weights``), ``paper`` (every
+    component weighs 1 after z-normalisation: the method as published), or chosen on validation episodes
+    (several streams, no weights given); a single stream fuses its matcher's components equally."""
+    if isinstance(run.weights, Mapping):
+        return dict(run.weights), "given"
+    if run.weights == PAPER or len(modalities) == 1:
+        return {}, "paper" if run.weights == PAPER else "equal"
+    return _weights_on_val(run, cache, episodes, fn, info.needs_patches, modalities, progress), "val"
+
+
 def _weights_on_val(run: EvalRun, cache: FeatureCache, test: EpisodeList, fn: ComponentFn, patches: bool,
                     modalities: tuple[str, ...], progress: bool) -> dict[str, float]:
     # A small val split may hold fewer classes than the test way: choose weights at the largest way it has.
@@ -187,9 +204,11 @@ def _weights_on_val(run: EvalRun, cache: FeatureCache, test: EpisodeList, fn: Co
 
 
 def summary_line(record: Record) -> str:
-    """``otam  5-way 1-shot  45.12 ± 0.97 %  (10,000 episodes, 3.1 s)``."""
+    """``otam  5-way 1-shot  45.12 ± 0.97 %  (10,000 episodes, 3.1 s)``; ``[km 0]`` after the modality when the
+    fusion weights leave a component out."""
+    drop = dropped_label(record.params.get("weights"))
     mod = ("" if record.modality == "rgb" else f" [{record.modality}]") + (
-        " centred" if record.params.get("center") else "")
+        " centred" if record.params.get("center") else "") + (f" [{drop}]" if drop else "")
     return (f"{record.matcher:<8}{mod} {record.way}-way {record.shot}-shot  {record.accuracy:6.2f} ± "
             f"{record.ci95:.2f} %  ({record.n_episodes:,} episodes, {record.seconds:.1f} s)")
 
@@ -207,7 +226,7 @@ class EvalPlan:
     episodes: Path | None = None
     protocol: str = "otam"
     modality: str | None = None  # rgb; a learned matcher's checkpoint fixes its own
-    weights: Mapping[str, float] | None = None
+    weights: Mapping[str, float] | str | None = None
     seed: int = 0
     out: Path | None = None
     n_episodes: int = 10_000  # with protocol "custom" (1 query per class); presets fix their own
@@ -234,8 +253,32 @@ def runnable_matchers(cache: FeatureCache, modality: str) -> tuple[list[str], li
     return ok, skipped
 
 
-def run_plan(plan: EvalPlan, *, progress: bool = True, as_json: bool = False) -> Iterator[str]:
-    """Evaluate every (matcher, shot) of ``plan``, write the records, yield one line per run."""
+def fusion_warning(record: Record) -> str | None:
+    """A warning when the record's fusion weights leave out a component of what its name says it is."""
+    drop = dropped_label(record.params.get("weights"))
+    if not drop:
+        return None
+    how = {"val": "chosen on validation episodes", "given": "given"}.get(record.params.get("weights_from", ""), "")
+    return (f"warning: {record.matcher} [{record.modality}] {record.way}-way {record.shot}-shot: the fusion weights "
+            f"{how} leave out {drop}, so this is not {record.matcher} as published; its label says [{drop}]. "
+            f"`--weights paper` weighs every component equally")
+
+
+def run_plan(plan: EvalPlan, *, progress: bool = True, as_json: bool = False,
+             warn: Callable[[str], None] | None = None) -> Iterator[str]:
+    """Evaluate every (matcher, shot) of ``plan``, write the records, yield one line per run.
+
+    Notes (skipped matchers, a partial pool, fusion warnings) are yielded as lines too, or handed to ``warn``
+    when given with ``as_json`` (so that stdout holds only JSON records).
+    """
+    for line in _run_plan(plan, progress, as_json):
+        if warn is not None and as_json and not line.startswith("{"):
+            warn(line)
+        else:
+            yield line
+
+
+def _run_plan(plan: EvalPlan, progress: bool, as_json: bool) -> Iterator[str]:
 
     cache = open_cache(plan.cache)
     if plan.checkpoint is None:
@@ -274,6 +317,9 @@ def run_plan(plan: EvalPlan, *, progress: bool = True, as_json: bool = False) ->
             record = evaluate(run, plan.cache, ep_path, progress=progress, memo=memo)
             write_record(out, record)
             yield record_to_json(record) if as_json else summary_line(record)
+            warning = fusion_warning(record)
+            if warning:
+                yield warning
 
 
 def _protocol_query(protocol: str) -> int | None:

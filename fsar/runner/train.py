@@ -32,7 +32,16 @@ from fsar.cache.store import FeatureCache, open_cache
 from fsar.episodes import EpisodeError, EpisodeList, load_episodes, save_episodes
 from fsar.episodes import sample_episodes as draw_episodes
 from fsar.episodes.pool import split_pool
-from fsar.matchers.head import Head, TrainDefaults, config_from_params, episode_targets
+from fsar.matchers.head import (
+    Head,
+    Origin,
+    TrainDefaults,
+    config_from_params,
+    config_origins,
+    episode_targets,
+    show_value,
+    train_origins,
+)
 from fsar.matchers.registry import get
 from fsar.runner.checkpoint import (
     Checkpoint,
@@ -52,7 +61,7 @@ Echo = Callable[[str], None]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What ``fsar train`` fits. ``None`` optimiser settings take the head's paper defaults."""
+    """What ``fsar train`` fits. ``None`` optimiser settings take the head's defaults."""
 
     matcher: str
     shots: int = 1
@@ -196,15 +205,38 @@ def _val_episodes(cache: FeatureCache, config: TrainConfig, path: Path | None, n
 
 
 def describe_params(matcher: str) -> str:
-    """The head's hyperparameters with their paper defaults, and its optimiser defaults."""
+    """The head's hyperparameters and optimiser settings, each with its default and whether that is the
+    paper's value (and where the paper gives it) or fsar's choice (and why)."""
     info = get(matcher)
     lines = [f"{matcher}: {info.summary}", f"paper: {info.paper}", "parameters (-p NAME=VALUE):"]
-    for f in dataclasses.fields(info.obj.Config):
-        value = getattr(info.obj.Config(), f.name)
-        shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
-        lines.append(f"  {f.name} = {shown}")
-    lines.append(f"optimiser defaults: {info.obj.defaults}")
+    lines += _origin_lines(config_origins(info.obj.Config))
+    lines.append("optimiser and schedule (fsar train flags):")
+    lines += _origin_lines(train_origins(info.obj.defaults, matcher))
     return "\n".join(lines)
+
+
+def _origin_lines(origins: list[Origin]) -> list[str]:
+    shown = [(f"{o.name} = {show_value(o.value)}", o) for o in origins]
+    width = max((len(text) for text, _ in shown), default=0)
+    return [f"  {text:<{width}}  {o.source}: {o.note}" for text, o in shown]
+
+
+def training_notes(views: int, config: TrainConfig, settings: TrainDefaults) -> list[str]:
+    """What a user should know before a run: no augmented views, or a budget that stops before the paper's
+    schedule (its total episodes, or a learning-rate decay that would never happen)."""
+    notes = []
+    if views == 1:
+        notes.append("note: the cache has no augmented views (extract with --views 3): training on the test view")
+    total = config.epochs * config.episodes_per_epoch
+    paper_total = max(settings.budget, settings.lr_decay_every if settings.lr_decay != 1 else 0)
+    if total < paper_total:
+        decay = (f", lr x{settings.lr_decay:g} every {settings.lr_decay_every:,} episodes"
+                 if settings.lr_decay_every else "")
+        missed = " (its decay is never reached)" if settings.lr_decay_every and total <= settings.lr_decay_every else ""
+        epochs = math.ceil(paper_total / config.episodes_per_epoch)
+        notes.append(f"note: {config.matcher}'s paper schedule runs {paper_total:,} training episodes{decay}; this "
+                     f"run trains {total:,}{missed}. --epochs {epochs} follows the paper's schedule")
+    return notes
 
 
 def last_path(out: str | Path) -> Path:
@@ -241,8 +273,8 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
         start_epoch, best = _restore(last_path(out), best, head, optimiser, scaler)
         echo(f"resuming {config.matcher} after epoch {start_epoch} (best val {best.val_accuracy:.2f} %)")
     data = _load_train(cache, modalities, info.needs_patches, config.center)
-    if cache.spec.views == 1:
-        echo("note: the cache has no augmented views (extract with --views 3): training on the test view")
+    for note in training_notes(cache.spec.views, config, settings):
+        echo(note)
     val_list = _val_episodes(cache, config, val_path, val_episodes)
     val = load_features(cache, val_list, modalities, info.needs_patches, config.center)
     accuracy = best.val_accuracy
@@ -318,7 +350,8 @@ def _cpu_state(head: Head) -> dict[str, torch.Tensor]:
 
 def _new_checkpoint(config: TrainConfig, cache: FeatureCache, head: Head, head_config: Any,
                     modalities: tuple[str, ...], patches: bool, settings: TrainDefaults) -> Checkpoint:
-    train_settings = dataclasses.asdict(config) | {"optimiser": dataclasses.asdict(settings)}
+    optimiser = {k: v for k, v in dataclasses.asdict(settings).items() if k != "origins"}
+    train_settings = dataclasses.asdict(config) | {"optimiser": optimiser}
     return Checkpoint(matcher=config.matcher, config=dataclasses.asdict(head_config), dims=dict(head.dims),
                       frames=head.frames, modalities=modalities, patches=patches, center=config.center,
                       cache_sha256=cache.content_hash(), cache_path=str(cache.path), train=train_settings,

@@ -152,3 +152,15 @@ def test_helpers() -> None:
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         check_episode(bad, support, labels, way)
+
+
+def test_dropped_components_are_named_compactly() -> None:
+    from fsar.matchers.fusion import dropped_label
+
+    jmm = {"rgb-otam": 1.0, "rgb-km": 0.0, "flow-otam": 0.5, "flow-km": 0.0}
+    assert dropped_label(jmm) == "km 0"  # every stream's km: the row is OTAM on two streams
+    assert dropped_label(jmm | {"rgb-km": 0.5}) == "flow-km 0"
+    assert dropped_label({"rgb-otam": 1.0, "flow-otam": 0.0}) == "flow 0"  # a stream left out
+    assert dropped_label({"rgb-otam": 1.0, "rgb-km": 1.0, "flow-otam": 0.0, "flow-km": 0.0}) == "flow 0"
+    assert dropped_label({"rgb-otam": 1.0, "rgb-km": 0.0}) == "km 0"
+    assert dropped_label({"rgb-otam": 1.0, "rgb-km": 0.5}) == "" and dropped_label(None) == ""

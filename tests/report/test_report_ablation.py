@@ -40,7 +40,7 @@ def test_rows_are_variants_and_switch_lists_become_check_columns(record: Make, v
     header, body, _ = ablation_rows(records, "hcl")
     assert header == ["variant", "adapter", "losses: ce", "losses: g", "losses: t", "losses: s",
                       "ssv2 5-way 1-shot", "Δ", "ssv2 5-way 5-shot", "Δ"]  # gamma never varies: no column
-    assert body[0] == ["paper defaults", "✓", "✓", "✓", "✓", "✓", "60.00 ± 1.00", "", "70.00 ± 1.00", ""]
+    assert body[0] == ["defaults", "✓", "✓", "✓", "✓", "✓", "60.00 ± 1.00", "", "70.00 ± 1.00", ""]
     rows = {row[0]: row for row in body}
     assert rows["losses=ce"][1:] == ["✓", "✓", "✗", "✗", "✗", "50.00 ± 1.00", "-10.00", "–", ""]
     assert rows["adapter=false,losses=ce+g"][1:7] == ["✗", "✓", "✓", "✗", "✗", "55.50 ± 1.00"]
@@ -50,7 +50,7 @@ def test_rows_are_variants_and_switch_lists_become_check_columns(record: Make, v
 def test_formats_and_errors(tmp_path: Path, record: Make, variant: Make) -> None:
     records = [variant(["ce", "g", "t", "s"], True, 60.0), variant(["ce"], True, 50.0)]
     md = render_ablation(records, "hcl")
-    assert md.splitlines()[0].startswith("| variant |") and "| paper defaults |" in md
+    assert md.splitlines()[0].startswith("| variant |") and "| defaults |" in md
     latex = render_ablation(records, "hcl", "latex")
     assert "\\checkmark" in latex and "$\\pm$" in latex and "\\toprule" in latex
     csv = render_ablation(records, "hcl", "csv")
@@ -71,7 +71,7 @@ def test_delta_is_taken_within_the_same_streams(variant: Make) -> None:
     raw = [variant(["ce", "g", "t", "s"], True, 30.0)]
     _, body, _ = ablation_rows(centred + raw, "hcl")
     rows = {row[0]: row for row in body}
-    assert set(rows) == {"paper defaults", "paper defaults /c", "losses=ce /c"}
+    assert set(rows) == {"defaults", "defaults /c", "losses=ce /c"}
     assert rows["losses=ce /c"][-2:] == ["52.00 ± 1.00", "-8.00"]  # vs the centred default, not the raw one
 
 
@@ -101,13 +101,13 @@ def test_an_empty_default_list_is_not_shown_as_all_off(record: Make) -> None:
     header, body, _ = ablation_rows(records, "m3net")
     assert header[1:4] == ["encoders: ifce", "encoders: ivce", "predict: im"]
     rows = {row[0]: row[1:4] for row in body}
-    assert rows["paper defaults"] == ["✓", "✓", "–"]
+    assert rows["defaults"] == ["✓", "✓", "–"]
     assert rows["predict=im"] == ["✓", "✓", "✓"]
     assert rows["encoders="] == ["✗", "✗", "–"]
 
 
 def hcl_run(record: Make, variant: str, accuracy: float, **kw: object) -> Record:
-    """An hcl record of ``variant`` (``""``: paper defaults); ``kw`` goes to the record builder."""
+    """An hcl record of ``variant`` (``""``: the defaults); ``kw`` goes to the record builder."""
     rec = record("hcl", accuracy=accuracy, ci95=1.0, **kw)
     config = {"losses": ["ce"] if variant else ["ce", "g", "t", "s"]}
     return dataclasses.replace(rec, params={"config": config} | ({"variant": variant} if variant else {}))
@@ -122,7 +122,7 @@ def test_records_of_different_provenance_get_their_own_columns(record: Make) -> 
     assert "ssv2 (seed 0) 5-way 1-shot" in header and "ssv2 (seed 1) 5-way 1-shot" in header
     rows = {row[0]: row for row in body}
     assert rows["losses=ce"][-4:] == ["50.00 ± 1.00", "-10.00", "–", ""]
-    assert rows["paper defaults"][-4:] == ["60.00 ± 1.00", "", "70.00 ± 1.00", ""]
+    assert rows["defaults"][-4:] == ["60.00 ± 1.00", "", "70.00 ± 1.00", ""]
 
 
 def test_hash_only_differences_are_refused_naming_the_caches(record: Make) -> None:
@@ -149,4 +149,4 @@ def test_partial_pools_are_marked_refused_by_strict_and_filters_apply(tmp_path: 
         ablation_from_dir(tmp_path, "hcl", strict=True)
     with pytest.raises(RecordError, match="passes --filter"):
         ablation_from_dir(tmp_path, "hcl", filters=["seed=1"])
-    assert "paper defaults" in ablation_from_dir(tmp_path, "hcl", filters=["seed=0"])
+    assert "defaults" in ablation_from_dir(tmp_path, "hcl", filters=["seed=0"])

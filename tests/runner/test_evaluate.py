@@ -55,6 +55,25 @@ def test_two_streams_weights_chosen_on_val(tmp_path: Path, toy_cache: Builder, w
     np.testing.assert_array_equal(fixed.correct, alone.correct)
 
 
+def test_weights_that_drop_a_component_are_recorded_labelled_and_warned(tmp_path: Path, toy_cache: Builder,
+                                                                       write_list: Builder) -> None:
+    from fsar.report.pairs import label
+    from fsar.runner.evaluate import fusion_warning
+
+    cache_path = toy_cache(tmp_path / "c.zarr", modalities=("rgb", "flow"), noise=1.5)
+    ep_path = write_list(tmp_path, cache_path)
+    no_km = evaluate(EvalRun("jmm", modality="rgb+flow", weights={"rgb-otam": 1.0, "flow-otam": 0.5}),
+                     cache_path, ep_path, progress=False)
+    assert no_km.params["weights"] == {"flow-km": 0.0, "flow-otam": 0.5, "rgb-km": 0.0, "rgb-otam": 1.0}
+    assert no_km.params["weights_from"] == "given"
+    assert label(no_km) == "jmm@rgb+flow [km 0]" and "[rgb+flow] [km 0] 5-way" in summary_line(no_km)
+    assert "leave out km 0, so this is not jmm as published" in str(fusion_warning(no_km))
+    paper = evaluate(EvalRun("jmm", modality="rgb+flow", weights="paper"), cache_path, ep_path, progress=False)
+    assert paper.params["weights"] == dict.fromkeys(["flow-km", "flow-otam", "rgb-km", "rgb-otam"], 1.0)
+    assert paper.params["weights_from"] == "paper" and label(paper) == "jmm@rgb+flow"
+    assert fusion_warning(paper) is None
+
+
 def test_bad_inputs_are_clear(tmp_path: Path, toy_cache: Builder, write_list: Builder) -> None:
     cache_path = toy_cache(tmp_path / "c.zarr")
     ep_path = write_list(tmp_path, cache_path)
@@ -97,7 +116,8 @@ def test_single_stream_jmm_is_the_equal_weight_fusion(tmp_path: Path, toy_cache:
     cache_path = toy_cache(tmp_path / "c.zarr", noise=2.0)
     ep_path = write_list(tmp_path, cache_path)
     record = evaluate(EvalRun("jmm"), cache_path, ep_path, progress=False)
-    assert "weights" not in record.params
+    assert record.params["weights"] == {"rgb-km": 1.0, "rgb-otam": 1.0}
+    assert record.params["weights_from"] == "equal"
     from fsar.episodes import load_episodes
 
     episodes = load_episodes(ep_path)

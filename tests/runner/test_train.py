@@ -173,3 +173,16 @@ def test_step_decay_of_the_learning_rate() -> None:
         assert optimiser.param_groups[0]["lr"] == pytest.approx(lr)
     _set_lr(optimiser, dataclasses.replace(settings, lr_decay_every=0), 10_000)
     assert optimiser.param_groups[0]["lr"] == 0.5
+
+
+def test_a_budget_short_of_the_papers_schedule_is_said() -> None:
+    from fsar.matchers.head import TrainDefaults
+    from fsar.runner.train import TrainConfig, training_notes
+
+    ita = TrainDefaults(lr_decay_every=12_000, lr_decay=0.1, budget=20_000)
+    short = TrainConfig(matcher="ita", epochs=10, episodes_per_epoch=1000)
+    (note,) = training_notes(3, short, ita)
+    assert "runs 20,000 training episodes, lr x0.1 every 12,000 episodes; this run trains 10,000" in note
+    assert "(its decay is never reached)" in note and "--epochs 20" in note
+    assert training_notes(3, TrainConfig(matcher="ita", epochs=20, episodes_per_epoch=1000), ita) == []
+    assert "no augmented views" in training_notes(1, short, TrainDefaults())[0]
