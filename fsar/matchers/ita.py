@@ -30,9 +30,11 @@ Choices the paper leaves open, or where it had to be read:
   individual supports (K positives, (way-1)K negatives; episodes must have K supports per class).
 - The loss is the mean over the queries of the per-query circle loss.
 - For the CE ablation the paper gives no scale or temperature; we use γ as the scale of the cosines.
-- Optimiser (Sec. 4.2): SGD, lr 1e-5, ×0.1 every 12,000 of 18,000 episodes; momentum and weight decay
-  are not given, so none. The paper fine-tunes the whole MFNet backbone end to end at that rate; here
-  only the LSTM is trained on cached features, for which lr 1e-5 may well be too small.
+- Optimiser (Sec. 4.2): SGD, lr 1e-5, ×0.1 every 12,000 episodes, 18,000 training episodes (the
+  ``budget``; ``fsar train``'s default 10 x 1,000 episodes stops before the decay). Momentum, weight
+  decay, clipping and episodes per step are not given: plain SGD, none, none, one. The paper fine-tunes
+  the whole MFNet backbone end to end at that rate; here only the LSTM is trained on cached features,
+  for which lr 1e-5 may well be too small.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsar.matchers.head import Features, Head, TrainDefaults, class_prototypes, single_stream
+from fsar.matchers.head import Features, Head, TrainDefaults, chosen, class_prototypes, paper, single_stream
 from fsar.matchers.registry import register
 
 __all__ = ["ITAConfig", "ITAHead", "circle_loss"]
@@ -55,20 +57,19 @@ _PAIRS = ("prototype", "support")
 
 @dataclass(frozen=True)
 class ITAConfig:
-    """Hyperparameters of ITA (paper defaults).
+    """Hyperparameters of ITA.
 
-    hidden: LSTM units (Table 2: 512 best of 64/256/512).
-    gamma: circle-loss scale γ (Fig. 7a sweeps 32-512; 128 is the setting of Fig. 7b).
-    m: relaxation margin (Fig. 7b sweeps -0.2..0.4; 0.4 with γ = 128).
+    hidden: LSTM units. gamma: circle-loss scale γ. m: relaxation margin.
     loss: "circle" (Eq. 12) or "ce" (cross-entropy over γ·cos, the Table 3 ablation).
     pairs: "prototype" or "support": what a query's positives/negatives are compared with (see module doc).
     """
 
-    hidden: int = 512
-    gamma: float = 128.0
-    m: float = 0.4
-    loss: str = "circle"
-    pairs: str = "prototype"
+    hidden: int = paper(512, "Table 2 (512, the best of 64/256/512)")
+    gamma: float = paper(128.0, "Sec. 4.3.2, Fig. 7 (γ = 128 with m = 0.4, the setting both sweeps share)")
+    m: float = paper(0.4, "Sec. 4.3.2, Fig. 7 (m = 0.4 with γ = 128, the setting both sweeps share)")
+    loss: str = paper("circle", "Sec. 3.4, Eq. 12, Table 3 ('ce': the ablation)")
+    pairs: str = chosen("prototype", "Sec. 3.4 compares with support videos, Sec. 3.3 with prototypes (the same "
+                                     "at 1-shot); prototypes, the scores the head is evaluated with")
 
 
 def circle_loss(pos: torch.Tensor, neg: torch.Tensor, gamma: float, m: float) -> torch.Tensor:
@@ -117,7 +118,21 @@ class ITAHead(Head):
     """
 
     Config = ITAConfig
-    defaults = TrainDefaults(optimizer="sgd", lr=1e-5, momentum=0.0, weight_decay=0.0, lr_decay_every=12_000)
+    defaults = TrainDefaults(
+        optimizer="sgd", lr=1e-5, momentum=0.0, weight_decay=0.0, clip_norm=None, tasks_per_step=1,
+        lr_decay_every=12_000, lr_decay=0.1, budget=18_000,
+        origins={
+            "optimizer": "paper: Sec. 4.2 (stochastic gradient descent)",
+            "lr": "paper: Sec. 4.2 (initial learning rate 0.00001)",
+            "momentum": "fsar: not given (Sec. 4.2); plain SGD",
+            "weight_decay": "fsar: not given; none",
+            "clip_norm": "fsar: not given; no clipping",
+            "tasks_per_step": "fsar: the paper does not say how many episodes make one step; one",
+            "lr_decay_every": "paper: Sec. 4.2 (every 12,000 episodes)",
+            "lr_decay": "paper: Sec. 4.2 (by 0.1)",
+            "budget": "paper: Sec. 4.2 (18,000 training episodes)",
+        },
+    )
 
     def __init__(self, dims: Mapping[str, int], frames: int, config: ITAConfig | None = None) -> None:
         super().__init__(dims, frames, config)

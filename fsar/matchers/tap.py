@@ -25,8 +25,13 @@ Choices where the paper is silent (named here so they can be revisited):
 - The query is the first argument of h_β (concat(X_query_i, Y_support_j)); h_β is not symmetric and
   the paper writes s(V, V_j) with the query V first (Eq. 14).
 - The paper clips the gradient norm (40) of the backbone and the BiLSTM only; :class:`TrainDefaults`
-  has one clip for all parameters, so here h_β is clipped too. The learning-rate decay (×0.1 every
-  200 epochs) is not part of :class:`TrainDefaults` either.
+  has one clip for all parameters, so here h_β is clipped too.
+- Learning-rate decay: Sec. 5.2 multiplies the rate by 0.1 every 200 epochs but never says how many
+  episodes an epoch holds. fsar counts its schedules in training episodes and reads an epoch as its
+  trainer's (``--episodes-per-epoch``, 1,000 by default): a decay every 200 x 1,000 = 200,000
+  episodes. The paper gives no total either; since its schedule decays, it runs at least to the first
+  decay, so ``budget`` is that lower bound, 200,000 episodes (``fsar train``'s default 10 x 1,000
+  never reaches it).
 
 h_β's first layer acts on a concatenation, so W [x; y] + b = W_a x + W_b y + b: it is computed once
 per frame (T per video) and broadcast over the T x T frame pairs of every (query, support) pair,
@@ -44,19 +49,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsar.matchers.head import Features, Head, TrainDefaults, shot_mean, single_stream
+from fsar.matchers.head import Features, Head, TrainDefaults, paper, shot_mean, single_stream
 from fsar.matchers.registry import register
 
 __all__ = ["TAPConfig", "TAPHead"]
 
 
+# An epoch of fsar's trainer (TrainConfig.episodes_per_epoch's default), the unit the paper's schedule is read in;
+# the matchers cannot import the runner, so a test holds the two equal.
+_EPOCH = 1_000
+_DECAY_EVERY = 200 * _EPOCH
+
+
 @dataclass(frozen=True)
 class TAPConfig:
-    """TAP hyperparameters (paper §5.2)."""
+    """TAP hyperparameters (all the paper's, Sec. 5.2)."""
 
-    lstm_hidden: int = 1024  # per direction; the BiLSTM output has 2 * lstm_hidden features
-    lstm_layers: int = 1
-    align_sizes: tuple[int, ...] = (1024, 256, 64)  # hidden sizes of h_β; a final layer of size 1 follows
+    # per direction; the BiLSTM output has 2 * lstm_hidden features
+    lstm_hidden: int = paper(1024, "Sec. 5.2: BiLSTM hidden size 1024")
+    lstm_layers: int = paper(1, "Sec. 5.2: one BiLSTM layer")
+    # hidden sizes of h_β; a final layer of size 1 follows
+    align_sizes: tuple[int, ...] = paper((1024, 256, 64), "Sec. 5.2: h_β output sizes 1024, 256, 64, 1")
 
 
 @register(
@@ -72,7 +85,24 @@ class TAPHead(Head):
     """
 
     Config = TAPConfig
-    defaults = TrainDefaults(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4, clip_norm=40.0)
+    defaults = TrainDefaults(
+        optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4, clip_norm=40.0, tasks_per_step=1,
+        lr_decay_every=_DECAY_EVERY, lr_decay=0.1, budget=_DECAY_EVERY,
+        origins={
+            "optimizer": "paper: Sec. 5.2 (SGD)",
+            "lr": "paper: Sec. 5.2 (start learning rate 0.001)",
+            "momentum": "paper: Sec. 5.2",
+            "weight_decay": "paper: Sec. 5.2",
+            "clip_norm": "paper: Sec. 5.2 (maximum norm 40; the paper clips the backbone and the BiLSTM, "
+                         "fsar every parameter, h_β too)",
+            "tasks_per_step": "fsar: the paper does not say how many episodes make one step; one",
+            "lr_decay_every": "fsar: Sec. 5.2 decays every 200 epochs without sizing an epoch; 200 of fsar's "
+                              "1,000-episode epochs (--episodes-per-epoch default)",
+            "lr_decay": "paper: Sec. 5.2 (x 0.1)",
+            "budget": "fsar: the paper gives no total; its schedule runs at least to the first decay, "
+                      "200 epochs = 200,000 episodes",
+        },
+    )
     # The first hidden layer of h_β is [Q*S, T, T, 1024] floats per episode (256 KiB per pair at T = 8).
     eval_pairs = 1024
 

@@ -12,7 +12,8 @@ each modality m in {rgb, flow}:
   distance of :mod:`fsar.matchers.otam`), logits -D_v, cross-entropy L^m_ota;
 - Eq. 6-8, bipartite matching: sim_v = sum of the frame cosines matched by Kuhn-Munkres, logits sim_v,
   cross-entropy L^m_km;
-- final score: weighted average of Score^r_ota, Score^r_km, Score^f_ota, Score^f_km (Sec. 3.2).
+- final score: weighted average of Score^r_ota, Score^r_km, Score^f_ota, Score^f_km (Sec. 3.2), each
+  z-normalised per episode first (:func:`episode_zscore`, see below).
 
 Training loss = Σ_m (L^m_ota + L^m_km) + contrastive_weight · L_cl. Training uses the soft-min OTAM of
 :mod:`fsar.matchers._soft` (λ = ``otam_lambda``); :meth:`TSJMHead.forward` uses the hard min, equal to
@@ -20,11 +21,13 @@ the numba evaluation kernel. KM takes its assignment from :func:`fsar.matchers.k
 on detached similarities; the gradient flows through the matched similarity entries only.
 With K shots a class score is the mean of its K pair scores, as in the parameter-free ``jmm``.
 
-Choices the paper leaves open (all are Config fields):
+Choices the paper leaves open (Config fields unless said otherwise; each field's declaration says
+whether its default is the paper's or fsar's):
 
 - adapter: reduction ratio r = 4, ReLU, not residual. The paper says only "two fully connected layers
-  and an activation layer" projecting "into a new feature space"; r = 4 and ReLU are the common
-  bottleneck-adapter values. ``residual=True`` gives x + adapter(x) instead.
+  and an activation layer" projecting "into a new feature space" (Sec. 3.3) and writes
+  x = Adapter(Φ(X)) (Eq. 1, no skip connection); r = 4 and ReLU are the common bottleneck-adapter
+  values. ``residual=True`` gives x + adapter(x) instead.
 - contrastive descriptors: the temporal mean of a video's adapted frame features, L2-normalised (the
   "global high-level feature"; the "cross-attention" the paper mentions is not specified, so similarity
   is the cosine). The videos contrasted are all query and support videos of one episode. Eq. 2 as
@@ -32,14 +35,26 @@ Choices the paper leaves open (all are Config fields):
   video a softmax over its pairings with every other-modality descriptor, averaged over both
   directions (rgb -> flow and flow -> rgb). τ = 0.07 (not given in the paper; the MoCo/CLIP value).
 - "DTW" f(·) of Eq. 4 is OTAM, the baseline [12] the paper builds on (its ablation's "Baseline").
-- score fusion: equal weights; logits are the raw -D_v and sim_v (Eq. 5 and 8 put no temperature on
-  them), and the average is of those raw scores (the parameter-free ``jmm`` z-normalises per episode
-  instead, since it cannot learn the scales). With ``adapter=False`` the head would have no parameter,
-  so it then keeps one learnable logit scale exp(s) (s = 0 at start) multiplying every component
-  score; with adapters it has none.
+- score fusion: the paper gives neither the weights nor a normalisation. A raw OTAM distance sums about
+  2T frame costs while KM sums T cosines, so a plain average of raw scores is decided by whichever
+  component spreads most (OTAM). Each component is therefore z-normalised per episode, over its
+  Q x way scores (:func:`episode_zscore`, the torch form of
+  :func:`fsar.matchers.fusion.episode_zscore` that ``jmm`` uses), and the z-scores are averaged with
+  equal weights. Learned fusion weights were the alternative; they were not taken because the paper's
+  losses (Eq. 5, 8) train each component on its own, so nothing in the objective would fit them, and
+  z-normalisation makes every term count from the first step on. Like ``jmm``, a query's fused score
+  then depends on its episode's other queries through each component's mean and spread.
+- the training losses stay on the raw -D_v and sim_v (Eq. 5 and 8 put no temperature on them).
+- ``adapter=False`` passes the features through unchanged. The head would then have no parameter, so
+  it keeps one learnable logit scale exp(s) (s = 0 at start) multiplying every component score. The
+  scale tempers the training cross-entropies only: one positive factor on every component cancels in
+  the z-normalisation, so with the default weights the prediction is the equal-weight z-normalised
+  fusion of ``jmm``'s four components divided by four, ranking classes as
+  ``fsar eval --matcher jmm --modality rgb+flow --weights paper`` does, whatever training does.
 - OTAM soft-min λ = 0.1 (the paper gives none; OTAM's usual value). The paper's loss weights are not
   given: every cross-entropy term and the InfoNCE term weigh 1.
-- the optimiser: Adam, lr 1e-5 (Sec. 4.2).
+- the optimiser: Adam, lr 1e-5 (Sec. 4.2); the paper gives no weight decay, clipping, schedule or
+  training length, so there are none (and no budget).
 """
 
 from __future__ import annotations
@@ -53,36 +68,46 @@ from torch import nn
 
 from fsar.matchers import kernels
 from fsar.matchers._soft import symmetric_otam_distance
-from fsar.matchers.head import Features, Head, TrainDefaults, shot_mean
+from fsar.matchers.head import Features, Head, TrainDefaults, chosen, paper, shot_mean
 from fsar.matchers.registry import register
 
-__all__ = ["Adapter", "TSJMConfig", "TSJMHead", "frame_cosine", "info_nce", "matched_similarity", "pair_scores",
-           "sim_scores"]
+__all__ = ["Adapter", "TSJMConfig", "TSJMHead", "episode_zscore", "frame_cosine", "info_nce", "matched_similarity",
+           "pair_scores", "sim_scores"]
 
 PAPER = ("Deng et al., Two-Stream Joint Matching based on Contrastive Learning for Few-Shot Action Recognition "
          "(TSJM), arXiv:2401.04150, 2024")
 MODALITIES = ("rgb", "flow")
 MATCHINGS = {"jmm": ("otam", "km"), "otam": ("otam",), "km": ("km",)}
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
+_EPS = 1e-6  # as fsar.matchers.fusion: an episode whose scores spread less than this maps to zeros
+
+
+_FUSION_WEIGHT = ("Sec. 3.2 fuses the four scores by a weighted average without giving the weights; equal "
+                  "weights on the per-episode z-normalised scores")
 
 
 @dataclass(frozen=True)
 class TSJMConfig:
-    """TSJM hyperparameters (see the module docstring for which the paper gives)."""
+    """TSJM hyperparameters, each the paper's value or fsar's choice (see the module docstring)."""
 
-    adapter: bool = True  # ablation: False passes features through unchanged (adds a learnable logit scale)
-    reduction: int = 4  # adapter bottleneck width = D // reduction
-    activation: str = "relu"  # "relu" or "gelu"
-    residual: bool = False  # x + adapter(x) instead of adapter(x)
-    contrastive: bool = True  # ablation: the InfoNCE term (MCL) on/off
-    temperature: float = 0.07  # τ of Eq. 2
-    contrastive_weight: float = 1.0
-    matching: str = "jmm"  # ablation: "jmm" = OTAM + KM, "otam" = OTAM only, "km" = KM only
-    otam_lambda: float = 0.1  # soft-min temperature of OTAM in training
-    rgb_otam_weight: float = 1.0  # weights of the final weighted average of the component scores
-    rgb_km_weight: float = 1.0
-    flow_otam_weight: float = 1.0
-    flow_km_weight: float = 1.0
+    adapter: bool = paper(True, "Sec. 3.3, Eq. 1, Table 2 (False: the ablation without adapters, features pass "
+                                "through unchanged and one learnable logit scale is kept)")
+    reduction: int = chosen(4, "not given (Sec. 3.3: the first FC projects to 'a lower-dimensional space'); "
+                               "bottleneck width D // 4, the usual bottleneck-adapter ratio")
+    activation: str = chosen("relu", "Sec. 3.3 names only 'an activation layer'; ReLU, the usual choice "
+                                     "(or gelu)")
+    residual: bool = paper(False, "Eq. 1: x = Adapter(Φ(X)), no skip connection (True: x + adapter(x))")
+    contrastive: bool = paper(True, "Sec. 3.3, Eq. 2, Table 2 (MCL; False: the ablation without it)")
+    temperature: float = chosen(0.07, "τ of Eq. 2 is not given; 0.07, the common InfoNCE temperature "
+                                      "(MoCo, CLIP's initial value)")
+    contrastive_weight: float = chosen(1.0, "the paper gives no loss weights; the terms are summed unweighted")
+    matching: str = paper("jmm", "Sec. 3.4, Table 2: JMM = OTAM + KM ('otam' or 'km' alone: ablations)")
+    otam_lambda: float = chosen(0.1, "soft-min temperature of OTAM in training, not in the paper (its f of "
+                                     "Eq. 4 is DTW, read as OTAM); OTAM's usual value")
+    rgb_otam_weight: float = chosen(1.0, _FUSION_WEIGHT)
+    rgb_km_weight: float = chosen(1.0, _FUSION_WEIGHT)
+    flow_otam_weight: float = chosen(1.0, _FUSION_WEIGHT)
+    flow_km_weight: float = chosen(1.0, _FUSION_WEIGHT)
 
 
 class Adapter(nn.Module):
@@ -173,17 +198,45 @@ def sim_scores(sim: torch.Tensor, matchings: tuple[str, ...], lam: float | None)
     return scores
 
 
+def episode_zscore(scores: torch.Tensor) -> torch.Tensor:
+    """Standardise each episode's scores over its Q x way entries: [E, Q, W] -> [E, Q, W], differentiable.
+
+    The torch form of :func:`fsar.matchers.fusion.episode_zscore` (population standard deviation; an
+    episode whose scores spread less than 1e-6 maps to zeros, with a zero gradient).
+    """
+    mean = scores.mean(dim=(1, 2), keepdim=True)
+    centred = scores - mean
+    var = centred.square().mean(dim=(1, 2), keepdim=True)
+    # The clamp keeps sqrt's gradient finite in constant episodes; where() then discards them.
+    std = var.clamp_min(_EPS**2).sqrt()
+    return torch.where(var > _EPS**2, centred / std, torch.zeros_like(centred))
+
+
 @register("tsjm", kind="learned", paper=PAPER, needs_flow=True)
 class TSJMHead(Head):
     """Two-stream joint matching (TSJM): adapters + RGB/flow InfoNCE + OTAM and KM scores per stream.
 
     query = {"rgb": [E, Q, T, D], "flow": [E, Q, T, D]}, support likewise with W*K videos -> [E, Q, way]:
-    the weighted average of the class scores rgb-otam, rgb-km, flow-otam, flow-km (those that
-    ``matching`` selects). See the module docstring for the equations and the choices made.
+    the weighted average of the per-episode z-normalised class scores rgb-otam, rgb-km, flow-otam,
+    flow-km (those that ``matching`` selects). See the module docstring for the equations and the choices
+    made.
     """
 
     Config = TSJMConfig
-    defaults = TrainDefaults(optimizer="adam", lr=1e-5)
+    defaults = TrainDefaults(
+        optimizer="adam", lr=1e-5, weight_decay=0.0, clip_norm=None, tasks_per_step=1, lr_decay_every=0, budget=0,
+        origins={
+            "optimizer": "paper: Sec. 4.2 (Adam)",
+            "lr": "paper: Sec. 4.2 (10^-5)",
+            "momentum": "fsar: unused by Adam (its betas are PyTorch's defaults; the paper gives none)",
+            "weight_decay": "fsar: not given (Sec. 4.2 names only Adam and its learning rate); none",
+            "clip_norm": "fsar: not given; no clipping",
+            "tasks_per_step": "fsar: the paper does not say how many episodes make one step; one",
+            "lr_decay_every": "fsar: the paper gives no schedule; constant learning rate",
+            "lr_decay": "fsar: unused (no decay)",
+            "budget": "fsar: the paper does not give its number of training episodes",
+        },
+    )
 
     def __init__(self, dims: Mapping[str, int], frames: int, config: TSJMConfig | None = None) -> None:
         super().__init__(dims, frames, config)
@@ -238,16 +291,19 @@ class TSJMHead(Head):
         return scores
 
     def fuse(self, components: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Weighted average of the component scores, each [E, Q, way] -> [E, Q, way]."""
+        """Weighted average of the per-episode z-normalised component scores, each [E, Q, way] -> [E, Q, way].
+
+        Raw scores would let the component with the widest spread (OTAM's summed costs) decide alone.
+        """
         total = sum(self.weights.values())
         fused = torch.zeros_like(components[next(iter(self.weights))])
         for name, weight in self.weights.items():
-            fused = fused + (weight / total) * components[name]
+            fused = fused + (weight / total) * episode_zscore(components[name])
         return fused
 
     def forward(self, query: Features, support: Features, support_labels: torch.Tensor,
                 way: int) -> torch.Tensor:
-        """Evaluation scores with the hard-min OTAM: [E, Q, way], higher = more similar."""
+        """Evaluation scores with the hard-min OTAM, fused by :meth:`fuse`: [E, Q, way], higher = more similar."""
         return self.fuse(self.component_scores(query, support, support_labels, way, lam=None))
 
     def loss(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fsar.matchers.head import episode_targets
+from fsar.matchers.head import config_origins, episode_targets, train_origins
 from fsar.matchers.ita import ITAConfig, ITAHead, circle_loss
 
 
@@ -178,3 +178,16 @@ def test_bad_config_is_rejected() -> None:
         ITAHead({"rgb": 8}, 5, ITAConfig(loss="triplet"))
     with pytest.raises(ValueError, match="pairs"):
         ITAHead({"rgb": 8}, 5, ITAConfig(pairs="frames"))
+
+
+def test_paper_schedule_and_where_every_default_comes_from() -> None:
+    """Sec. 4.2: SGD, lr 1e-5, x 0.1 every 12,000 episodes, 18,000 training episodes (the budget)."""
+    d = ITAHead.defaults
+    assert (d.optimizer, d.lr, d.lr_decay_every, d.lr_decay, d.budget) == ("sgd", 1e-5, 12_000, 0.1, 18_000)
+    assert (d.momentum, d.weight_decay, d.clip_norm, d.tasks_per_step) == (0.0, 0.0, None, 1)
+    train = {o.name: o.source for o in train_origins(d, "ita")}
+    assert {n for n, source in train.items() if source == "paper"} == {"optimizer", "lr", "lr_decay_every",
+                                                                      "lr_decay", "budget"}
+    config = {o.name: o for o in config_origins(ITAConfig)}
+    assert [config[n].value for n in ("hidden", "gamma", "m", "loss")] == [512, 128.0, 0.4, "circle"]
+    assert {n for n, o in config.items() if o.source == "fsar"} == {"pairs"}

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fsar.matchers.head import episode_targets
+from fsar.matchers.head import config_origins, episode_targets, train_origins
 from fsar.matchers.rvn import RVNConfig, RVNHead
 
 D, T = 5, 4
@@ -83,6 +83,16 @@ def test_relation_module_matches_layer_by_layer_reference() -> None:
         h = torch.relu(head.fc1(h.mean(-1)))
         want = float(torch.sigmoid(head.fc2(h)))
     assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_schedule_is_the_ita_papers_and_every_default_says_where_it_comes_from() -> None:
+    """RVN is the ITA paper's baseline: it takes that paper's training setup (SGD, lr 1e-5, x 0.1 every 12,000
+    of 18,000 episodes), which the paper states for its own model, so the optimiser settings are fsar's."""
+    d = RVNHead.defaults
+    assert (d.lr_decay_every, d.lr_decay, d.budget) == (12_000, 0.1, 18_000)
+    assert {o.source for o in train_origins(d, "rvn")} == {"fsar"}
+    assert {o.name: o.source for o in config_origins(RVNConfig)} == {"channels": "paper", "kernel": "paper",
+                                                                     "hidden": "paper"}
 
 
 def test_paper_defaults_and_bad_kernel() -> None:

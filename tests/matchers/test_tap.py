@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from fsar.matchers.head import config_from_params
+from fsar.matchers.head import config_from_params, config_origins, train_origins
 from fsar.matchers.tap import TAPConfig, TAPHead
+from fsar.runner.train import TrainConfig
 
 D, T = 6, 3
 TINY = TAPConfig(lstm_hidden=3, align_sizes=(5, 4))
@@ -104,6 +105,24 @@ def test_paper_defaults_and_params() -> None:
     assert config_from_params(TAPConfig, {"align_sizes": "32,8"}).align_sizes == (32, 8)
     with pytest.raises(ValueError):
         TAPHead({"rgb": D, "flow": D}, T)
+
+
+def test_learning_rate_decays_every_200_epochs_of_the_trainer() -> None:
+    """Sec. 5.2: lr x 0.1 every 200 epochs. The paper does not size an epoch; fsar counts the decay in training
+    episodes, 200 of the trainer's default epochs."""
+    epoch = TrainConfig(matcher="tap").episodes_per_epoch
+    assert epoch == 1000
+    assert (TAPHead.defaults.lr_decay_every, TAPHead.defaults.lr_decay) == (200 * epoch, 0.1)
+    # No total is given; the schedule runs at least to its first decay, which the budget records.
+    assert TAPHead.defaults.budget == 200 * epoch
+
+
+def test_every_default_says_whether_it_is_the_papers() -> None:
+    assert {o.source for o in config_origins(TAPConfig)} == {"paper"}
+    train = {o.name: o for o in train_origins(TAPHead.defaults, "tap")}
+    paper = {"optimizer", "lr", "momentum", "weight_decay", "clip_norm", "lr_decay"}
+    assert {name for name, o in train.items() if o.source == "paper"} == paper
+    assert "200 epochs" in train["lr_decay_every"].note
 
 
 def test_logits_are_bounded_by_frame_pairs() -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from fsar.matchers.head import config_from_params
+from fsar.matchers.head import config_from_params, config_origins, train_origins
 from fsar.matchers.trx import TRXConfig, TRXHead, class_slots, position_encoding, tuple_indices
 
 
@@ -177,3 +177,11 @@ def test_dropout_only_in_train_mode_and_config_from_params() -> None:
     assert len(TRXHead({"rgb": 8}, 4, config).transformers) == 3
     with pytest.raises(ValueError):
         TRXHead({"rgb": 8}, 4, TRXConfig(cardinalities=(5,)))
+
+
+def test_every_default_says_whether_it_is_the_papers() -> None:
+    config = {o.name: o.source for o in config_origins(TRXConfig)}
+    assert config == {"cardinalities": "paper", "hidden": "paper", "dropout": "fsar", "pe_scale": "fsar"}
+    train = {o.name: o for o in train_origins(TRXHead.defaults, "trx")}
+    assert {n for n, o in train.items() if o.source == "paper"} == {"optimizer", "lr", "tasks_per_step"}
+    assert (train["tasks_per_step"].value, train["budget"].value, train["lr_decay_every"].value) == (16, 0, 0)

@@ -1,4 +1,5 @@
-"""TSJM head: InfoNCE by hand, KM gradient, hard OTAM and KM against the numba matchers, ablation switches."""
+"""TSJM head: InfoNCE by hand, KM gradient, hard OTAM and KM against the numba matchers, z-normalised score
+fusion, ablation switches, and where every default comes from."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fsar.matchers import jmm, km, otam
-from fsar.matchers.head import episode_targets, shot_mean
-from fsar.matchers.tsjm import TSJMConfig, TSJMHead, info_nce, matched_similarity, pair_scores
+from fsar.matchers import fusion, jmm, km, otam
+from fsar.matchers.head import config_origins, episode_targets, shot_mean, train_origins
+from fsar.matchers.tsjm import TSJMConfig, TSJMHead, episode_zscore, info_nce, matched_similarity, pair_scores
 
 D, T = 16, 4
 
@@ -82,33 +83,74 @@ def test_hard_otam_and_km_pair_scores_equal_the_numba_matchers(t: int) -> None:
                                rtol=1e-5, atol=1e-5)
 
 
-def test_forward_with_adapters_off_is_the_otam_distance() -> None:
-    """matching="otam", one shot: the head's score is -(d_rgb + d_flow) / 2 with d = otam.pair_distance."""
+def _classes(pairs: np.ndarray, labels: torch.Tensor) -> np.ndarray:
+    """One-shot pair scores [E, Q, S] -> class scores [E, Q, way] (support s has class labels[e, s])."""
+    return np.take_along_axis(pairs, np.argsort(labels.numpy(), axis=1)[:, None, :], axis=2)
+
+
+def test_forward_with_adapters_off_is_the_zscored_otam_distance() -> None:
+    """matching="otam", one shot: the score is (z(-d_rgb) + z(-d_flow)) / 2, d = otam.pair_distance and z the
+    per-episode z-score of fsar.matchers.fusion.
+
+    Before the fusion z-normalised, this pinned the raw average -(d_rgb + d_flow) / 2."""
     head = _head(adapter=False, matching="otam").eval()
     q, s, labels = _episode(seed=3, shot=1)
     with torch.no_grad():
         out = head(q, s, labels, 3).numpy()
-    d = (otam.pair_distance(q["rgb"].numpy(), s["rgb"].numpy())
-         + otam.pair_distance(q["flow"].numpy(), s["flow"].numpy())) / 2  # [E, Q, S]
-    expected = np.take_along_axis(-d, np.argsort(labels.numpy(), axis=1)[:, None, :], axis=2)  # supports -> classes
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    z = [fusion.episode_zscore(_classes(-otam.pair_distance(q[m].numpy(), s[m].numpy()), labels))
+         for m in ("rgb", "flow")]
+    np.testing.assert_allclose(out, (z[0] + z[1]) / 2, rtol=1e-4, atol=1e-4)
 
 
-def test_adapters_off_components_equal_jmm_up_to_the_logit_scale() -> None:
+def test_episode_zscore_equals_the_numpy_fusion_and_is_differentiable() -> None:
+    gen = torch.Generator().manual_seed(8)
+    scores = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64) * 7 + 2
+    scores[1] = 0.25  # a constant episode maps to zeros, as in the numpy version
+    got = episode_zscore(scores)
+    np.testing.assert_allclose(got.numpy(), fusion.episode_zscore(scores.numpy()), rtol=1e-6, atol=1e-6)
+    assert torch.equal(got[1], torch.zeros(4, 5, dtype=torch.float64))
+    varying = scores[[0, 2]].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(episode_zscore, (varying,))
+    constant = scores.clone().requires_grad_(True)
+    (episode_zscore(constant) * torch.randn(3, 4, 5, generator=gen, dtype=torch.float64)).sum().backward()
+    assert constant.grad is not None and torch.isfinite(constant.grad).all()
+    assert torch.equal(constant.grad[1], torch.zeros(4, 5, dtype=torch.float64))
+
+
+def test_every_component_counts_in_the_fused_score() -> None:
+    """Scaling one component's raw scores by 1000 (and shifting them) leaves the fused logits unchanged.
+
+    The old raw average fails this: the scaled component alone decided the prediction."""
+    head = _head()
+    gen = torch.Generator().manual_seed(9)
+    parts = {name: torch.randn(2, 6, 3, generator=gen) for name in head.weights}
+    fused = head.fuse(parts)
+    louder = dict(parts, **{"rgb-otam": 1000.0 * parts["rgb-otam"] - 50.0})
+    torch.testing.assert_close(head.fuse(louder), fused, rtol=1e-5, atol=1e-5)
+    # Each component enters as its z-score, weighted 1/4: every term has the same spread in the sum.
+    torch.testing.assert_close(fused, sum(episode_zscore(x) for x in parts.values()) / 4)
+    raw_average = sum(louder.values()) / 4
+    assert torch.equal(raw_average.argmax(-1), louder["rgb-otam"].argmax(-1))
+    assert not torch.equal(fused.argmax(-1), louder["rgb-otam"].argmax(-1))
+
+
+def test_adapters_off_predicts_like_jmm_with_equal_weights_whatever_the_logit_scale() -> None:
+    """adapter=false: the components are jmm's (times the logit scale); the scale cancels in the fusion, so the
+    prediction is jmm's equal-weight z-normalised fusion (``--weights paper``) divided by the 4 components."""
     head = _head(adapter=False)
     q, s, labels = _episode(seed=4)
-    ref = jmm.component_scores({m: x.numpy() for m, x in q.items()}, {m: x.numpy() for m, x in s.items()},
-                               labels.numpy(), 3)
+    numpy_q, numpy_s = ({m: x.numpy() for m, x in v.items()} for v in (q, s))
+    ref = jmm.component_scores(numpy_q, numpy_s, labels.numpy(), 3)
+    ref_fused = jmm.score_multimodal(numpy_q, numpy_s, labels.numpy(), 3) / 4
     for scale in (1.0, 2.5):
         with torch.no_grad():
             head.logit_scale.fill_(math.log(scale))  # type: ignore[union-attr]
             got = head.component_scores(q, s, labels, 3)
+            fused = head(q, s, labels, 3)
         assert set(got) == set(ref) == {"rgb-otam", "rgb-km", "flow-otam", "flow-km"}
         for name in ref:
             np.testing.assert_allclose(got[name].numpy(), scale * ref[name], rtol=1e-5, atol=1e-4)
-        with torch.no_grad():
-            fused = head(q, s, labels, 3)
-        torch.testing.assert_close(fused, sum(got.values()) / 4)
+        np.testing.assert_allclose(fused.numpy(), ref_fused, rtol=1e-4, atol=1e-4)
 
 
 def test_ablation_switches() -> None:
@@ -151,7 +193,9 @@ def test_weights_and_bad_configs() -> None:
     head = _head(rgb_otam_weight=3.0, flow_otam_weight=0.0, flow_km_weight=0.0).eval()
     with torch.no_grad():
         parts = head.component_scores(q, s, labels, 3)
-        torch.testing.assert_close(head(q, s, labels, 3), 0.75 * parts["rgb-otam"] + 0.25 * parts["rgb-km"])
+        # Weights 3:1 on the z-normalised scores (they applied to the raw scores before the fusion normalised).
+        torch.testing.assert_close(head(q, s, labels, 3),
+                                   0.75 * episode_zscore(parts["rgb-otam"]) + 0.25 * episode_zscore(parts["rgb-km"]))
     for bad in ({"matching": "dtw"}, {"activation": "tanh"}, {"temperature": 0.0}, {"rgb_otam_weight": -1.0}):
         with pytest.raises(ValueError):
             _head(**bad)
@@ -160,3 +204,15 @@ def test_weights_and_bad_configs() -> None:
     with pytest.raises(ValueError, match="equal"):
         TSJMHead({"rgb": D, "flow": 8}, T)
     assert TSJMHead.defaults.optimizer == "adam" and TSJMHead.defaults.lr == 1e-5
+
+
+def test_every_default_says_whether_it_is_the_papers() -> None:
+    config = {o.name: o for o in config_origins(TSJMConfig)}
+    assert set(config) == {f for f in TSJMConfig.__dataclass_fields__}
+    # Neither τ nor the adapter's bottleneck ratio is given in the paper.
+    assert (config["temperature"].value, config["temperature"].source) == (0.07, "fsar")
+    assert (config["reduction"].value, config["reduction"].source) == (4, "fsar")
+    assert config["adapter"].source == config["matching"].source == "paper"
+    train = {o.name: o for o in train_origins(TSJMHead.defaults, "tsjm")}
+    assert {name for name, o in train.items() if o.source == "paper"} == {"optimizer", "lr"}
+    assert train["budget"].value == 0 and train["lr_decay_every"].value == 0
