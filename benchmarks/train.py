@@ -37,10 +37,14 @@ def step_seconds(name: str, device: torch.device, repeats: int, dim: int = D) ->
     head: Head = info.obj({m: dim for m in modalities}, T).to(device).train()
     optimiser = _optimiser(head, info.obj.defaults)
     query, support, labels, targets = _episode(info.needs_patches, modalities, device, dim)
+    # Heads that read class names (hcl's semantic attention) get a fixed random embedding per class.
+    gen = torch.Generator().manual_seed(1)
+    text = ({"class_text": torch.randn(1, WAY, head.config.text_dim, generator=gen).to(device)}
+            if head.uses_class_text else {})
 
     def step() -> None:
         optimiser.zero_grad(set_to_none=True)
-        loss, _ = head.loss(query, support, labels, WAY, targets)
+        loss, _ = head.loss(query, support, labels, WAY, targets, **text)
         loss.backward()
         optimiser.step()
         if device.type == "cuda":

@@ -19,6 +19,7 @@ import numpy as np
 from fsar.datasets.synthetic import synthesize, write_contact_sheet
 from fsar.episodes import load_episodes
 from fsar.extract.run import ExtractConfig, describe, run_extraction
+from fsar.matchers.registry import get
 from fsar.report.pairs import compare_latest, labelled_records, plot_from_dir, table_from_dir
 from fsar.runner.evaluate import EvalPlan, run_plan
 from fsar.workspace import DemoLayout, cache_path
@@ -93,7 +94,10 @@ def run_demo(workspace: Path, config: DemoConfig = DemoConfig(), *, echo: Echo =
                     seed=config.seed, out=results)
     plans = [base, replace(base, center=True)]
     plans += [replace(base, matchers=m, modality="flow") for m in STREAM_MATCHERS]
-    plans += [replace(base, matchers=m, modality="rgb+flow", center=True) for m in STREAM_MATCHERS]
+    # Streams are fused with weights chosen on val; a method made of components (jmm: OTAM + KM per stream)
+    # keeps every component as published instead of letting val weights drop one.
+    plans += [replace(base, matchers=m, modality="rgb+flow", center=True,
+                      weights="paper" if get(m).components is not None else None) for m in STREAM_MATCHERS]
     _evaluate(plans, echo, progress)
 
     echo(f"[5/6] train {', '.join(config.heads)} on the train split (centred RGB, {config.train_episodes:,} "

@@ -15,6 +15,7 @@ import click
 
 from fsar import __version__
 from fsar.cli.cache import cache_group
+from fsar.cli.class_names import class_names_cmd
 from fsar.cli.evaluate import compare_cmd, episodes_cmd, eval_cmd, plot_cmd, table_cmd
 from fsar.cli.extract import extract_cmd, finetune_cmd
 from fsar.cli.misc import datasets_cmd, demo_cmd, matchers_cmd, synth_cmd
@@ -35,7 +36,7 @@ def main() -> None:
 
 
 for _command in (matchers_cmd, datasets_cmd, synth_cmd, demo_cmd, cache_group, episodes_cmd, eval_cmd,
-                 compare_cmd, table_cmd, plot_cmd, extract_cmd, finetune_cmd, train_cmd):
+                 compare_cmd, table_cmd, plot_cmd, extract_cmd, finetune_cmd, train_cmd, class_names_cmd):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -85,6 +85,9 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of episode lists made on first use.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A learned head trained with `fsar train`.")
+@click.option("--class-names", "class_names", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="With --checkpoint: real names of anonymised classes (SSv2-full's test18), lines "
+              "'NAME,REAL NAME', for heads that embed class names (hcl); see `fsar class-names`.")
 @click.option("--allow-other-cache", is_flag=True,
               help="Evaluate a checkpoint on a cache other than the one it was trained on (same layout).")
 @device_option("Where learned heads run: auto, cpu, cuda ...")
@@ -98,8 +101,8 @@ def episodes_cmd(cache: Path | None, dataset: str | None, split: str, way: int, 
 @user_errors
 def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: str, way: int,
              episodes_file: Path | None, protocol: str, modality: str | None, weights: str | None, center: bool,
-             seed: int, checkpoint: Path | None, allow_other_cache: bool, device: str, params: tuple[str, ...],
-             out: Path | None, as_json: bool, quiet: bool, workspace: Path | None) -> None:
+             seed: int, checkpoint: Path | None, class_names: Path | None, allow_other_cache: bool, device: str,
+             params: tuple[str, ...], out: Path | None, as_json: bool, quiet: bool, workspace: Path | None) -> None:
     """Score matchers on fixed test episodes and write one result record per run."""
     from fsar.runner.evaluate import EvalPlan, run_plan
 
@@ -110,7 +113,8 @@ def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: 
                     shots=tuple(int_list(shots)), way=way, episodes=episodes_file, protocol=protocol,
                     modality=modality, weights=fusion_weights(weights), center=center, seed=seed,
                     workspace=workspace_dir(workspace), out=out, checkpoint=checkpoint,
-                    allow_other_cache=allow_other_cache, device=device, params=name_values(params))
+                    allow_other_cache=allow_other_cache, device=device, params=name_values(params),
+                    class_names=class_names)
     for line in run_plan(plan, progress=not quiet, as_json=as_json, warn=lambda text: click.echo(text, err=True)):
         click.echo(line)
 

@@ -41,6 +41,9 @@ from fsar.workspace import checkpoint_path, val_episodes_path, workspace_dir
 @click.option("--modality", default=None, help="rgb, flow or rgb+flow [rgb; rgb+flow for heads that need flow].")
 @click.option("--center", is_flag=True, help="Subtract each video's temporal mean RGB feature (kept for eval).")
 @param_option("A head hyperparameter, repeatable (e.g. -p loss=ce -p gamma=64); see --list-params.")
+@click.option("--class-names", "class_names", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Real names of anonymised classes (SSv2-full's train3), lines 'NAME,REAL NAME', "
+              "for heads that embed class names (hcl); see `fsar class-names`.")
 @click.option("--val-episodes", type=click.IntRange(1), default=300, show_default=True,
               help="Size of the fixed val-split list scored after every epoch.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -59,8 +62,9 @@ def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots:
               episodes_per_epoch: int, epochs: int, lr: float | None, optimizer: str | None,
               weight_decay: float | None, tasks_per_step: int | None, lr_decay_every: int | None,
               lr_decay: float | None, modality: str | None, center: bool,
-              params: tuple[str, ...], val_episodes: int, seed: int, device: str, no_amp: bool, resume: bool,
-              out: Path | None, list_params: bool, quiet: bool, workspace: Path | None) -> None:
+              params: tuple[str, ...], class_names: Path | None, val_episodes: int, seed: int, device: str,
+              no_amp: bool, resume: bool, out: Path | None, list_params: bool, quiet: bool,
+              workspace: Path | None) -> None:
     """Train a learned head on the train split of a feature cache; keep the best epoch by val accuracy.
 
     Training episodes are drawn from the train split (a new seeded draw every epoch, videos in their
@@ -86,7 +90,7 @@ def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots:
     out = out or checkpoint_path(ws, spec.dataset, spec.backbone, matcher_name, shots)
     val_path = val_episodes_path(ws, spec.dataset, way, shots, val_episodes, seed, spec.split_set)
     ckpt = train(config, cache_path, out, val_episodes=val_episodes, val_path=val_path, resume=resume,
-                 progress=not quiet, echo=click.echo)
+                 progress=not quiet, echo=click.echo, class_names=class_names)
     curve = plot_history(ckpt.history, out.with_suffix(".png"), title=f"{matcher_name}, {way}-way {shots}-shot")
     click.echo(f"best: epoch {ckpt.epoch}, val {ckpt.val_accuracy:.2f} %  -> {out}  (curve: {curve})")
     click.echo(f"evaluate: fsar eval --matcher {matcher_name} --checkpoint {out} --shots {shots} --cache {cache_path}")

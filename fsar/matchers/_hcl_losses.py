@@ -3,6 +3,7 @@
 Everything here takes tensors and returns tensors (no parameters): :mod:`fsar.matchers.hcl` holds the
 learned encoder and the head that wires these together.
 
+- :func:`identity_encode`: the cues of Sec. 3.1 without learned parts (``encoder="none"``);
 - :func:`zoom_in`: Φ_g (Eq. 2), Φ_t (Eq. 3) and Φ_s (Eq. 4) of every (query, support) pair, and which
   clip pairs the temporal level picked; :func:`semantic_attention` is the α of Eq. 5 from its logits;
 - :func:`supervised_contrastive`: Eq. 7 (L_g, and L_t, L_s on the other levels' scores);
@@ -13,20 +14,25 @@ Shapes use ``...`` for any leading batch dims; a pair axis is written [E, Q, S] 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from fsar.matchers.zoom import ordered_clips
+
 __all__ = [
     "Encoded",
     "Zoom",
     "clip_patch_similarity",
+    "clip_tuples",
     "cosine_matrix",
     "cycle_loss",
     "cycle_lower_bound",
     "gather_frames",
+    "identity_encode",
     "match_clips",
     "patch_cosines",
     "positive_pairs",
@@ -59,6 +65,22 @@ class Zoom(NamedTuple):
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1, eps=_EPS)
+
+
+@functools.lru_cache(maxsize=32)
+def clip_tuples(frames: int, length: int) -> torch.Tensor:
+    """Frames of every clip i_1 < ... < i_L: [C(frames, length), length] long (shared: do not modify)."""
+    return torch.from_numpy(ordered_clips(frames, length))
+
+
+def identity_encode(patches: torch.Tensor, clip_length: int) -> Encoded:
+    """The cues of Sec. 3.1 without learned parts: patches [..., T, P, D] as given, frames and x by
+    averaging, a clip = [f̄_{i_1}; ...; f̄_{i_L}] of L2-normalised frames (clip cosine = mean frame cosine);
+    clips of min(L, T) frames."""
+    frames = patches.mean(dim=-2)
+    tuples = clip_tuples(frames.shape[-2], min(clip_length, frames.shape[-2])).to(patches.device)
+    clips = F.normalize(frames, dim=-1, eps=1e-8)[..., tuples, :].flatten(-2)
+    return Encoded(patches, frames, frames.mean(dim=-2), clips, tuples)
 
 
 def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

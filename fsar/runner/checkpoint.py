@@ -6,7 +6,9 @@ modalities, patches, temporal centring), the cache hash, the training settings a
 fsar version. ``fsar eval --checkpoint`` refuses a cache the head does not fit, saying why.
 
 Heads that read class names (:attr:`Head.uses_class_text`) get their embeddings from a
-:class:`ClassText` table, computed once per training run or evaluation by :func:`class_text`.
+:class:`ClassText` table, computed once per training run or evaluation by :func:`class_text`. Anonymised
+class names (SSv2-full's ``train3``) are embedded only through a map to their real names
+(``--class-names FILE``, :mod:`fsar.datasets.class_names`), whose sha256 the table keeps for the records.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from numpy.typing import NDArray
 from fsar import __version__
 from fsar._io import atomic_write
 from fsar.cache.store import FeatureCache
+from fsar.datasets.class_names import ClassNameMap, is_anonymised, read_class_names
 from fsar.errors import FsarError
 from fsar.matchers.head import Head, config_from_params
 from fsar.matchers.registry import get
@@ -46,6 +49,7 @@ class ClassText:
 
     rows: dict[str, int]  # class name -> row of ``table``
     table: torch.Tensor  # [C, text_dim] float32, on the CPU
+    mapping_sha256: str | None = None  # sha256 of the ``--class-names`` file the names went through (None: none)
 
     def of(self, names: Iterable[str] | NDArray[np.str_]) -> torch.Tensor:
         """Rows of ``names`` (any shape, e.g. an episode list's class_names [E, way]) -> [*shape, text_dim]."""
@@ -54,11 +58,15 @@ class ClassText:
         return self.table[torch.from_numpy(index.reshape(names.shape))]
 
 
-def class_text(matcher: str, head: Head, names: Iterable[str]) -> ClassText | None:
+def class_text(matcher: str, head: Head, names: Iterable[str], class_names: str | Path | None = None
+               ) -> ClassText | None:
     """The embeddings of ``names`` if ``head`` reads class names, else None (and nothing is computed).
 
-    The embedder is the one ``matcher`` declares at registration; an optional encoder package that is
-    missing gives a :class:`CheckpointError` that says how to install it.
+    ``class_names``: a map file (:mod:`fsar.datasets.class_names`) whose real names are embedded in place of
+    the names it lists; it is read only for a head that reads class names. A name that is only a split index
+    (``test18``) left unmapped is a :class:`CheckpointError`: its embedding would carry no meaning. The
+    embedder is the one ``matcher`` declares at registration; an optional encoder package that is missing
+    gives a :class:`CheckpointError` that says how to install it.
     """
     if not head.uses_class_text:
         return None
@@ -67,11 +75,29 @@ def class_text(matcher: str, head: Head, names: Iterable[str]) -> ClassText | No
         raise CheckpointError(f"{matcher}: the head reads class names but its registration declares no "
                               f"class_text embedder")
     unique = list(dict.fromkeys(str(n) for n in names))
+    mapping = read_class_names(class_names) if class_names is not None else None
+    text = _real_names(matcher, unique, mapping)
     try:
-        table = embed(unique)
+        table = embed(text)
     except ImportError as err:
         raise CheckpointError(str(err)) from err
-    return ClassText({n: i for i, n in enumerate(unique)}, table.float().cpu())
+    return ClassText({n: i for i, n in enumerate(unique)}, table.float().cpu(),
+                     None if mapping is None else mapping.sha256)
+
+
+def _real_names(matcher: str, names: list[str], mapping: ClassNameMap | None) -> list[str]:
+    """``names`` through ``mapping``; a :class:`CheckpointError` for any that stays a split index."""
+    real = [mapping.names.get(n, n) for n in names] if mapping is not None else list(names)
+    left = [n for n, r in zip(names, real, strict=True) if is_anonymised(r)]
+    if not left:
+        return real
+    shown = ", ".join(left[:5]) + (", ..." if len(left) > 5 else "")
+    given = (f"the map {mapping.path} leaves {len(left)} of them unmapped" if mapping is not None
+             else "pass --class-names FILE, a map to the real names ('NAME,REAL NAME' lines; for SSv2-full "
+                  "`fsar class-names --out FILE` derives one where the shipped lists allow)")
+    raise CheckpointError(f"{matcher} embeds class names for its semantic attention, but {len(left)} class "
+                          f"name(s) are only split indices ({shown}), whose embeddings mean nothing: {given}; "
+                          f"or train without semantic attention (-p text_encoder=none)")
 
 
 def text_kwargs(text: ClassText | None, names: Iterable[str] | NDArray[np.str_],

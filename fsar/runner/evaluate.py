@@ -68,6 +68,7 @@ class EvalRun:
     allow_other_cache: bool = False
     device: str = "auto"
     params: Mapping[str, str] | None = None  # evaluation-time head hyperparameters (``fsar eval -p``)
+    class_names: str | Path | None = None  # anonymised -> real class names (``--class-names``)
 
 
 def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
@@ -161,7 +162,8 @@ def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
     if run.center and not ckpt.center:
         raise EpisodeError("the checkpoint was trained without --center: retrain with --center to evaluate so")
     head = build_head(ckpt)
-    text = class_text(run.matcher, head, episodes.classes.tolist())  # every class name of the list, embedded once
+    # every class name of the list, embedded once
+    text = class_text(run.matcher, head, episodes.classes.tolist(), run.class_names)
     loaded = load_once(memo, cache, episodes, ckpt.modalities, ckpt.patches, ckpt.center)
     fn = head_scorer(head, resolve_device(run.device), run.matcher, text)
     scores = score_all(fn, loaded, episodes, progress, run.matcher)[run.matcher]
@@ -170,6 +172,8 @@ def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
         "epoch": ckpt.epoch, "val_accuracy": ckpt.val_accuracy, "config": ckpt.config,
         "trained_shots": ckpt.train.get("shots"),
     }
+    if text is not None and text.mapping_sha256 is not None:  # which real names fed the semantic attention
+        params["class_names_sha256"] = text.mapping_sha256
     if variant(ckpt):
         params["variant"] = variant(ckpt)
     if ckpt.center:
@@ -235,6 +239,7 @@ class EvalPlan:
     allow_other_cache: bool = False
     device: str = "auto"
     params: Mapping[str, str] | None = None
+    class_names: Path | None = None
 
 
 def runnable_matchers(cache: FeatureCache, modality: str) -> tuple[list[str], list[str]]:
@@ -313,7 +318,7 @@ def _run_plan(plan: EvalPlan, progress: bool, as_json: bool) -> Iterator[str]:
         for name in names:
             run = EvalRun(name, modality=plan.modality, center=plan.center, weights=plan.weights, seed=plan.seed,
                           checkpoint=plan.checkpoint, allow_other_cache=plan.allow_other_cache, device=plan.device,
-                          params=plan.params)
+                          params=plan.params, class_names=plan.class_names)
             record = evaluate(run, plan.cache, ep_path, progress=progress, memo=memo)
             write_record(out, record)
             yield record_to_json(record) if as_json else summary_line(record)

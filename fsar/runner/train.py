@@ -246,8 +246,12 @@ def last_path(out: str | Path) -> Path:
 
 def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_episodes: int = 300,
           val_path: Path | None = None, resume: bool = False, progress: bool = True,
-          echo: Echo = print) -> Checkpoint:
-    """Train ``config.matcher`` on the train split of the cache; returns the best checkpoint (also at ``out``)."""
+          echo: Echo = print, class_names: str | Path | None = None) -> Checkpoint:
+    """Train ``config.matcher`` on the train split of the cache; returns the best checkpoint (also at ``out``).
+
+    ``class_names``: a map of anonymised class names to real ones (``--class-names``), read only by heads that
+    embed class names; its sha256 is kept in the checkpoint's ``train["class_names_sha256"]``.
+    """
     info = get(config.matcher)
     if info.kind != "learned":
         raise CheckpointError(f"{config.matcher!r} is parameter-free: evaluate it directly with fsar eval")
@@ -263,11 +267,13 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
         raise CheckpointError(f"{config.matcher}: {err}") from None
     dims = {m: cache.spec.feature_dim for m in modalities}
     head: Head = info.obj(dims, cache.spec.frames, head_config).to(device)
-    text = class_text(config.matcher, head, cache.class_names)  # None unless the head reads class names
+    text = class_text(config.matcher, head, cache.class_names, class_names)  # None unless the head reads names
     settings = config.optimiser_settings(info.obj.defaults)
     optimiser = _optimiser(head, settings)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp)
     best = _new_checkpoint(config, cache, head, head_config, modalities, info.needs_patches, settings)
+    if text is not None and text.mapping_sha256 is not None:  # which names the weights were trained on
+        best.train["class_names_sha256"] = text.mapping_sha256
     start_epoch = 0
     if resume and last_path(out).exists():
         start_epoch, best = _restore(last_path(out), best, head, optimiser, scaler)

@@ -1,7 +1,8 @@
 """Contract every learned head in the registry must meet.
 
 Shape and finiteness, invariance to the order of the supports, a gradient for every parameter, and
-overfitting a tiny 2-way task. Heads are built with their paper defaults on small features (D = 16).
+overfitting a tiny 2-way task. Heads are built with their paper defaults on small features (D = 16); heads
+that read class names (HCL's semantic attention) get a fixed random embedding per class (:func:`_names`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,20 @@ from fsar.matchers.registry import MatcherInfo, load_all
 
 LEARNED = sorted(name for name, info in load_all().items() if info.kind == "learned")
 D, T, P = 16, 4, 4
+
+
+TEXT_DIM = 384
+
+
+def _names(head: Head, e: int, way: int, rename: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """``class_text=`` for a head that reads class names ({} for the others): a fixed random embedding per
+    class [e, way, 384]; ``rename`` [way] moves class c's embedding to label rename[c]."""
+    if not head.uses_class_text:
+        return {}
+    text = torch.randn(e, way, TEXT_DIM, generator=torch.Generator().manual_seed(99))
+    if rename is not None:
+        text = torch.empty_like(text).index_copy_(1, rename, text)
+    return {"class_text": text}
 
 
 def _modalities(info: MatcherInfo) -> tuple[str, ...]:
@@ -54,9 +69,9 @@ def test_shape_finite_and_support_order(name: str, way: int, shot: int, query: i
     head = _build(name).eval()
     q, s, labels = _episode(name, seed=1, e=2, way=way, shot=shot, query=query)
     with torch.no_grad():
-        out = head(q, s, labels, way)
+        out = head(q, s, labels, way, **_names(head, 2, way))
         perm = torch.randperm(way * shot, generator=torch.Generator().manual_seed(2))
-        permuted = head(q, {m: x[:, perm] for m, x in s.items()}, labels[:, perm], way)
+        permuted = head(q, {m: x[:, perm] for m, x in s.items()}, labels[:, perm], way, **_names(head, 2, way))
     assert out.shape == (2, way * query, way)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(permuted, out, rtol=1e-4, atol=1e-4)
@@ -64,13 +79,14 @@ def test_shape_finite_and_support_order(name: str, way: int, shot: int, query: i
 
 @pytest.mark.parametrize("name", LEARNED)
 def test_relabelling_classes_permutes_scores(name: str) -> None:
-    """Class c of the episode is just a name: renaming the support classes permutes the score columns."""
+    """Class c of the episode is just a label: renaming the support classes (their names' embeddings moving with
+    them) permutes the score columns."""
     head = _build(name).eval()
     q, s, labels = _episode(name, seed=3, e=2, way=3, shot=2, query=1)
     rename = torch.tensor([2, 0, 1])
     with torch.no_grad():
-        out = head(q, s, labels, 3)
-        renamed = head(q, s, rename[labels], 3)
+        out = head(q, s, labels, 3, **_names(head, 2, 3))
+        renamed = head(q, s, rename[labels], 3, **_names(head, 2, 3, rename))
     torch.testing.assert_close(renamed[..., rename], out, rtol=1e-4, atol=1e-4)
 
 
@@ -78,7 +94,7 @@ def test_relabelling_classes_permutes_scores(name: str) -> None:
 def test_every_parameter_gets_a_gradient(name: str) -> None:
     head = _build(name).train()
     q, s, labels = _episode(name, seed=4, e=2, way=3, shot=2, query=2)
-    loss, parts = head.loss(q, s, labels, 3, episode_targets(3, 2, 2))
+    loss, parts = head.loss(q, s, labels, 3, episode_targets(3, 2, 2), **_names(head, 2, 3))
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert parts and all(isinstance(v, float) for v in parts.values())
     loss.backward()
@@ -117,13 +133,14 @@ def test_overfits_a_tiny_two_way_task(name: str) -> None:
     first = None
     for _ in range(300):
         optimizer.zero_grad()
-        loss, _ = head.loss(query, support, labels, 2, targets)
+        loss, _ = head.loss(query, support, labels, 2, targets, **_names(head, labels.shape[0], 2))
         loss.backward()
         optimizer.step()
         first = float(loss.detach()) if first is None else first
         head.eval()
         with torch.no_grad():
-            accuracy = (head(query, support, labels, 2).argmax(-1) == targets).float().mean()
+            accuracy = (head(query, support, labels, 2, **_names(head, labels.shape[0], 2)).argmax(-1)
+                        == targets).float().mean()
         head.train()
         if accuracy == 1.0 and float(loss.detach()) < first:
             break

