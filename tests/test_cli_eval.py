@@ -28,15 +28,15 @@ def test_eval_pipeline_in_a_workspace(tmp_path: Path, toy_cache: Builder) -> Non
                   "--out", str(tmp_path / "b.npz"))
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
 
-    code, out = run("eval", "--workspace", str(ws), "--matcher", "all", "--shots", "1,2", "--protocol", "m3net",
+    code, out = run("eval", "--workspace", str(ws), "--matcher", "all", "--shots", "1,2", "--protocol", "otam",
                     "--quiet")
     assert code == 0, out
     lines = out.strip().splitlines()
     assert sum("5-way 1-shot" in line for line in lines) == sum("5-way 2-shot" in line for line in lines) >= 7
-    assert "6,000 episodes" in out
+    assert "10,000 episodes" in out
     # The fixed list is made once and reused.
     listed = sorted((ws / "episodes").glob("*.npz"))
-    assert len(listed) == 2 and load_episodes(listed[0]).n_episodes == 6000
+    assert len(listed) == 2 and load_episodes(listed[0]).n_episodes == 10_000
     code, out = run("compare", "otam", "proto", "--workspace", str(ws), "--shot", "1")
     assert code == 0 and "otam vs proto" in out and "McNemar" in out
     code, out = run("table", "--workspace", str(ws), "--format", "md")
@@ -135,7 +135,7 @@ def test_a_partial_pool_is_flagged(tmp_path: Path, toy_cache: Builder) -> None:
     assert code == 0 and "pool: 30 of 30 test videos, 5 of 5 classes — the full split list" in out
     cache = open_cache(cache_path, mode="a")
     cache.group[schema.done_path("rgb")][56:64] = False  # extraction of these videos has not finished
-    code, out = run("eval", "--cache", str(cache_path), "--matcher", "otam", "--protocol", "m3net", "--quiet",
+    code, out = run("eval", "--cache", str(cache_path), "--matcher", "otam", "--protocol", "otam", "--quiet",
                     "--workspace", str(tmp_path / "ws"))
     assert code == 0 and "pool: 22 of 30 test videos, 5 of 5 classes — not the full benchmark" in out
 

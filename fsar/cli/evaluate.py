@@ -40,7 +40,7 @@ from fsar.workspace import episodes_path, results_dir, workspace_dir
 @click.option("--n", "n", type=click.IntRange(1), default=None, help="Episodes [protocol's, else 10000].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--protocol", type=LazyChoice(protocol_names), default="otam", show_default=True,
-              help="otam: 10,000 episodes x 1 query; ita: 10 runs x 600 x 15 queries; m3net: 6,000.")
+              help="otam: 10,000 episodes x 1 query; ita: 10 runs x 600 x 15 queries; m3net: 6,000 x 5 queries.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Episode-list file [<workspace>/episodes/...].")
 @workspace_option

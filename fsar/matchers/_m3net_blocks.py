@@ -8,6 +8,8 @@
 - :class:`IntraEpisodeEncoder` (IECE): the same token/channel mixing over the l videos of a set
   (:class:`SetMixing`, no position embedding), its output used as meta weights of a learnable
   convolution over every video's frames.
+- :func:`dtw_path_mean` (I-M as printed, Sec. 3.4.1): the three-move DTW recursion, then the mean cost over
+  the path it finds.
 - :class:`CrossReconstruction` (C-M, Sec. 3.4.2): query-centred prototype reconstruction and
   prototype-centred query reconstruction by cross-attention, D₂ = D(s→q) + D(q→s).
 
@@ -25,7 +27,7 @@ from torch import nn
 from fsar.matchers.trx import class_slots
 
 __all__ = ["CrossReconstruction", "FrameMixing", "IntraEpisodeEncoder", "IntraFrameEncoder", "SetMixing",
-           "resample_grid"]
+           "dtw_path_mean", "resample_grid"]
 
 
 def resample_grid(position: torch.Tensor, patches: int) -> torch.Tensor:
@@ -147,6 +149,43 @@ class IntraEpisodeEncoder(nn.Module):
         meta = torch.sigmoid(self.mixing(frames.mean(dim=-2)))  # [..., l, D]
         gated = (frames * meta[..., None, :]).flatten(0, -3).transpose(1, 2)  # [B, D, t]
         return frames + self.conv(gated).transpose(1, 2).reshape(frames.shape)
+
+
+def _lexicographic_min(candidates: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Element-wise least (cost, length) pair: least cost, and among equal costs the fewest cells."""
+    best_cost, best_length = candidates[0]
+    for cost, length in candidates[1:]:
+        better = (cost < best_cost) | ((cost == best_cost) & (length < best_length))
+        best_cost, best_length = torch.where(better, cost, best_cost), torch.where(better, length, best_length)
+    return best_cost, best_length
+
+
+def dtw_path_mean(cost: torch.Tensor) -> torch.Tensor:
+    """I-M as Sec. 3.4.1 prints it: D(x, y) = M(x, y) + min{D(x−1, y−1), D(x−1, y), D(x, y−1)} from (1, 1)
+    to (t, t), then the mean of M over the path of that minimum cumulative cost. (..., n, m) -> (...).
+
+    The path is the one of least *summed* cost (what the recursion finds), averaged afterwards; it is not
+    the path of least mean cost. Paths of equal cost but different lengths have different means; the
+    paper does not say which it takes, and this takes the shortest (fewest cells). Comparing (cost,
+    length) pairs lexicographically keeps the recursion exact, since both add along a path. The moves
+    are symmetric, so the value of Mᵀ is that of M. Gradients reach the cells of the chosen path
+    (1/length each), as for any hard minimum; the paper prints no relaxation.
+    """
+    if cost.dim() < 2 or cost.shape[-1] < 1 or cost.shape[-2] < 1:
+        raise ValueError(f"cost must be (..., n, m) with n, m >= 1, got {tuple(cost.shape)}")
+    n, m = cost.shape[-2], cost.shape[-1]
+    zero = cost.new_zeros(cost.shape[:-2])
+    # Cells are kept in Python lists (not written in place) so autograd sees a plain graph.
+    prev: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for i in range(n):
+        row: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for j in range(m):
+            before = ([prev[j - 1]] if i and j else []) + ([prev[j]] if i else []) + ([row[j - 1]] if j else [])
+            total, length = _lexicographic_min(before) if before else (zero, zero)
+            row.append((cost[..., i, j] + total, length + 1.0))
+        prev = row
+    total, length = prev[m - 1]
+    return total / length
 
 
 def _norm(squared: torch.Tensor) -> torch.Tensor:

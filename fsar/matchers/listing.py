@@ -74,12 +74,11 @@ def matcher_table() -> str:
 
 
 def head_table() -> str:
-    """Markdown table of the learned heads: name, what it does, needs, paper, default optimiser."""
-    lines = ["| name | what it does | needs | paper | default optimiser |", "|---|---|---|---|---|"]
+    """Markdown table of the learned heads: name, what it does, needs, paper (their settings, optimisers
+    included, are in docs/methods.md's generated tables)."""
+    lines = ["| name | what it does | needs | paper |", "|---|---|---|---|"]
     for info in _rows("learned"):
-        optimiser = _optimiser(info.obj.defaults) if hasattr(info.obj, "defaults") else "–"
-        lines.append(f"| `{info.name}` | {_cell(info.summary)} | {_needs(info)} | {_cell(info.paper)} "
-                     f"| {optimiser} |")
+        lines.append(f"| `{info.name}` | {_cell(info.summary)} | {_needs(info)} | {_cell(info.paper)} |")
     return "\n".join(lines)
 
 
@@ -97,8 +96,8 @@ def hyperparameter_tables() -> str:
 
     parts = []
     for info in _rows("learned"):
-        lines = [f"#### `{info.name}`", "", "| setting | default | from | where in the paper, or why |",
-                 "|---|---|---|---|"]
+        lines = [f"#### `{info.name}`", "", f"Optimiser: {_optimiser(info.obj.defaults)}.", "",
+                 "| setting | default | from | where in the paper, or why |", "|---|---|---|---|"]
         lines += _origin_rows(config_origins(info.obj.Config))
         lines += _origin_rows(train_origins(info.obj.defaults, info.name))
         parts.append("\n".join(lines))

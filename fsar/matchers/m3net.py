@@ -8,9 +8,11 @@ Input: every frame's n×n adaptive-pooled feature map, query {m: [E, Q, T, P, D]
   frames [T, D]; IVCE (Eq. 2, frame mixing) and IECE (video mixing -> meta weights of a convolution)
   both read the IFCE frames (Fig. 2: "the inputs of I-V and I-E are first augmented by I-F");
 - multi-view matching (Sec. 3.4), each a distance D_v -> logits -D_v [E, Q, way]:
-  I-M: symmetric OTAM, OTAM(M) + OTAM(Mᵀ) with M = 1 - cos, on the IFCE frames, mean over the K shots
-  (soft-min λ = ``otam_lambda`` in :meth:`M3NetHead.loss`, the hard min in ``forward``, equal to the
-  numba kernel of the ``otam`` matcher); C-M: cross-attention reconstruction D(s→q) + D(q→s) on the IVCE
+  I-M: on the IFCE frames, M = 1 - cos, the DTW recursion of Sec. 3.4.1 (moves (1,1), (1,0), (0,1)) and
+  the mean of M over the path it finds (:func:`._m3net_blocks.dtw_path_mean`), mean over the K shots;
+  ``im_alignment="otam"`` uses symmetric OTAM instead, OTAM(M) + OTAM(Mᵀ) (soft-min λ = ``otam_lambda`` in
+  :meth:`M3NetHead.loss`, the hard min in ``forward``, equal to the numba kernel of the ``otam``
+  matcher); C-M: cross-attention reconstruction D(s→q) + D(q→s) on the IVCE
   frames (:class:`CrossReconstruction`); T-M: Σ over both directions of the mean over frames of the
   Euclidean distance to the nearest frame of the other video, on the IECE frames, mean over K shots;
 - multi-view fusion (Sec. 3.5): loss L = Σ_v CE(softmax(-D_v)); prediction Y = Σ_v softmax(-D_v).
@@ -32,9 +34,14 @@ is not built (it would get no gradient). Each C-M view has its own projections.
 
 Choices where the paper is open or inconsistent:
 
-- I-M: Sec. 3.4.1 describes OTAM [4] but prints a plain DTW recursion and "averages over the path";
-  this follows OTAM as the public implementations compute it (docs/methods.md, section otam): symmetric, not
-  normalised by path length, zero-padded support axis.
+- I-M: Sec. 3.4.1 is "inspired by OTAM [4]" but prints the three-move DTW recursion from (1, 1) to (t, t)
+  and says it "average[s] the similarities over the optimal path with the minimum cumulative cost": that
+  is the default (``im_alignment="dtw_mean"``), with the hard minimum in training too (no relaxation is
+  printed; the gradient reaches the path's cells). Among paths of equal cost the shortest is taken (the
+  paper does not say). Averaging bounds D_1 to [0, 2], so softmax(-D_1) is flat unless training spreads
+  the distances (logits are raw, as printed). ``"otam"`` keeps symmetric OTAM as the public OTAM code
+  computes it (docs/methods.md, section otam: not normalised, zero-padded support axis, soft-min in
+  training).
 - IFCE: the learned position embedding is an n×n grid (``patch_grid``, paper n = 4); features with
   another square grid get it resized bilinearly (4 -> 2: the mean of each 2×2 block). The MLP width is
   not given: ``ifce_mlp_ratio``·D (1.0). Attention and MLP are as written: no normalisation layers.
@@ -44,17 +51,21 @@ Choices where the paper is open or inconsistent:
   a·x_i + b·mean_j x_j + c (see :class:`SetMixing`). "Meta weights ... by a learnable convolution" is
   read as a convolution over time (kernel ``iece_kernel`` = 1) whose input channels are scaled by
   σ(meta weights), with a residual (Fig. 5 says IECE "retains relatively complete original
-  information"). ``iece_set``: "episode" (default, the paper's "episode") mixes all Q + S videos of the
-  episode (transductive: a query's score depends on the other queries); "query" mixes the supports with
-  one query at a time (inductive).
+  information"). ``iece``: "inductive" (default) mixes the N·K supports with one query at a time, so a
+  query's scores do not depend on the other queries; "transductive" mixes all Q + S videos of the episode,
+  which is what Sec. 3.3.3's text describes ("an input episode ... containing the features of l video
+  clips", "the interaction of all videos within an episode"; Sec. 3.1: an episode holds the support and
+  the query set). The paper never gives its queries per episode, so a transductive score, which changes
+  with their number (5 per class in training, another number at test), is not determined by the paper;
+  the inductive set is the same N·K + 1 videos in training and at test.
 - C-M: d_k = ``cm_dim`` = 1152 (not given; TRX's value, whose query-centred prototype C-M follows);
   "aggregated" distances are Frobenius norms (the printed ‖·‖); the two directions share W_Q, W_K, W_V
   ("the same cross-attention process"); the prototype-centred norm is divided by √K_c.
 - T-M: Euclidean frame distances, as printed; the "similarity" D_ij is a distance and enters as -D_ij.
 - Logits are the raw negated distances (no temperature, as printed).
-- Optimiser: SGD, lr 1e-4 (Sec. 4.2); no momentum or weight decay is given, so none. The lr is halved
-  every 2,000 episodes, as in the paper. The paper also fine-tunes the ResNet-50, which a head trained on
-  cached features cannot do.
+- Optimiser: SGD, lr 1e-4, halved every 2,000 of 60,000 training episodes (Sec. 4.2); no momentum or weight
+  decay is given, so none. The paper also fine-tunes the ResNet-50, which a head trained on cached
+  features cannot do.
 """
 
 from __future__ import annotations
@@ -67,9 +78,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsar.matchers._m3net_blocks import CrossReconstruction, FrameMixing, IntraEpisodeEncoder, IntraFrameEncoder
+from fsar.matchers._m3net_blocks import (
+    CrossReconstruction,
+    FrameMixing,
+    IntraEpisodeEncoder,
+    IntraFrameEncoder,
+    dtw_path_mean,
+)
 from fsar.matchers._soft import symmetric_otam_distance
-from fsar.matchers.head import Features, Head, TrainDefaults, shot_mean, single_stream
+from fsar.matchers.head import Features, Head, TrainDefaults, chosen, paper, shot_mean, single_stream
 from fsar.matchers.registry import register
 
 __all__ = ["M3NetConfig", "M3NetHead", "frame_cosine", "instance_distance", "parse_view", "task_distance"]
@@ -78,23 +95,37 @@ PAPER = ("Tang et al., M3Net: Multi-view Encoding, Matching, and Fusion for Few-
          "Recognition, ACM MM 2023")
 PAPER_STAGE = {"im": "ifce", "cm": "ivce", "tm": "iece"}  # the stage each matching function reads in M3Net
 STAGES = ("ifce", "ivce", "iece")
-IECE_SETS = ("episode", "query")
+IECE_MODES = ("inductive", "transductive")
+ALIGNMENTS = ("dtw_mean", "otam")
 
 
 @dataclass(frozen=True)
 class M3NetConfig:
-    """M3Net hyperparameters and ablation switches (see the module docstring)."""
+    """M3Net hyperparameters and ablation switches, each the paper's value or fsar's choice (module docstring)."""
 
-    views: tuple[str, ...] = ("im", "cm", "tm")  # matching branches: "im"/"cm"/"tm" or "<match>@<stage>"
-    predict: tuple[str, ...] = ()  # views summed in the prediction; () = all of ``views``
-    encoders: tuple[str, ...] = ("ifce", "ivce", "iece")  # encoders that run; off = pass the stage through
-    patch_grid: int = 4  # n of IFCE's n×n learned position embedding (paper n = 4)
-    ifce_mlp_ratio: float = 1.0  # IFCE MLP hidden width / D (not given in the paper)
-    cm_dim: int = 1152  # d_k of C-M's W_Q, W_K, W_V (not given)
-    iece_set: str = "episode"  # IECE mixes "episode" (all Q + S videos) or "query" (supports + one query)
-    iece_token_hidden: int = 1  # equivariant token maps in IECE's first token layer
-    iece_kernel: int = 1  # temporal kernel of IECE's convolution (odd)
-    otam_lambda: float = 0.1  # soft-min temperature of I-M's OTAM in training
+    views: tuple[str, ...] = paper(("im", "cm", "tm"), "Sec. 3.4-3.5, Fig. 2: I-M, C-M, T-M, each on its own "
+                                   "stage; 'match@stage' reads another stage (Table 3)")
+    predict: tuple[str, ...] = paper((), "Sec. 3.5: Y = Y1 + Y2 + Y3, every view (empty = all of views); one "
+                                         "view: Table 4's single-view Y of the full model")
+    encoders: tuple[str, ...] = paper(("ifce", "ivce", "iece"), "Sec. 3.3, Fig. 2 (subsets: Table 2)")
+    patch_grid: int = paper(4, "Sec. 4.2: IFCE with n = 4 (n x n learned position embedding; other grids "
+                               "get it resized bilinearly)")
+    ifce_mlp_ratio: float = chosen(1.0, "Sec. 3.3.1 gives IFCE's MLP as three linear layers and two ReLUs, "
+                                        "not its width; hidden width = D")
+    cm_dim: int = chosen(1152, "d_k of Sec. 3.4.2 is not given; TRX's value, whose query-centred prototype "
+                               "C-M follows")
+    iece: str = chosen("inductive", "Sec. 3.3.3 mixes all videos of the episode (transductive, the other "
+                                    "choice); the paper never gives its queries per episode, so fsar mixes "
+                                    "the supports with one query at a time and a query's score does not "
+                                    "depend on the other queries")
+    iece_token_hidden: int = chosen(1, "Eq. 2's l x l token layer depends on the number and order of videos; "
+                                       "its permutation-equivariant form a·x_i + b·mean_j x_j + c, one map")
+    iece_kernel: int = chosen(1, "Sec. 3.3.3's 'learnable convolution layer' has no kernel size; 1 (odd "
+                                 "sizes convolve over time)")
+    im_alignment: str = paper("dtw_mean", "Sec. 3.4.1: D(x,y) = M(x,y) + min{D(x-1,y-1), D(x-1,y), "
+                                          "D(x,y-1)}, averaged over the optimal path ('otam': symmetric OTAM)")
+    otam_lambda: float = chosen(0.1, "soft-min temperature of I-M in training, only with im_alignment=otam "
+                                     "(the printed DTW has none); OTAM's usual value")
 
 
 def parse_view(view: str) -> tuple[str, str]:
@@ -117,12 +148,18 @@ def frame_cosine(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     return (q @ s.transpose(1, 2)).view(e, nq, t1, ns, t2).permute(0, 1, 3, 2, 4)
 
 
-def instance_distance(query: torch.Tensor, support: torch.Tensor, lam: float | None) -> torch.Tensor:
-    """I-M pair distance OTAM(M) + OTAM(Mᵀ), M = 1 - cos: [E, Q, T, D] x [E, S, T, D] -> [E, Q, S].
+def instance_distance(query: torch.Tensor, support: torch.Tensor, lam: float | None,
+                      alignment: str = "dtw_mean") -> torch.Tensor:
+    """I-M pair distance on M = 1 - cos: [E, Q, T, D] x [E, S, T, D] -> [E, Q, S].
 
-    ``lam``: soft-min temperature; None = hard min (equal to :func:`fsar.matchers.otam.pair_distance`).
+    ``alignment``: "dtw_mean", the mean of M over the DTW path (Sec. 3.4.1, ``lam`` unused), or "otam",
+    OTAM(M) + OTAM(Mᵀ) with soft-min temperature ``lam`` (None = hard min, equal to
+    :func:`fsar.matchers.otam.pair_distance`).
     """
-    return symmetric_otam_distance(1.0 - frame_cosine(query, support), lam)
+    cost = 1.0 - frame_cosine(query, support)
+    if alignment == "otam":
+        return symmetric_otam_distance(cost, lam)
+    return dtw_path_mean(cost)
 
 
 def task_distance(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
@@ -140,7 +177,7 @@ def task_distance(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
 class _Pairs(NamedTuple):
     """What a matching function compares: query [E', Q', T, D], support [E', S, T, D], labels [E', S].
 
-    E' = E, Q' = Q, except for IECE with ``iece_set="query"``: one set per query, E' = E·Q, Q' = 1.
+    E' = E, Q' = Q, except for inductive IECE (``iece="inductive"``): one set per query, E' = E·Q, Q' = 1.
     """
 
     query: torch.Tensor
@@ -159,8 +196,21 @@ class M3NetHead(Head):
 
     Config = M3NetConfig
     eval_params = frozenset({"predict"})  # Table 4: single-branch predictions of the fused model
-    defaults = TrainDefaults(optimizer="sgd", lr=1e-4, momentum=0.0, weight_decay=0.0, clip_norm=None,
-                             lr_decay_every=2_000, lr_decay=0.5)
+    defaults = TrainDefaults(
+        optimizer="sgd", lr=1e-4, momentum=0.0, weight_decay=0.0, clip_norm=None, tasks_per_step=1,
+        lr_decay_every=2_000, lr_decay=0.5, budget=60_000,
+        origins={
+            "optimizer": "paper: Sec. 4.2 (the SGD optimizer)",
+            "lr": "paper: Sec. 4.2 (initialized learning rate of 1e-4)",
+            "momentum": "fsar: not given (Sec. 4.2 names only SGD and its learning rate); plain SGD",
+            "weight_decay": "fsar: not given; none",
+            "clip_norm": "fsar: not given; no clipping",
+            "tasks_per_step": "fsar: the paper does not say how many episodes make one step; one",
+            "lr_decay_every": "paper: Sec. 4.2 (decaying after every 2,000 episodes)",
+            "lr_decay": "paper: Sec. 4.2 (decaying by 0.5)",
+            "budget": "paper: Sec. 4.2 (training continues for 60,000 episodes on all datasets)",
+        },
+    )
     # Per query-class pair C-M holds t x 1152 prototypes and K·t x 1152 reconstructions; every video also
     # runs through IFCE's D x D maps at each of its T·P patches.
     eval_pairs = 1024
@@ -177,8 +227,10 @@ class M3NetHead(Head):
         unknown = sorted(set(cfg.encoders) - set(STAGES))
         if unknown:
             raise ValueError(f"unknown encoder(s) {unknown}; encoders are {STAGES}")
-        if cfg.iece_set not in IECE_SETS:
-            raise ValueError(f"iece_set must be one of {IECE_SETS}, got {cfg.iece_set!r}")
+        if cfg.iece not in IECE_MODES:
+            raise ValueError(f"iece must be one of {IECE_MODES}, got {cfg.iece!r}")
+        if cfg.im_alignment not in ALIGNMENTS:
+            raise ValueError(f"im_alignment must be one of {ALIGNMENTS}, got {cfg.im_alignment!r}")
         dim = next(iter(self.dims.values()))
         read = {stage for _, stage in self.views}
         self.ifce = (IntraFrameEncoder(dim, cfg.patch_grid, max(1, round(cfg.ifce_mlp_ratio * dim)))
@@ -228,7 +280,7 @@ class M3NetHead(Head):
         for stage in {stage for _, stage in self.views}:
             if stage == "ivce" and self.ivce is not None:
                 out[stage] = _Pairs(self.ivce(base.query), self.ivce(base.support), support_labels)
-            elif stage == "iece" and self.iece is not None and self.config.iece_set == "query":
+            elif stage == "iece" and self.iece is not None and self.config.iece == "inductive":
                 out[stage] = _Pairs(*self._query_stage(frames, nq), support_labels.repeat_interleave(nq, dim=0))
             elif stage == "iece" and self.iece is not None:
                 out[stage] = _Pairs(*self._episode_stage(frames, nq), support_labels)
@@ -241,15 +293,16 @@ class M3NetHead(Head):
         match, _ = view
         if match == "cm":
             return self.cross[_key(view)](pairs.query, pairs.support, pairs.labels, way)
-        pair = instance_distance(pairs.query, pairs.support, lam) if match == "im" else \
-            task_distance(pairs.query, pairs.support)
+        pair = instance_distance(pairs.query, pairs.support, lam, self.config.im_alignment) if match == "im" \
+            else task_distance(pairs.query, pairs.support)
         return shot_mean(pair, pairs.labels, way)
 
     def branch_logits(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
                       soft: bool = False) -> dict[str, torch.Tensor]:
         """-D_v of every view, keyed "im@ifce" etc.: {view: [E, Q, way] float32}.
 
-        ``soft``: I-M with the soft-min OTAM (λ = ``otam_lambda``, training) instead of the hard min.
+        ``soft``: training; with ``im_alignment="otam"`` I-M uses the soft-min OTAM (λ = ``otam_lambda``)
+        instead of the hard min (the printed DTW path mean has no soft form and is the same in both).
         """
         stages = self.stages(query, support, support_labels)
         e, nq = support_labels.shape[0], single_stream(query).shape[1]
@@ -263,7 +316,7 @@ class M3NetHead(Head):
 
     def loss(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
              query_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """L = Σ_v CE(softmax(-D_v), y) over ``views`` (matching-losses fusion), I-M with soft OTAM."""
+        """L = Σ_v CE(softmax(-D_v), y) over ``views`` (matching-losses fusion; soft OTAM if I-M uses OTAM)."""
         logits = self.branch_logits(query, support, support_labels, way, soft=True)
         target = query_labels.flatten()
         losses = {name: F.cross_entropy(value.flatten(0, 1), target) for name, value in logits.items()}

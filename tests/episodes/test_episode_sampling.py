@@ -93,7 +93,7 @@ def test_too_few_classes_and_bad_pools() -> None:
 def test_protocol_presets() -> None:
     assert (PROTOCOLS["otam"].n_episodes, PROTOCOLS["otam"].query) == (10_000, 1)
     assert (PROTOCOLS["ita"].n_runs, PROTOCOLS["ita"].episodes_per_run, PROTOCOLS["ita"].query) == (10, 600, 15)
-    assert (PROTOCOLS["m3net"].n_episodes, PROTOCOLS["m3net"].query) == (6_000, 1)
+    assert (PROTOCOLS["m3net"].n_episodes, PROTOCOLS["m3net"].query) == (6_000, 5)
     ids, classes = make_pool(n_classes=6, per_class=20)
     ep = sample_episodes(ids, classes, way=5, shot=1, seed=0, protocol="ita", dataset="toy")
     assert (ep.n_episodes, ep.query, ep.n_runs, ep.protocol) == (6000, 15, 10, "ita")

@@ -1,23 +1,29 @@
-"""M3Net head: encoders against the printed equations, matching functions against plain-Python references,
-hard I-M against the OTAM matcher, IECE order equivariance, fusion and the ablation switches."""
+"""M3Net head: encoders against the printed equations, matching functions against plain-Python references and
+brute force, OTAM I-M against the OTAM matcher, IECE order equivariance and (inductive) independence of the
+other queries, fusion, the ablation switches, every default's origin and the evaluation preset's queries."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
+from fsar.cli import main
+from fsar.episodes.protocols import PROTOCOLS
 from fsar.matchers import otam
 from fsar.matchers._m3net_blocks import (
     CrossReconstruction,
     FrameMixing,
     IntraEpisodeEncoder,
     IntraFrameEncoder,
+    dtw_path_mean,
     resample_grid,
 )
-from fsar.matchers.head import config_from_params, episode_targets, shot_mean
+from fsar.matchers.head import config_from_params, config_origins, episode_targets, shot_mean, train_origins
 from fsar.matchers.m3net import M3NetConfig, M3NetHead, parse_view, task_distance
 
 D, T, P = 16, 4, 4
@@ -95,10 +101,10 @@ def test_iece_encoder_is_equivariant_to_video_order(token_hidden: int, kernel: i
     assert not torch.allclose(out[:, 0], block(x[:, :3])[:, 0], atol=1e-4)  # the other videos do matter
 
 
-@pytest.mark.parametrize("iece_set", ["episode", "query"])
-def test_scores_follow_video_order(iece_set: str) -> None:
+@pytest.mark.parametrize("iece", ["inductive", "transductive"])
+def test_scores_follow_video_order(iece: str) -> None:
     """Permuting supports (with labels) leaves the scores; permuting queries permutes their rows."""
-    head = _head(iece_set=iece_set)
+    head = _head(iece=iece)
     q, s, labels = _episode(1)
     gen = torch.Generator().manual_seed(2)
     sp, qp = torch.randperm(6, generator=gen), torch.randperm(6, generator=gen)
@@ -111,27 +117,132 @@ def test_scores_follow_video_order(iece_set: str) -> None:
         torch.testing.assert_close(by_query[view], logits[:, qp], rtol=1e-4, atol=1e-4)
 
 
-def test_iece_set_decides_whether_queries_see_each_other() -> None:
+def test_default_scores_do_not_depend_on_the_other_queries() -> None:
+    """Inductive by default: the same episode with extra or other queries scores the shared queries alike."""
+    head = _head()  # every branch, IECE included, with the default settings
+    q, s, labels = _episode(11, query=2)  # 6 queries
+    gen = torch.Generator().manual_seed(12)
+    extra = torch.randn(2, 5, T, P, D, generator=gen)
+    more = {"rgb": torch.cat([extra[:, :2], q["rgb"], extra[:, 2:]], dim=1)}  # 11 queries, the 6 at 2..7
+    other = {"rgb": torch.cat([q["rgb"][:, :2], 3.0 + extra[:, :1]], dim=1)}  # the first 2 with another one
+    with torch.no_grad():
+        base, fused = head.branch_logits(q, s, labels, 3), head(q, s, labels, 3)
+        by_more, fused_more = head.branch_logits(more, s, labels, 3), head(more, s, labels, 3)
+        by_other, fused_other = head.branch_logits(other, s, labels, 3), head(other, s, labels, 3)
+    assert set(base) == {"im@ifce", "cm@ivce", "tm@iece"}
+    for view, logits in base.items():
+        torch.testing.assert_close(by_more[view][:, 2:8], logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(by_other[view][:, :2], logits[:, :2], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused_more[:, 2:8], fused, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused_other[:, :2], fused[:, :2], rtol=1e-5, atol=1e-5)
+
+
+def test_inductive_iece_equals_one_query_episodes() -> None:
+    """Oracle: each query scored alone, in an episode of its own (Q = 1), gives the row of the batched episode."""
+    head = _head(iece="inductive", views=("tm", "im@iece", "cm@iece"))
+    q, s, labels = _episode(13)
+    with torch.no_grad():
+        batched = head.branch_logits(q, s, labels, 3)
+        alone = [head.branch_logits({"rgb": q["rgb"][:, j:j + 1]}, s, labels, 3) for j in range(6)]
+    for view, logits in batched.items():
+        torch.testing.assert_close(torch.cat([a[view] for a in alone], dim=1), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_transductive_iece_lets_queries_see_each_other() -> None:
+    """The paper's reading (all videos of the episode mixed): another query changes the first one's scores."""
     q, s, labels = _episode(3)
     changed = {"rgb": q["rgb"].clone()}
     changed["rgb"][:, 1:] += 3.0  # every query but the first
-    for iece_set, coupled in (("episode", True), ("query", False)):
-        head = _head(iece_set=iece_set, views=("tm",))
+    for iece, coupled in (("transductive", True), ("inductive", False)):
+        head = _head(iece=iece, views=("tm",))
         with torch.no_grad():
             first, after = head(q, s, labels, 3)[:, 0], head(changed, s, labels, 3)[:, 0]
-        assert coupled != torch.allclose(first, after, atol=1e-6), iece_set
+        assert coupled != torch.allclose(first, after, atol=1e-6), iece
 
 
 # --- matching functions ---------------------------------------------------------------------------------
 
 
-def test_hard_im_equals_otam_matcher() -> None:
+def _dtw_paths(n: int, m: int) -> list[list[tuple[int, int]]]:
+    """Every monotone path (0, 0) -> (n-1, m-1) of down, right or diagonal unit steps, as its cells: every
+    ordering of d diagonals, n-1-d downs and m-1-d rights, built from the moves (not by a recursion)."""
+    paths = set()
+    for d in range(min(n, m)):
+        for order in set(itertools.permutations([(1, 1)] * d + [(1, 0)] * (n - 1 - d) + [(0, 1)] * (m - 1 - d))):
+            steps = np.cumsum([(0, 0), *order], axis=0)
+            paths.add(tuple((int(i), int(j)) for i, j in steps))
+    return [list(p) for p in paths]
+
+
+def _path_mean_oracle(cost: np.ndarray) -> tuple[float, list[tuple[int, int]]]:
+    """Brute force of the printed I-M: the path of least summed cost (ties: fewest cells), its mean cost."""
+    best = min(_dtw_paths(*cost.shape), key=lambda p: (sum(float(cost[c]) for c in p), len(p)))
+    return sum(float(cost[c]) for c in best) / len(best), best
+
+
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (1, 4), (3, 1), (2, 2), (3, 4), (4, 4), (5, 3)])
+def test_dtw_path_mean_matches_brute_force(n: int, m: int) -> None:
+    gen = torch.Generator().manual_seed(20 + 7 * n + m)
+    cost = torch.rand(2, 3, n, m, generator=gen, dtype=torch.float64) * 2.0
+    fast = dtw_path_mean(cost)
+    assert fast.shape == (2, 3)
+    for idx in itertools.product(range(2), range(3)):
+        assert float(fast[idx]) == pytest.approx(_path_mean_oracle(cost[idx].numpy())[0], rel=1e-12)
+    # The printed recursion has no direction: the transposed matrix has the transposed paths.
+    torch.testing.assert_close(dtw_path_mean(cost.transpose(-1, -2)), fast)
+
+
+def test_dtw_path_mean_is_not_the_least_mean_path() -> None:
+    """The path is chosen by its summed cost (the recursion), then averaged: not the path of least mean.
+    Here the diagonal costs 0.5 + 0.5 = 1.0 (mean 0.5); the detour through (0, 1) costs 0.5 + 0.1 + 0.5 = 1.1
+    (mean 0.37), cheaper on average but dearer in total, so the printed I-M takes the diagonal."""
+    cost = torch.tensor([[0.5, 0.1], [0.1, 0.5]], dtype=torch.float64)
+    assert float(dtw_path_mean(cost)) == pytest.approx(0.5)
+    assert float(dtw_path_mean(cost)) == pytest.approx(_path_mean_oracle(cost.numpy())[0])
+    # A cost tie between paths of different lengths takes the shortest (diagonal) one: (1 + 1) / 2, not 2 / 3.
+    tie = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert float(dtw_path_mean(tie)) == 1.0 == _path_mean_oracle(tie.numpy())[0]
+
+
+def test_dtw_path_mean_gradient_is_the_path_average() -> None:
+    """d mean / d M = 1/|path| on the cells of the optimal path, 0 elsewhere (training uses the same path)."""
+    gen = torch.Generator().manual_seed(21)
+    cost = torch.rand(4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    dtw_path_mean(cost).backward()
+    _, path = _path_mean_oracle(cost.detach().numpy())
+    expected = torch.zeros(4, 5, dtype=torch.float64)
+    for cell in path:
+        expected[cell] = 1.0 / len(path)
+    assert cost.grad is not None
+    torch.testing.assert_close(cost.grad, expected)
+
+
+def test_default_im_is_the_printed_dtw_path_mean() -> None:
+    """I-M by default: mean over the K shots of the path-averaged 1 - cos (Sec. 3.4.1), in training too."""
+    q, s, labels = _episode(14)
+    pooled_q, pooled_s = q["rgb"].mean(dim=-2).double(), s["rgb"].mean(dim=-2).double()
+    e, nq, ns = 2, 6, 6
+    pair = torch.zeros(e, nq, ns, dtype=torch.float64)
+    for a, j, i in itertools.product(range(e), range(nq), range(ns)):
+        cos = torch.nn.functional.cosine_similarity(pooled_q[a, j][:, None], pooled_s[a, i][None], dim=-1)
+        pair[a, j, i] = _path_mean_oracle((1.0 - cos).numpy())[0]
+    expected = shot_mean(-pair, labels, 3).float()
+    head = _head(views=("im",), encoders=())
+    with torch.no_grad():
+        for soft in (False, True):
+            torch.testing.assert_close(head.branch_logits(q, s, labels, 3, soft=soft)["im@ifce"], expected,
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_otam_im_equals_otam_matcher() -> None:
+    """``im_alignment=otam`` (fsar's earlier default, kept as a switch): hard OTAM equals the otam matcher."""
     q, s, labels = _episode(4)
     pooled_q, pooled_s = q["rgb"].mean(dim=-2), s["rgb"].mean(dim=-2)
     pair = torch.from_numpy(otam.pair_distance(pooled_q.numpy(), pooled_s.numpy())).float()  # numba kernel
     expected = shot_mean(-pair, labels, 3)
-    raw = _head(views=("im",), encoders=())
-    identity = _head()  # full model with IFCE made the identity: α = 0, zero position, zero last MLP layer
+    raw = _head(views=("im",), encoders=(), im_alignment="otam")
+    # Full model with IFCE made the identity: α = 0, zero position, zero last MLP layer.
+    identity = _head(im_alignment="otam")
     ifce = _ifce(identity)
     last = ifce.mlp[4]
     assert isinstance(last, torch.nn.Linear)
@@ -144,8 +255,9 @@ def test_hard_im_equals_otam_matcher() -> None:
             torch.testing.assert_close(head.branch_logits(q, s, labels, 3)["im@ifce"], expected, rtol=1e-5,
                                        atol=1e-5)
         soft = raw.branch_logits(q, s, labels, 3, soft=True)["im@ifce"]
-        sharp = _head(views=("im",), encoders=(), otam_lambda=1e-4).branch_logits(q, s, labels, 3, soft=True)
-    assert not torch.allclose(soft, expected, atol=1e-3)  # training uses the soft min
+        sharp = _head(views=("im",), encoders=(), im_alignment="otam", otam_lambda=1e-4).branch_logits(
+            q, s, labels, 3, soft=True)
+    assert not torch.allclose(soft, expected, atol=1e-3)  # OTAM trains with the soft min
     torch.testing.assert_close(sharp["im@ifce"], expected, rtol=1e-2, atol=1e-2)
 
 
@@ -276,8 +388,8 @@ def test_config_checks_and_cli_params() -> None:
     config = config_from_params(M3NetConfig, {"views": "im,tm@ivce,cm@iece", "encoders": "ifce,iece"})
     assert config.views == ("im", "tm@ivce", "cm@iece") and config.encoders == ("ifce", "iece")
     for bad in ({"views": ("xm",)}, {"views": ("im@foo",)}, {"views": ()}, {"views": ("im", "im@ifce")},
-                {"predict": ("cm",), "views": ("im",)}, {"encoders": ("ifce", "xyz")}, {"iece_set": "all"},
-                {"iece_kernel": 2}):
+                {"predict": ("cm",), "views": ("im",)}, {"encoders": ("ifce", "xyz")}, {"iece": "episode"},
+                {"iece_kernel": 2}, {"im_alignment": "dtw"}):
         with pytest.raises(ValueError):
             _head(**bad)
 
@@ -285,6 +397,41 @@ def test_config_checks_and_cli_params() -> None:
 def test_paper_defaults() -> None:
     config = M3NetConfig()
     assert config.views == ("im", "cm", "tm") and config.encoders == ("ifce", "ivce", "iece")
-    assert config.patch_grid == 4
-    assert M3NetHead.defaults.optimizer == "sgd" and M3NetHead.defaults.lr == 1e-4
+    assert config.patch_grid == 4 and config.im_alignment == "dtw_mean" and config.iece == "inductive"
+    d = M3NetHead.defaults
+    assert (d.optimizer, d.lr, d.lr_decay_every, d.lr_decay, d.budget) == ("sgd", 1e-4, 2_000, 0.5, 60_000)
     assert np.isclose(_ifce(_head()).alpha.item(), 1.0)
+
+
+def test_every_default_says_where_it_comes_from() -> None:
+    config = {o.name: o for o in config_origins(M3NetConfig)}
+    train = {o.name: o for o in train_origins(M3NetHead.defaults, "m3net")}
+    paper = {"views", "predict", "encoders", "patch_grid", "im_alignment"}
+    assert {n for n, o in config.items() if o.source == "paper"} == paper
+    assert {n for n, o in train.items() if o.source == "paper"} == {"optimizer", "lr", "lr_decay_every", "lr_decay",
+                                                                   "budget"}
+    assert "Sec. 3.4.1" in config["im_alignment"].note and "Sec. 4.2" in train["budget"].note
+    result = CliRunner().invoke(main, ["train", "--matcher", "m3net", "--list-params"], catch_exceptions=False)
+    assert result.exit_code == 0
+    for o in [*config.values(), *train.values()]:
+        assert f"{o.source}: {o.note}" in result.output
+
+
+# Table 1 of the paper, M3Net's row: (accuracy %, reported ± %) for Diving48, Gym99, Gym288 at 1/3/5 shots.
+M3NET_TABLE_1 = [(72.35, 0.33), (82.50, 0.26), (85.44, 0.24), (72.70, 0.33), (83.03, 0.27), (86.71, 0.24),
+                 (68.66, 0.34), (79.73, 0.29), (83.05, 0.26)]
+
+
+def test_m3net_preset_can_give_the_papers_intervals() -> None:
+    """The 95% CI over 6,000 episodes (1.96·std/√n) is at least what the queries of one episode alone give,
+    1.96·√(p(1−p)/(5·q))/√6000 for 5-way episodes of q queries per class (episodes all equally hard). With
+    q = 1 that floor (0.38-0.52) is above every ± M3Net reports; the preset's q must bring it below them."""
+    preset = PROTOCOLS["m3net"]
+    assert preset.n_episodes == 6_000 and preset.ci_over == "episodes"
+
+    def floor(accuracy: float, query: int) -> float:
+        p = accuracy / 100
+        return 196 * math.sqrt(p * (1 - p) / (5 * query)) / math.sqrt(preset.n_episodes)
+
+    assert all(floor(acc, 1) > ci for acc, ci in M3NET_TABLE_1)
+    assert all(floor(acc, preset.query) < ci for acc, ci in M3NET_TABLE_1)
