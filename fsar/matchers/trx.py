@@ -27,6 +27,10 @@ published settings, as the literature quotes them; the dropout 0.1 and the 0.1 f
 encoding are the public implementation's, labelled fsar's because they could not be checked against
 the paper's text. For the same reason no section numbers are given.
 
+Per video and per episode (:meth:`TRXHead.encode_videos` / :meth:`TRXHead.match`): the position encoding
+and every tuple's key and value read one video, so they are per video; the attention of each query tuple
+over the class's support tuples, the query-specific prototypes and the distances are per episode.
+
 Efficiency (same numbers, less work): W p over a concatenation equals Σ_i W^{(i)} x_{t_i}, so each
 frame is projected once per tuple slot and tuple projections are gathered sums, instead of one
 (ωD × 1152) product per tuple. Supports are gathered into per-class slots [E, way, K_max] from
@@ -45,7 +49,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fsar.matchers.head import Features, Head, TrainDefaults, chosen, paper, single_stream
+from fsar.matchers.head import Features, Head, TrainDefaults, VideoCodes, chosen, paper, single_stream
 from fsar.matchers.registry import register
 
 __all__ = ["TRXConfig", "TRXHead", "class_attention", "class_slots", "position_encoding", "tuple_indices"]
@@ -161,8 +165,12 @@ class _CrossTransformer(nn.Module):
         query [E, Q, T, D], support [E, S, T, D], index/valid [E, W, K] from :func:`class_slots`.
         Returns (distances [E, Q, W], attention [E, Q, |Π|, W, K*|Π|]).
         """
-        query_keys, query_values = self.keys_values(query)
-        support_keys, support_values = self.keys_values(support)
+        return self.distances(*self.keys_values(query), *self.keys_values(support), index, valid)
+
+    def distances(self, query_keys: torch.Tensor, query_values: torch.Tensor, support_keys: torch.Tensor,
+                  support_values: torch.Tensor, index: torch.Tensor, valid: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` from the tuples' keys and values ([E, Q, |Π|, hidden], [E, S, |Π|, hidden])."""
         episodes = torch.arange(index.shape[0], device=index.device)[:, None, None]
         attention = class_attention(query_keys, support_keys[episodes, index], valid)
         class_values = support_values[episodes, index].flatten(2, 3)  # [E, W, K*|Π|, hidden]
@@ -221,20 +229,37 @@ class TRXHead(Head):
         pe = position_encoding(frames.shape[-2], frames.shape[-1]).to(frames.device, frames.dtype)
         return self.dropout(frames + self.config.pe_scale * pe)
 
-    def _per_cardinality(self, query: Features, support: Features, support_labels: torch.Tensor,
+    def encode_videos(self, videos: Features) -> VideoCodes:
+        """The per-video part: position encoding and every cardinality's tuple keys and values,
+        {m: [E, N, T, D]} -> {"k<i>", "v<i>": [E, N, |Π_ω|, hidden]} for the i-th ω of ``cardinalities``."""
+        frames = self._encode(single_stream(videos))
+        codes: VideoCodes = {}
+        for i, transformer in enumerate(self.transformers):
+            assert isinstance(transformer, _CrossTransformer)
+            codes[f"k{i}"], codes[f"v{i}"] = transformer.keys_values(frames)
+        return codes
+
+    def match(self, query: VideoCodes, support: VideoCodes, support_labels: torch.Tensor, way: int,
+              **_: object) -> torch.Tensor:
+        """The per-episode part: query-specific class prototypes and distances, mean over Ω -> [E, Q, way]."""
+        distances = [d for d, _ in self._per_cardinality(query, support, support_labels, way)]
+        return -torch.stack(distances).mean(dim=0)
+
+    def _per_cardinality(self, query: VideoCodes, support: VideoCodes, support_labels: torch.Tensor,
                          way: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(distances [E, Q, W], attention [E, Q, |Π|, W, K*|Π|]) for each ω in ``cardinalities``."""
-        q, s = self._encode(single_stream(query)), self._encode(single_stream(support))
         index, valid = class_slots(support_labels, way)
-        for transformer in self.transformers:
-            yield transformer(q, s, index, valid)
+        for i, transformer in enumerate(self.transformers):
+            assert isinstance(transformer, _CrossTransformer)
+            yield transformer.distances(query[f"k{i}"], query[f"v{i}"], support[f"k{i}"], support[f"v{i}"],
+                                        index, valid)
 
     def attention(self, query: Features, support: Features, support_labels: torch.Tensor,
                   way: int) -> list[torch.Tensor]:
         """The attention maps a_{ps}, one [E, Q, |Π|, W, K*|Π|] per cardinality (for inspection)."""
-        return [attention for _, attention in self._per_cardinality(query, support, support_labels, way)]
+        codes = self.encode_pair(query, support)
+        return [attention for _, attention in self._per_cardinality(*codes, support_labels, way)]
 
     def forward(self, query: Features, support: Features, support_labels: torch.Tensor,
                 way: int) -> torch.Tensor:
-        distances = [d for d, _ in self._per_cardinality(query, support, support_labels, way)]
-        return -torch.stack(distances).mean(dim=0)
+        return self.match(*self.encode_pair(query, support), support_labels, way)

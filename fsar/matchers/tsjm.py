@@ -21,6 +21,10 @@ the numba evaluation kernel. KM takes its assignment from :func:`fsar.matchers.k
 on detached similarities; the gradient flows through the matched similarity entries only.
 With K shots a class score is the mean of its K pair scores, as in the parameter-free ``jmm``.
 
+Per video and per episode (:meth:`TSJMHead.encode_videos` / :meth:`TSJMHead.match`): the adapters act on
+each frame of one video, so they are per video; OTAM and KM of every (query, support) pair and the
+per-episode z-normalisation of the components are per episode.
+
 Choices the paper leaves open (Config fields unless said otherwise; each field's declaration says
 whether its default is the paper's or fsar's):
 
@@ -68,7 +72,7 @@ from torch import nn
 
 from fsar.matchers import kernels
 from fsar.matchers._soft import symmetric_otam_distance
-from fsar.matchers.head import Features, Head, TrainDefaults, chosen, paper, shot_mean
+from fsar.matchers.head import Features, Head, TrainDefaults, VideoCodes, chosen, paper, shot_mean
 from fsar.matchers.registry import register
 
 __all__ = ["Adapter", "TSJMConfig", "TSJMHead", "episode_zscore", "frame_cosine", "info_nce", "matched_similarity",
@@ -301,10 +305,19 @@ class TSJMHead(Head):
             fused = fused + (weight / total) * episode_zscore(components[name])
         return fused
 
+    def encode_videos(self, videos: Features) -> VideoCodes:
+        """The per-video part: each modality's adapter over every frame, {m: [E, N, T, D]} -> same shapes."""
+        return self.adapt(videos)
+
+    def match(self, query: VideoCodes, support: VideoCodes, support_labels: torch.Tensor, way: int,
+              **_: object) -> torch.Tensor:
+        """The per-episode part: OTAM/KM of every pair, each component z-normalised per episode, fused."""
+        return self.fuse(self._components(query, support, support_labels, way, None))
+
     def forward(self, query: Features, support: Features, support_labels: torch.Tensor,
                 way: int) -> torch.Tensor:
         """Evaluation scores with the hard-min OTAM, fused by :meth:`fuse`: [E, Q, way], higher = more similar."""
-        return self.fuse(self.component_scores(query, support, support_labels, way, lam=None))
+        return self.match(self.adapt(query), self.adapt(support), support_labels, way)
 
     def loss(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
              query_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

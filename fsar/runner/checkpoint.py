@@ -30,7 +30,8 @@ from fsar.datasets.class_names import ClassNameMap, is_anonymised, read_class_na
 from fsar.errors import FsarError
 from fsar.matchers.head import Head, config_from_params
 from fsar.matchers.registry import get
-from fsar.runner.scoring import ByClassNames
+from fsar.runner.encoded import encoded_scorer
+from fsar.runner.scoring import ByClassNames, ByEncodedVideos
 
 FORMAT = "fsar-head"
 FORMAT_VERSION = 1
@@ -105,6 +106,14 @@ def text_kwargs(text: ClassText | None, names: Iterable[str] | NDArray[np.str_],
     """``class_text=`` for the classes ``names`` when there is a table; {} for heads that read no names,
     which are therefore called exactly as without class text."""
     return {} if text is None else {"class_text": text.of(names).to(device)}
+
+
+def _names_kwargs(name: str, text: ClassText | None, class_names: NDArray[np.str_] | None,
+                  device: torch.device) -> dict[str, torch.Tensor]:
+    """:func:`text_kwargs` of a chunk's class names; an error if the head reads names and none came."""
+    if text is not None and class_names is None:
+        raise ValueError(f"{name}: the head reads class names; score through score_all, which passes them")
+    return text_kwargs(text, class_names if class_names is not None else (), device)
 
 
 @dataclass
@@ -243,17 +252,22 @@ def check_fits(ckpt: Checkpoint, cache: FeatureCache, *, allow_other_cache: bool
                               f"evaluate anyway (same backbone and layout, e.g. a cross-dataset test)")
 
 
-def head_scorer(head: Head, device: torch.device, name: str, text: ClassText | None = None
-                ) -> ScoreFn | ByClassNames:
-    """Score episodes with ``head`` through the parameter-free matchers' contract (numpy in, numpy out).
+def head_scorer(head: Head, device: torch.device, name: str, text: ClassText | None = None, *,
+                encoded: bool = True) -> ScoreFn | ByClassNames | ByEncodedVideos:
+    """Score episodes with ``head`` for :func:`~fsar.runner.scoring.score_all` (numpy in, numpy out).
 
-    Episodes go through the head ``head.eval_pairs // (Q * S)`` at a time to bound memory. A head that
-    reads class names needs ``text`` (from :func:`class_text`); its scorer is then a
+    A head that splits its forward per video (:attr:`Head.encodes_videos`) gets a
+    :class:`~fsar.runner.scoring.ByEncodedVideos` scorer, which encodes each distinct video of the list once
+    (:mod:`fsar.runner.encoded`); ``encoded=False`` scores it episode by episode instead, the reference
+    path. Otherwise episodes go through the head ``head.eval_pairs // (Q * S)`` at a time to bound memory.
+    A head that reads class names needs ``text`` (from :func:`class_text`); its per-episode scorer is then a
     :class:`~fsar.runner.scoring.ByClassNames`, to which ``score_all`` also passes each chunk's class
     names [E, way], and the head gets their embeddings [E, way, text_dim] in label order.
     """
     if head.uses_class_text and text is None:
         raise CheckpointError(f"{name}: this head reads class names; pass their embeddings (class_text)")
+    if encoded and head.encodes_videos:
+        return encoded_scorer(head, device, name, lambda names: _names_kwargs(name, text, names, device))
     head = head.to(device).eval()
 
     def score(query: dict[str, NDArray[np.float32]], support: dict[str, NDArray[np.float32]],
@@ -262,9 +276,7 @@ def head_scorer(head: Head, device: torch.device, name: str, text: ClassText | N
         first = next(iter(query.values()))
         e, q, s = first.shape[0], first.shape[1], labels.shape[1]
         step = max(1, head.eval_pairs // (q * s))
-        if text is not None and class_names is None:
-            raise ValueError(f"{name}: the head reads class names; score through score_all, which passes them")
-        embedded = text_kwargs(text, class_names if class_names is not None else (), device)
+        embedded = _names_kwargs(name, text, class_names, device)
         parts = []
         # fp16 on CUDA, as in training; none on CPU, where bf16 is slower than fp32 for heads this small.
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,10 +33,25 @@ class ByClassNames:
     score: Callable[[Features, Features, NDArray[np.int64], int, NDArray[np.str_]], dict[str, NDArray[np.float32]]]
 
 
+@dataclass(frozen=True)
+class ByEncodedVideos:
+    """A scorer that encodes each video once (a learned head that splits its forward per video,
+    :mod:`fsar.runner.encoded`): :func:`score_all` calls ``encode(features, rows)`` once with the loaded
+    rows the episodes use, then ``score(table, query_rows [E, Q], support_rows [E, S], labels, way,
+    class_names [E, way])`` per chunk of episodes, with ``table`` what ``encode`` returned."""
+
+    encode: Callable[[Features, NDArray[np.int64]], Any]
+    score: Callable[[Any, NDArray[np.integer], NDArray[np.integer], NDArray[np.int64], int, NDArray[np.str_]],
+                    dict[str, NDArray[np.float32]]]
+
+
 def score_all(
-    fn: ComponentFn | ByClassNames, loaded: LoadedFeatures, episodes: EpisodeList, progress: bool, desc: str
+    fn: ComponentFn | ByClassNames | ByEncodedVideos, loaded: LoadedFeatures, episodes: EpisodeList, progress: bool,
+    desc: str,
 ) -> dict[str, NDArray[np.float32]]:
     """Component scores of every episode, [E, way*query, way] each."""
+    if isinstance(fn, ByEncodedVideos):
+        return _score_encoded(fn, loaded, episodes, progress, desc)
     per_episode = episodes.way * episodes.query * episodes.way * episodes.shot
     video_values = max(f[0].size for f in loaded.features.values())
     values = episodes.way * (episodes.query + episodes.shot) * video_values
@@ -53,6 +69,26 @@ def score_all(
             # A fresh copy, not the matcher's own array: that one is allocated among the chunk's large
             # temporaries, and keeping it pins the heap around them, so memory would grow by megabytes
             # with every chunk (gigabytes over 100,000 episodes); with the copy it stays flat.
+            parts.setdefault(name, []).append(np.array(scores, dtype=np.float32, copy=True))
+        bar.update(chunk.n_episodes)
+    bar.close()
+    return {name: np.concatenate(p) for name, p in parts.items()}
+
+
+def _score_encoded(fn: ByEncodedVideos, loaded: LoadedFeatures, episodes: EpisodeList, progress: bool, desc: str
+                   ) -> dict[str, NDArray[np.float32]]:
+    """:func:`score_all` for a scorer that encodes every video the episodes use once, then reads rows."""
+    table = fn.encode(loaded.features, np.unique(np.concatenate([episodes.query_idx.ravel(),
+                                                                 episodes.support_idx.ravel()])).astype(np.int64))
+    chunk_size = max(1, PAIRS_PER_CHUNK // (episodes.way * episodes.query * episodes.way * episodes.shot))
+    parts: dict[str, list[NDArray[np.float32]]] = {}
+    bar = tqdm(total=episodes.n_episodes, desc=desc, unit="ep", disable=not progress, leave=False)
+    for _, chunk in iter_chunks(episodes, chunk_size):
+        e, way, shot = chunk.support_idx.shape
+        labels = np.broadcast_to(np.repeat(np.arange(way), shot), (e, way * shot)).astype(np.int64)
+        scored = fn.score(table, chunk.query_idx.reshape(e, -1), chunk.support_idx.reshape(e, -1), labels,
+                          episodes.way, chunk.class_names)
+        for name, scores in scored.items():
             parts.setdefault(name, []).append(np.array(scores, dtype=np.float32, copy=True))
         bar.update(chunk.n_episodes)
     bar.close()

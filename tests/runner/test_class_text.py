@@ -77,9 +77,9 @@ class Spy:
     def __init__(self, class_names: Sequence[str], monkeypatch: pytest.MonkeyPatch) -> None:
         self.table = fake_embeddings(class_names)  # row = cache class index
         self.embedded: list[list[str]] = []
-        self.forward: list[tuple[bool, torch.Tensor]] = []  # (training, class_text [E, way, 384])
+        self.forward: list[tuple[bool, torch.Tensor]] = []  # per match call: (training, class_text [E, way, 384])
         self.loss_calls = self.batch_calls = 0
-        forward, loss, batch_loss = HCLHead.forward, HCLHead.loss, HCLHead.batch_loss
+        forward, match, loss, batch_loss = HCLHead.forward, HCLHead.match, HCLHead.loss, HCLHead.batch_loss
 
         def embed(names: Sequence[str]) -> torch.Tensor:
             self.embedded.append(list(names))
@@ -89,8 +89,14 @@ class Spy:
                         class_text: torch.Tensor | None = None) -> torch.Tensor:
             assert class_text is not None and class_text.shape == (labels.shape[0], way, TEXT_DIM)
             self.check(class_text, labels, support["rgb"])
-            self.forward.append((head.training, class_text.detach().clone()))
             return forward(head, query, support, labels, way, class_text)
+
+        # Every path reaches match: forward calls it, and evaluation calls it on videos encoded once.
+        def spy_match(head: HCLHead, query: Any, support: Any, labels: torch.Tensor, way: int,
+                      class_text: torch.Tensor | None = None, **more: Any) -> torch.Tensor:
+            assert class_text is not None and class_text.shape == (labels.shape[0], way, TEXT_DIM)
+            self.forward.append((head.training, class_text.detach().clone()))
+            return match(head, query, support, labels, way, class_text, **more)
 
         def spy_loss(head: HCLHead, query: Any, support: Any, labels: torch.Tensor, way: int,
                      query_labels: torch.Tensor, class_text: torch.Tensor | None = None) -> Any:
@@ -108,6 +114,7 @@ class Spy:
 
         monkeypatch.setitem(MATCHERS, "hcl", dataclasses.replace(get("hcl"), class_text=embed))
         monkeypatch.setattr(HCLHead, "forward", spy_forward)
+        monkeypatch.setattr(HCLHead, "match", spy_match)
         monkeypatch.setattr(HCLHead, "loss", spy_loss)
         monkeypatch.setattr(HCLHead, "batch_loss", spy_batch_loss)
 
