@@ -1,6 +1,6 @@
 """Run every benchmark and print Markdown tables; also written to ``benchmarks/last-run.md`` (overwritten).
 
-Usage: ``python -m benchmarks [--quick] [--only extract|eval|handover|kernels|startup|train] [--out PATH]``.
+Usage: ``python -m benchmarks [--quick] [--only NAME] [--out PATH]`` with NAME one of the keys of ``BENCHMARKS``.
 Every figure is compared with a baseline measured in the same run (backbone alone, the reference repositories' way), so
 the ratios hold on a noisy shared machine even when the absolute numbers do not.
 """
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import eval as eval_bench
-from benchmarks import extract, handover, kernels, startup
+from benchmarks import extract, handover, head_eval, kernels, startup, train_memory
 from benchmarks import train as train_bench
 from benchmarks._common import Table, machine_line
 
@@ -24,6 +24,8 @@ BENCHMARKS: dict[str, Callable[[bool], list[Table]]] = {
     "extract": extract.tables,
     "handover": handover.tables,
     "train": train_bench.tables,
+    "head_eval": head_eval.tables,
+    "train_memory": train_memory.tables,
     "startup": startup.tables,
 }
 # Not results.md: that file keeps the latest figures of every machine kind, curated by hand from such runs.

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import __main__ as bench
 from benchmarks import eval as eval_bench
-from benchmarks import extract, handover, kernels, startup
+from benchmarks import extract, handover, head_eval, kernels, startup, train_memory
 from benchmarks import train as train_bench
 from benchmarks._common import Table
 from fsar.datasets.catalog import load_dataset
@@ -91,6 +91,29 @@ def test_train_quick() -> None:
     tables = train_bench.tables(quick=True)
     _check(tables)
     assert {"ita", "tap", "trx"} <= {row[0] for row in tables[0].rows}
+
+
+def test_head_eval_quick() -> None:
+    tables = head_eval.tables(quick=True)
+    _check(tables)
+    assert len(tables[0].rows) == 4 and "same argmax: True" in tables[0].markdown()
+
+
+def test_train_memory_quick() -> None:
+    tables = train_memory.tables(quick=True)
+    _check(tables)
+    assert [(row[0], row[3]) for row in tables[0].rows] == [("ita", "stream"), ("ita", "memory"),
+                                                             ("hcl", "stream"), ("hcl", "memory")]
+
+
+def test_train_memory_cache_has_the_ssv2_full_ids(tmp_path: Path) -> None:
+    from fsar.cache.store import open_cache
+
+    lines = train_memory.split_lines()
+    assert [len(lines[s]) for s in ("train", "val", "test")] == [67_013, 1_926, 2_857]
+    cache = open_cache(train_memory.make_cache(tmp_path / "c.zarr", 4, limit=(2, 3)))
+    assert cache.ids.tolist() == [v for s in ("train", "val", "test") for v in train_memory.split_lines((2, 3))[s]]
+    assert cache.n_videos == 18 and cache.patches("rgb", [0]).shape == (1, 8, 16, 4)
 
 
 def test_main_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

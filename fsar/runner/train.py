@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from numpy.typing import NDArray
 from tqdm import tqdm
 
 from fsar._device import resolve_device
@@ -53,8 +51,17 @@ from fsar.runner.checkpoint import (
     save_checkpoint,
     text_kwargs,
 )
-from fsar.runner.features import LoadedFeatures, center_in_time, load_features, parse_modality
+from fsar.runner.features import LoadedFeatures, load_features, parse_modality
 from fsar.runner.scoring import episode_correct, score_all
+from fsar.runner.stream import (
+    Step,
+    open_features,
+    plan_epoch,
+    prefetched,
+    train_pool,
+    video_shape,
+    window_steps,
+)
 
 Echo = Callable[[str], None]
 
@@ -97,77 +104,6 @@ class TrainConfig:
             lr_decay_every=self.lr_decay_every if self.lr_decay_every is not None else defaults.lr_decay_every,
             lr_decay=self.lr_decay if self.lr_decay is not None else defaults.lr_decay,
         )
-
-
-@dataclass
-class _TrainSplit:
-    """Train-split features of every view, kept as float16 torch tensors: modality -> [N, V, T, (P,) D]."""
-
-    features: dict[str, torch.Tensor]
-    ids: list[str]
-    classes: list[str]
-    index: dict[str, int]
-    members: dict[str, NDArray[np.int64]]  # class name -> its rows, in sorted class order
-
-    @property
-    def n_views(self) -> int:
-        return next(iter(self.features.values())).shape[1]
-
-
-def _load_train(cache: FeatureCache, modalities: tuple[str, ...], patches: bool, center: bool) -> _TrainSplit:
-    ids, classes, _ = split_pool(cache, "train", modalities[0])
-    rows = cache.rows_for(ids)
-    views = range(1, cache.spec.views) if cache.spec.views > 1 else range(1)
-    features = {}
-    for m in modalities:
-        cache.require(m, patches=patches)
-        read = cache.patches if patches else cache.frames
-        stacked = np.stack([read(m, rows, view=v) for v in views], axis=1)  # [N, V', T, ...]
-        if center and m == "rgb":
-            stacked = center_in_time(stacked.reshape(-1, *stacked.shape[2:])).reshape(stacked.shape)
-        features[m] = torch.from_numpy(stacked)
-    class_of = np.asarray(classes)
-    members = {c: np.flatnonzero(class_of == c) for c in sorted(set(classes))}
-    return _TrainSplit(features, ids, classes, {v: i for i, v in enumerate(ids)}, members)
-
-
-def _epoch_batches(data: _TrainSplit, config: TrainConfig, epoch: int, per_step: int
-                   ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], NDArray[np.str_]]]:
-    """(query, support) features of each step's episodes, drawn with a seed of (seed, epoch), and their
-    class names [per_step, way] in label order."""
-    seed = int(np.random.SeedSequence([config.seed, epoch]).generate_state(1)[0])
-    episodes = draw_episodes(data.ids, data.classes, way=config.way, shot=config.shots, query=config.query,
-                             n=config.episodes_per_epoch, seed=seed, split="train")
-    pool = np.array([data.index[i] for i in episodes.ids.tolist()], dtype=np.int64)
-    rng = np.random.default_rng([config.seed, epoch, 1])
-    for start in range(0, episodes.n_episodes - per_step + 1, per_step):
-        chunk = episodes.slice(start, start + per_step)
-        query, support = (_gather(data, pool[idx.reshape(per_step, -1)], rng)
-                          for idx in (chunk.query_idx, chunk.support_idx))
-        yield query, support, chunk.class_names
-
-
-def _balanced_batch(data: _TrainSplit, rng: np.random.Generator, classes: int, per_class: int
-                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]:
-    """``classes`` x ``per_class`` videos (distinct where the class has enough), one random view each.
-
-    Returns (videos {m: [B, T, ..]}, labels [B] in 0..C-1, the name of each label's class [C]).
-    """
-    names = list(data.members)
-    picked = rng.choice(len(names), size=min(classes, len(names)), replace=False)
-    rows, labels = [], []
-    for k, c in enumerate(picked):
-        pool = data.members[names[c]]
-        rows.append(rng.choice(pool, size=per_class, replace=len(pool) < per_class))
-        labels += [k] * per_class
-    return _gather(data, np.concatenate(rows), rng), torch.tensor(labels), [names[c] for c in picked]
-
-
-def _gather(data: _TrainSplit, rows: NDArray[np.int64], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    views = torch.from_numpy(rng.integers(0, data.n_views, size=rows.shape))
-    r = torch.from_numpy(rows)
-    # The same view of a video for every modality: RGB and flow of one clip stay paired.
-    return {m: f[r, views].float() for m, f in data.features.items()}
 
 
 def _optimiser(head: Head, settings: TrainDefaults) -> torch.optim.Optimizer:
@@ -246,11 +182,14 @@ def last_path(out: str | Path) -> Path:
 
 def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_episodes: int = 300,
           val_path: Path | None = None, resume: bool = False, progress: bool = True,
-          echo: Echo = print, class_names: str | Path | None = None) -> Checkpoint:
+          echo: Echo = print, class_names: str | Path | None = None, stream: bool | None = None) -> Checkpoint:
     """Train ``config.matcher`` on the train split of the cache; returns the best checkpoint (also at ``out``).
 
     ``class_names``: a map of anonymised class names to real ones (``--class-names``), read only by heads that
     embed class names; its sha256 is kept in the checkpoint's ``train["class_names_sha256"]``.
+    ``stream``: read the train split's features from the cache step by step (True) or hold them in memory
+    (False); None streams a split larger than :data:`fsar.runner.stream.IN_MEMORY_BYTES`. Both give the same
+    weights.
     """
     info = get(config.matcher)
     if info.kind != "learned":
@@ -278,7 +217,10 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
     if resume and last_path(out).exists():
         start_epoch, best = _restore(last_path(out), best, head, optimiser, scaler)
         echo(f"resuming {config.matcher} after epoch {start_epoch} (best val {best.val_accuracy:.2f} %)")
-    data = _load_train(cache, modalities, info.needs_patches, config.center)
+    pool = train_pool(cache, modalities[0])
+    data = open_features(cache, pool, modalities, info.needs_patches, config.center, stream)
+    window = window_steps(_step_videos(head, config, settings),
+                          4 * len(modalities) * math.prod(video_shape(cache, info.needs_patches)))
     for note in training_notes(cache.spec.views, config, settings):
         echo(note)
     val_list = _val_episodes(cache, config, val_path, val_episodes)
@@ -287,7 +229,9 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
     for epoch in range(start_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
         desc = f"epoch {epoch}/{config.epochs}" + ("" if math.isnan(accuracy) else f" (last val {accuracy:.1f} %)")
-        loss = _run_epoch(head, data, text, config, epoch, settings, optimiser, scaler, device, progress and desc)
+        steps = prefetched(plan_epoch(pool, config, epoch, _per_step(config, settings), head.balanced_batch),
+                           data, window)
+        loss = _run_epoch(head, steps, text, config, epoch, settings, optimiser, scaler, device, progress and desc)
         accuracy = _validate(head, val, val_list, device, text)
         entry = {"epoch": float(epoch), "loss": loss, "val_accuracy": accuracy,
                  "seconds": time.perf_counter() - started}
@@ -302,28 +246,36 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
     return best
 
 
-def _run_epoch(head: Head, data: _TrainSplit, text: ClassText | None, config: TrainConfig, epoch: int,
+def _per_step(config: TrainConfig, settings: TrainDefaults) -> int:
+    return min(settings.tasks_per_step, config.episodes_per_epoch)
+
+
+def _step_videos(head: Head, config: TrainConfig, settings: TrainDefaults) -> int:
+    """Videos one optimiser step reads: its episodes' and its balanced batch's."""
+    batch = math.prod(head.balanced_batch) if head.balanced_batch is not None else 0
+    return _per_step(config, settings) * config.way * (config.shots + config.query) + batch
+
+
+def _run_epoch(head: Head, batches: Iterator[Step], text: ClassText | None, config: TrainConfig, epoch: int,
                settings: TrainDefaults, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                device: torch.device, progress: str | bool) -> float:
     """One epoch of optimiser steps; the mean loss. ``progress``: the progress bar's label, or False."""
-    per_step = min(settings.tasks_per_step, config.episodes_per_epoch)
+    per_step = _per_step(config, settings)
     steps = config.episodes_per_epoch // per_step
     targets = episode_targets(config.way, config.query, per_step, device)
     labels = torch.arange(config.way, device=device).repeat_interleave(config.shots).expand(per_step, -1)
-    batch_rng = np.random.default_rng([config.seed, epoch, 2])
     head.train()
     total, parts_sum = 0.0, dict[str, float]()
-    bar = tqdm(_epoch_batches(data, config, epoch, per_step), total=steps, desc=str(progress), unit="step",
-               disable=not progress, leave=False)
-    for i, (query, support, names) in enumerate(bar, 1):
+    bar = tqdm(batches, total=steps, desc=str(progress), unit="step", disable=not progress, leave=False)
+    for i, (query, support, names, batch) in enumerate(bar, 1):
         _set_lr(optimiser, settings, (epoch - 1) * config.episodes_per_epoch + (i - 1) * per_step)
         query = {m: x.to(device, non_blocking=True) for m, x in query.items()}
         support = {m: x.to(device, non_blocking=True) for m, x in support.items()}
         optimiser.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
             loss, parts = head.loss(query, support, labels, config.way, targets, **text_kwargs(text, names, device))
-            if head.balanced_batch is not None:
-                videos, video_labels, picked = _balanced_batch(data, batch_rng, *head.balanced_batch)
+            if batch is not None:
+                videos, video_labels, picked = batch
                 extra, extra_parts = head.batch_loss({m: x.to(device) for m, x in videos.items()},
                                                      video_labels.to(device), **text_kwargs(text, picked, device))
                 loss, parts = loss + extra, parts | extra_parts

@@ -6,7 +6,6 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,7 +14,7 @@ from fsar.episodes import save_episodes
 from fsar.episodes.pool import episodes_for
 from fsar.runner.checkpoint import CheckpointError, build_head, load_checkpoint, save_checkpoint, variant
 from fsar.runner.evaluate import EvalRun, evaluate
-from fsar.runner.train import TrainConfig, _balanced_batch, _load_train, last_path, train
+from fsar.runner.train import TrainConfig, last_path, train
 
 # The layout of the cache the tests train on (tests/conftest.py, build_nuisance_cache), checked below.
 T, D, PER_CLASS = 4, 16, 6
@@ -140,25 +139,6 @@ def test_variant_names_the_changed_hyperparameters(toy: Path, tmp_path: Path) ->
     ckpt = train(_config(epochs=1, params={"hidden": "32", "loss": "ce"}), toy, tmp_path / "v.pt",
                  val_episodes=10, progress=False, echo=_quiet)
     assert variant(ckpt) == "hidden=32,loss=ce"
-
-
-def test_training_views_and_balanced_batches(toy: Path) -> None:
-    cache = open_cache(toy)
-    data = _load_train(cache, ("rgb",), patches=False, center=False)
-    # view 0 (the test view) is never trained on
-    assert data.features["rgb"].shape == (SPLITS["train"] * PER_CLASS, 1, T, D)
-    np.testing.assert_array_equal(data.features["rgb"][:, 0].numpy(), cache.frames("rgb", cache.rows_for(data.ids),
-                                                                                    view=1))
-    videos, labels, names = _balanced_batch(data, np.random.default_rng(0), classes=5, per_class=3)
-    assert videos["rgb"].shape == (15, T, D)
-    assert torch.equal(labels, torch.arange(5).repeat_interleave(3))
-    classes = np.asarray(data.classes)
-    rows = [int(np.flatnonzero((data.features["rgb"][:, 0] == v).all(dim=(1, 2)).numpy())[0])
-            for v in videos["rgb"]]
-    picked = classes[rows].reshape(5, 3)
-    assert all(len(set(group)) == 1 for group in picked)  # one class per group
-    assert len({group[0] for group in picked}) == 5  # distinct classes
-    assert list(names) == [group[0] for group in picked]
 
 
 def test_step_decay_of_the_learning_rate() -> None:
