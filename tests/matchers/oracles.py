@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,18 +37,19 @@ def dtw_brute_force(c: NDArray[np.floating]) -> float:
     return min(sum(float(c[i, j]) for i, j in path) for path in _dtw_paths(*c.shape))
 
 
-def otam_reference(c: NDArray[np.floating]) -> float:
-    """OTAM exactly as docs/methods.md (section otam) writes it, on the full zero-padded L x (M+2) matrix."""
+def otam_reference(c: NDArray[np.floating], smin: Callable[..., float] = min) -> float:
+    """OTAM exactly as docs/methods.md (section otam) writes it, on the full zero-padded L x (M+2) matrix;
+    ``smin`` replaces every min of the recursion (a soft-min gives OTAM's training relaxation)."""
     n, m = c.shape
     p = np.pad(np.asarray(c, dtype=np.float64), ((0, 0), (1, 1)))
     acc = np.zeros_like(p)
     for j in range(1, m + 2):
         acc[0, j] = p[0, j] + acc[0, j - 1]
     for i in range(1, n):
-        acc[i, 1] = p[i, 1] + min(acc[i - 1, 0], acc[i - 1, 1], acc[i, 0])
+        acc[i, 1] = p[i, 1] + smin(acc[i - 1, 0], acc[i - 1, 1], acc[i, 0])
         for j in range(2, m + 1):
-            acc[i, j] = p[i, j] + min(acc[i - 1, j - 1], acc[i, j - 1])
-        acc[i, m + 1] = min(acc[i - 1, m], acc[i - 1, m + 1], acc[i, m])
+            acc[i, j] = p[i, j] + smin(acc[i - 1, j - 1], acc[i, j - 1])
+        acc[i, m + 1] = smin(acc[i - 1, m], acc[i - 1, m + 1], acc[i, m])
     return float(acc[n - 1, m + 1])
 
 

@@ -165,23 +165,10 @@ def test_zoom_in_checks_arguments() -> None:
 
 
 def _soft_otam_reference(c: np.ndarray, lam: float) -> float:
-    """otam_reference with every min replaced by -λ logsumexp(-x/λ) (scipy), on the padded matrix."""
+    """otam_reference with every min replaced by -λ logsumexp(-x/λ) (scipy)."""
     from scipy.special import logsumexp
 
-    def smin(*xs: float) -> float:
-        return float(-lam * logsumexp(-np.array(xs) / lam))
-
-    n, m = c.shape
-    p = np.pad(np.asarray(c, dtype=np.float64), ((0, 0), (1, 1)))
-    acc = np.zeros_like(p)
-    for j in range(1, m + 2):
-        acc[0, j] = p[0, j] + acc[0, j - 1]
-    for i in range(1, n):
-        acc[i, 1] = p[i, 1] + smin(acc[i - 1, 0], acc[i - 1, 1], acc[i, 0])
-        for j in range(2, m + 1):
-            acc[i, j] = p[i, j] + smin(acc[i - 1, j - 1], acc[i, j - 1])
-        acc[i, m + 1] = smin(acc[i - 1, m], acc[i - 1, m + 1], acc[i, m])
-    return float(acc[n - 1, m + 1])
+    return otam_reference(c, smin=lambda *xs: float(-lam * logsumexp(-np.array(xs) / lam)))
 
 
 @pytest.mark.parametrize("lam", [0.1, 1.0, 5.0])
