@@ -30,6 +30,8 @@ def test_eval_quick() -> None:
     tables = eval_bench.tables(quick=True)
     _check(tables)
     assert len(tables[0].rows) == 5  # otam, km x 1-shot, 5-shot, and otam with one OpenBLAS thread
+    stage = next(t for t in tables if t.title.startswith("Similarity stage"))
+    assert len(stage.rows) == 2  # 1-shot and 5-shot, each against the same run's large matmul
 
 
 def test_extract_quick() -> None:

@@ -104,6 +104,8 @@ def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: 
              seed: int, checkpoint: Path | None, class_names: Path | None, allow_other_cache: bool, device: str,
              params: tuple[str, ...], out: Path | None, as_json: bool, quiet: bool, workspace: Path | None) -> None:
     """Score matchers on fixed test episodes and write one result record per run."""
+    from fsar._device import resolve_device
+    from fsar.runner.distributed import process_group
     from fsar.runner.evaluate import EvalPlan, run_plan
 
     check_matcher_name(matcher_name)  # before any cache or list is read
@@ -115,8 +117,9 @@ def eval_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots: 
                     workspace=workspace_dir(workspace), out=out, checkpoint=checkpoint,
                     allow_other_cache=allow_other_cache, device=device, params=name_values(params),
                     class_names=class_names)
-    for line in run_plan(plan, progress=not quiet, as_json=as_json, warn=lambda text: click.echo(text, err=True)):
-        click.echo(line)
+    with process_group(resolve_device(device)):  # under torchrun: each rank scores a share of the episodes
+        for line in run_plan(plan, progress=not quiet, as_json=as_json, warn=lambda text: click.echo(text, err=True)):
+            click.echo(line)
 
 
 def check_fits_list(episodes_file: Path, shots: str, way: int) -> None:

@@ -69,11 +69,14 @@ def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots:
 
     Training episodes are drawn from the train split (a new seeded draw every epoch, videos in their
     augmented views when the cache has them); a fixed val-split list picks the best epoch. Resumable:
-    run the same command again after an interruption. Evaluate with
+    run the same command again after an interruption. Several GPUs or machines: `torchrun ... -m fsar train
+    ...` shares each step's episodes among the processes (same schedule, same weights). Evaluate with
     `fsar eval --matcher NAME --checkpoint OUT`.
     """
+    from fsar._device import resolve_device
     from fsar.cache.store import open_cache
     from fsar.report.plot import plot_history
+    from fsar.runner.distributed import process_group
     from fsar.runner.train import TrainConfig, describe_params, train
 
     if list_params:
@@ -89,8 +92,11 @@ def train_cmd(matcher_name: str, cache: Path | None, dataset: str | None, shots:
     spec = open_cache(cache_path).spec
     out = out or checkpoint_path(ws, spec.dataset, spec.backbone, matcher_name, shots)
     val_path = val_episodes_path(ws, spec.dataset, way, shots, val_episodes, seed, spec.split_set)
-    ckpt = train(config, cache_path, out, val_episodes=val_episodes, val_path=val_path, resume=resume,
-                 progress=not quiet, echo=click.echo, class_names=class_names)
+    with process_group(resolve_device(device)) as world:  # under torchrun: each rank takes a share of each step
+        ckpt = train(config, cache_path, out, val_episodes=val_episodes, val_path=val_path, resume=resume,
+                     progress=not quiet, echo=click.echo, class_names=class_names)
+    if not world.main:
+        return
     curve = plot_history(ckpt.history, out.with_suffix(".png"), title=f"{matcher_name}, {way}-way {shots}-shot")
     click.echo(f"best: epoch {ckpt.epoch}, val {ckpt.val_accuracy:.2f} %  -> {out}  (curve: {curve})")
     click.echo(f"evaluate: fsar eval --matcher {matcher_name} --checkpoint {out} --shots {shots} --cache {cache_path}")

@@ -14,7 +14,7 @@ from fsar.matchers.similarity import F32, Labels, Videos, class_scores, pair_sco
 CHAMFER = "Barrow et al., Parametric correspondence and chamfer matching, IJCAI 1977"
 
 
-@register("chamfer", kind="parameter-free", paper=CHAMFER)
+@register("chamfer", kind="parameter-free", paper=CHAMFER, frame_cosines_only=True)
 def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Chamfer similarity of frame sets, mean over the K shots.
 

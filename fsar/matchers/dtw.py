@@ -21,7 +21,7 @@ def pair_distance(query: Videos, support: Videos) -> NDArray[np.floating]:
     return pair_scores(query, support, kernels.dtw, cost=True)
 
 
-@register("dtw", kind="parameter-free", paper=DTW)
+@register("dtw", kind="parameter-free", paper=DTW, frame_cosines_only=True)
 def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Negated DTW distance on 1 - cosine, averaged over the K shots.
 

@@ -78,7 +78,7 @@ def score_multimodal(
     return fuse(component_scores(query, support, support_labels, way), weights)
 
 
-@register("jmm", kind="parameter-free", paper=TSJM, components=component_scores)
+@register("jmm", kind="parameter-free", paper=TSJM, components=component_scores, frame_cosines_only=True)
 def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Joint OTAM + KM matching on one stream (equal weights after per-episode z-normalisation).
 

@@ -27,7 +27,7 @@ def pair_similarity(query: Videos, support: Videos) -> NDArray[np.floating]:
     return pair_scores(query, support, matched_similarity)
 
 
-@register("km", kind="parameter-free", paper=TSJM)
+@register("km", kind="parameter-free", paper=TSJM, frame_cosines_only=True)
 def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Sum of frame cosine similarities under the maximum-weight matching, mean over the K shots.
 

@@ -46,6 +46,10 @@ class MatcherInfo:
     # Embeds class names ``(names) -> [len(names), dim] tensor`` for a head that reads them
     # (``Head.uses_class_text``); None: the matcher never reads class names.
     class_text: Callable[[Sequence[str]], Any] | None = None
+    # True when the score reads the features only through the frame cosines of each (query, support) pair
+    # (fsar.matchers.similarity.pair_scores / frame_similarity): the evaluator then gathers those cosines
+    # from a table of the list's videos and does not copy each episode's features.
+    frame_cosines_only: bool = False
 
 
 MATCHERS: dict[str, MatcherInfo] = {}
@@ -60,11 +64,12 @@ def register(
     needs_patches: bool = False,
     components: Callable[..., dict[str, Any]] | None = None,
     class_text: Callable[[Sequence[str]], Any] | None = None,
+    frame_cosines_only: bool = False,
 ) -> Callable[[F], F]:
     """Decorator adding a matcher to :data:`MATCHERS`; a duplicate name is an error.
 
-    ``components`` and ``class_text`` declare what the evaluator and the trainer need beyond ``score``
-    (see :class:`MatcherInfo`): nothing outside the registry names a matcher.
+    ``components``, ``class_text`` and ``frame_cosines_only`` declare what the evaluator and the trainer
+    need beyond ``score`` (see :class:`MatcherInfo`): nothing outside the registry names a matcher.
     """
     if kind not in ("parameter-free", "learned"):
         raise ValueError(f"unknown matcher kind {kind!r}")
@@ -83,6 +88,7 @@ def register(
             summary=doc[0] if doc else "",
             components=components,
             class_text=class_text,
+            frame_cosines_only=frame_cosines_only,
         )
         return obj
 

@@ -16,11 +16,19 @@ the frame-similarity matrix of every pair); the matcher's own module only says w
 
 Batched products go through ``torch.bmm``: numpy's stacked ``matmul`` runs one small GEMM at a time,
 30-50x slower on batches of episode-sized matrices (benchmarks/eval.py measures it).
+
+Evaluation scores many episodes drawn from one fixed set of N videos, so a (query, support) pair of
+videos recurs thousands of times. :class:`VideoFrames` holds the N videos' frames L2-normalised once
+and, when it fits, the cosine of every frame pair of every two videos ([N, N, T, T], one large GEMM);
+inside :func:`indexed_frames`, arrays registered as rows of it are recognised by :func:`frame_similarity`
+and :func:`pair_scores`, which then gather the T x T blocks instead of multiplying features again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -32,7 +40,9 @@ __all__ = [
     "check_episode",
     "class_prototypes",
     "class_scores",
+    "VideoFrames",
     "frame_similarity",
+    "indexed_frames",
     "l2_normalize",
     "pair_scores",
     "pairwise_cosine",
@@ -101,8 +111,12 @@ def frame_similarity(query: NDArray[np.floating], support: NDArray[np.floating])
     """Frame-to-frame cosine similarity of every (query, support) pair of an episode batch.
 
     query: [E, Q, T1, D], support: [E, S, T2, D] -> [E, Q, S, T1, T2] float32 (C-contiguous),
-    computed as one batched GEMM on L2-normalised frames.
+    computed as one batched GEMM on L2-normalised frames (or gathered from a :class:`VideoFrames`
+    table when both are registered rows of it).
     """
+    indexed = _indexed_blocks(query, support, cost=False)
+    if indexed is not None:
+        return indexed
     with torch.inference_mode():
         sim = _cosine_blocks(query, support, query.shape[2], support.shape[2])
         return _finite(sim.permute(0, 1, 3, 2, 4).contiguous().numpy())
@@ -206,6 +220,11 @@ def pair_scores(query: Videos, support: Videos, kernel: Kernel, *, cost: bool = 
     per matrix). ``kernel`` takes the batch [E*Q*S, T1, T2] at once (the kernels of
     :mod:`fsar.matchers.kernels` run it in parallel); ``cost=True`` hands it 1 - cosine instead.
     """
+    indexed = _indexed_blocks(query, support, cost=cost)
+    if indexed is not None:  # already 1 - cosine when cost: fresh blocks, converted in place
+        e, q, s, t1, t2 = indexed.shape
+        values = kernel(indexed.reshape(e * q * s, t1, t2))
+        return values.reshape(e, q, s, *values.shape[1:])
     sim = frame_similarity(query, support)
     e, q, s, t1, t2 = sim.shape
     flat = sim.reshape(e * q * s, t1, t2)
@@ -244,3 +263,120 @@ def class_scores(
     if prototypes:
         return compare(query, class_prototypes(support, labels, way)).astype(np.float32)
     return shot_mean(compare(query, support), labels, way)
+
+
+# --- per-video frames of an evaluation, gathered instead of recomputed --------------------------------------------
+
+# Largest cosine table [N, N, T, T] float32 built; above it, normalised frames are multiplied per episode.
+TABLE_BYTES = 256 * 2**20
+_TABLE_ROWS = 64  # videos per GEMM while building the table: bounds the temporary to a slice of it
+
+
+class VideoFrames:
+    """Frame features of the N videos of an evaluation, [N, T, D], L2-normalised once.
+
+    :meth:`blocks` gives the frame cosines [E, Q, S, T, T] of episodes given by row indices. The cosine
+    table of all N x N video pairs is built on first use, when it fits ``table_bytes`` and costs no
+    more GEMM work than the ``pairs`` (query, support) pairs expected (the same video pairs recur across
+    episodes); otherwise each call multiplies the gathered normalised frames episode by episode.
+    """
+
+    def __init__(self, videos: NDArray[np.floating], pairs: int, table_bytes: int | None = None) -> None:
+        n, t = videos.shape[:2]
+        budget = TABLE_BYTES if table_bytes is None else table_bytes
+        self.n, self.t = n, t
+        self.use_table = n * n * t * t * 4 <= budget and n * n <= pairs
+        self._videos: NDArray[np.floating] | None = videos
+        self._unit: torch.Tensor | None = None
+        self._table: F32 | None = None
+
+    @property
+    def unit(self) -> torch.Tensor:
+        """[N, T, D] float32 frames at unit L2 norm, computed on first use (a matcher may never ask)."""
+        if self._unit is None:
+            assert self._videos is not None
+            with torch.inference_mode():
+                self._unit = _normalized(self._videos)
+        return self._unit
+
+    def table(self) -> F32:
+        """[N * N, T * T]: row a * N + b holds cos(frame i of a, frame j of b) at i * T + j."""
+        if self._table is None:
+            n, t = self.n, self.t
+            flat = self.unit.reshape(n * t, -1)
+            out = torch.empty((n, n, t, t), dtype=torch.float32)
+            with torch.inference_mode():
+                # cos(a_i, b_j) = cos(b_j, a_i): each block row is multiplied with the videos from its own
+                # start on only, and the transposed blocks fill the rest (half the GEMM work)
+                for start in range(0, n, _TABLE_ROWS):
+                    stop = min(n, start + _TABLE_ROWS)
+                    dots = torch.mm(flat[start * t:stop * t], flat[start * t:].T).view(stop - start, t, n - start, t)
+                    out[start:stop, start:] = dots.permute(0, 2, 1, 3)
+                    out[start:, start:stop] = dots.permute(2, 0, 3, 1)
+            self._table = out.view(n * n, t * t).numpy()
+            if self.use_table:  # every later call reads the table
+                self._videos = self._unit = None
+        return self._table
+
+    def blocks(self, query_rows: NDArray[np.integer], support_rows: NDArray[np.integer], cost: bool) -> F32:
+        """Cosines (``cost``: 1 - cosine) of rows [E, Q] x rows [E, S] -> [E, Q, S, T, T], a fresh array."""
+        qr, sr = np.asarray(query_rows, np.int64), np.asarray(support_rows, np.int64)
+        e, nq, ns, t = qr.shape[0], qr.shape[1], sr.shape[1], self.t
+        if self.use_table:
+            # numpy, not torch: single-threaded copies stay fast when the cores are shared
+            out = np.take(self.table(), (qr[:, :, None] * self.n + sr[:, None, :]).ravel(), axis=0)
+        else:
+            with torch.inference_mode():
+                q = self.unit[torch.from_numpy(qr.ravel())].view(e, nq * t, -1)
+                s = self.unit[torch.from_numpy(sr.ravel())].view(e, ns * t, -1)
+                dots = torch.bmm(q, s.transpose(1, 2)).view(e, nq, t, ns, t)
+                out = dots.permute(0, 1, 3, 2, 4).contiguous().numpy()
+        if cost:
+            np.subtract(1.0, out, out=out)
+        return _finite(out.reshape(e, nq, ns, t, t))
+
+
+class FrameIndex:
+    """Arrays known to be ``VideoFrames`` rows: ``add(array, frames, rows)``, keyed by the array object itself."""
+
+    def __init__(self) -> None:
+        # The arrays are kept referenced, so their ids cannot be reused by other arrays while registered.
+        self._known: dict[int, tuple[NDArray[np.floating], VideoFrames, NDArray[np.integer]]] = {}
+
+    def add(self, array: NDArray[np.floating], frames: VideoFrames, rows: NDArray[np.integer]) -> None:
+        self._known[id(array)] = (array, frames, rows)
+
+    def clear(self) -> None:
+        self._known.clear()
+
+    def lookup(self, array: object) -> tuple[VideoFrames, NDArray[np.integer]] | None:
+        entry = self._known.get(id(array))
+        return None if entry is None or entry[0] is not array else (entry[1], entry[2])
+
+
+_INDEX: ContextVar[FrameIndex | None] = ContextVar("fsar_frame_index", default=None)
+
+
+@contextmanager
+def indexed_frames() -> Iterator[FrameIndex]:
+    """Within the block, :func:`frame_similarity` and :func:`pair_scores` gather the cosines of registered arrays.
+
+    Registering promises that the array holds exactly the frames of those rows (unchanged until
+    :meth:`FrameIndex.clear`); any other input, e.g. prototypes or frame means derived from it, is computed.
+    """
+    index = FrameIndex()
+    token = _INDEX.set(index)
+    try:
+        yield index
+    finally:
+        _INDEX.reset(token)
+
+
+def _indexed_blocks(query: object, support: object, cost: bool) -> F32 | None:
+    index = _INDEX.get()
+    if index is None:
+        return None
+    q, s = index.lookup(query), index.lookup(support)
+    if q is None or s is None or q[0] is not s[0]:
+        return None
+    return q[0].blocks(q[1], s[1], cost)

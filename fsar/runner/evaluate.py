@@ -2,6 +2,9 @@
 
 A plan (``fsar eval``) runs matchers x shots over fixed episode lists; each run reads its features
 through :mod:`fsar.runner.features`, scores through :mod:`fsar.runner.scoring` and writes one record.
+
+Under torchrun each rank scores a contiguous share of the list's episodes and every rank receives all the scores
+(:mod:`fsar.runner.distributed`), so the record is the one a single process writes; rank 0 writes it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from fsar.episodes.pool import coverage, ensure_episodes, episodes_for, split_po
 from fsar.matchers.fusion import PAPER, dropped_label, fuse
 from fsar.matchers.registry import MatcherInfo, get, load_all
 from fsar.report.results import Record, file_sha256, fsar_version, make_record, record_to_json, write_record
+from fsar.runner import distributed
 from fsar.runner.checkpoint import (
     build_head,
     check_fits,
@@ -83,6 +87,8 @@ def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
     info = get(run.matcher)
     cache = open_cache(cache_path)
     episodes = load_episodes(episodes_path)
+    world = distributed.current()
+    progress = progress and world.main
     start = time.perf_counter()
     if info.kind == "learned":
         scores, params, modality = _score_learned(run, cache, episodes, progress, memo)
@@ -96,7 +102,8 @@ def evaluate(run: EvalRun, cache_path: str | Path, episodes_path: str | Path, *,
         cache_sha256=cache.content_hash(), episodes_path=str(episodes_path),
         episodes_sha256=file_sha256(episodes_path), correct=episode_correct(scores, episodes), seconds=seconds,
         checkpoint=None if run.checkpoint is None else str(run.checkpoint),
-        extra={"backbone": cache.spec.backbone, "patches": cache.spec.patches},
+        extra={"backbone": cache.spec.backbone, "patches": cache.spec.patches}
+        | ({"world_size": world.size} if world.size > 1 else {}),  # how it ran, not what the numbers depend on
         provenance=_provenance(cache, episodes, modality, run.center),
     )
 
@@ -129,8 +136,10 @@ def _score_parameter_free(run: EvalRun, info: MatcherInfo, cache: FeatureCache, 
     if info.needs_flow and "flow" not in modalities:
         raise EpisodeError(f"matcher {run.matcher!r} needs flow features: use --modality rgb+flow")
     fn = _components_fn(info)
-    loaded = load_once(memo, cache, episodes, modalities, info.needs_patches, run.center)
-    components = score_all(fn, loaded, episodes, progress, run.matcher)
+    mine = _share(episodes)
+    loaded = load_once(memo, cache, mine, modalities, info.needs_patches, run.center)
+    scored = score_all(fn, loaded, mine, progress, run.matcher, frame_cosines_only=info.frame_cosines_only)
+    components = distributed.gather_rows(scored, distributed.current())
     params: dict[str, Any] = {}
     if len(components) > 1:
         weights, params["weights_from"] = _fusion_weights(run, cache, episodes, fn, info, modalities, progress)
@@ -164,9 +173,11 @@ def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
     head = build_head(ckpt)
     # every class name of the list, embedded once
     text = class_text(run.matcher, head, episodes.classes.tolist(), run.class_names)
-    loaded = load_once(memo, cache, episodes, ckpt.modalities, ckpt.patches, ckpt.center)
+    mine = _share(episodes)
+    loaded = load_once(memo, cache, mine, ckpt.modalities, ckpt.patches, ckpt.center)
     fn = head_scorer(head, resolve_device(run.device), run.matcher, text)
-    scores = score_all(fn, loaded, episodes, progress, run.matcher)[run.matcher]
+    scores = distributed.gather_rows(score_all(fn, loaded, mine, progress, run.matcher),
+                                     distributed.current())[run.matcher]
     params: dict[str, Any] = {
         "checkpoint": str(run.checkpoint), "checkpoint_sha256": file_sha256(run.checkpoint),
         "epoch": ckpt.epoch, "val_accuracy": ckpt.val_accuracy, "config": ckpt.config,
@@ -181,6 +192,21 @@ def _score_learned(run: EvalRun, cache: FeatureCache, episodes: EpisodeList,
     return scores, params, modality
 
 
+def _share(episodes: EpisodeList) -> EpisodeList:
+    """This process's episodes: all of them, or under torchrun its rank's contiguous share.
+
+    The share keeps the list's vocabulary, so each rank reads the features of every video of the list (a test
+    split is small) and a memo of the list stays valid; the scoring is what is split.
+    """
+    world = distributed.current()
+    if world.size == 1:
+        return episodes
+    if episodes.n_episodes < world.size:
+        raise EpisodeError(f"{episodes.n_episodes} episodes cannot be shared by {world.size} processes")
+    part = world.part(episodes.n_episodes)
+    return episodes.slice(part.start, part.stop)
+
+
 def _fusion_weights(run: EvalRun, cache: FeatureCache, episodes: EpisodeList, fn: ComponentFn, info: MatcherInfo,
                     modalities: tuple[str, ...], progress: bool) -> tuple[dict[str, float], str]:
     """The weights of the components and where they come from: given (``--weights``), ``paper`` (every
@@ -190,10 +216,10 @@ def _fusion_weights(run: EvalRun, cache: FeatureCache, episodes: EpisodeList, fn
         return dict(run.weights), "given"
     if run.weights == PAPER or len(modalities) == 1:
         return {}, "paper" if run.weights == PAPER else "equal"
-    return _weights_on_val(run, cache, episodes, fn, info.needs_patches, modalities, progress), "val"
+    return _weights_on_val(run, cache, episodes, fn, info, modalities, progress), "val"
 
 
-def _weights_on_val(run: EvalRun, cache: FeatureCache, test: EpisodeList, fn: ComponentFn, patches: bool,
+def _weights_on_val(run: EvalRun, cache: FeatureCache, test: EpisodeList, fn: ComponentFn, info: MatcherInfo,
                     modalities: tuple[str, ...], progress: bool) -> dict[str, float]:
     # A small val split may hold fewer classes than the test way: choose weights at the largest way it has.
     n_val_classes = len(set(split_pool(cache, "val")[1]))
@@ -203,8 +229,9 @@ def _weights_on_val(run: EvalRun, cache: FeatureCache, test: EpisodeList, fn: Co
     except EpisodeError as err:
         raise EpisodeError(f"choosing fusion weights needs validation episodes ({err}); "
                            f"or give the weights with --weights") from err
-    loaded = load_features(cache, val, modalities, patches, run.center)
-    return choose_weights(score_all(fn, loaded, val, progress, "val weights"), val)
+    loaded = load_features(cache, val, modalities, info.needs_patches, run.center)
+    scored = score_all(fn, loaded, val, progress, "val weights", frame_cosines_only=info.frame_cosines_only)
+    return choose_weights(scored, val)
 
 
 def summary_line(record: Record) -> str:
@@ -276,14 +303,17 @@ def run_plan(plan: EvalPlan, *, progress: bool = True, as_json: bool = False,
     Notes (skipped matchers, a partial pool, fusion warnings) are yielded as lines too, or handed to ``warn``
     when given with ``as_json`` (so that stdout holds only JSON records).
     """
-    for line in _run_plan(plan, progress, as_json):
+    world = distributed.current()
+    for line in _run_plan(plan, progress and world.main, as_json, world):
+        if not world.main:  # every rank scores; rank 0 alone reports
+            continue
         if warn is not None and as_json and not line.startswith("{"):
             warn(line)
         else:
             yield line
 
 
-def _run_plan(plan: EvalPlan, progress: bool, as_json: bool) -> Iterator[str]:
+def _run_plan(plan: EvalPlan, progress: bool, as_json: bool, world: distributed.World) -> Iterator[str]:
 
     cache = open_cache(plan.cache)
     if plan.checkpoint is None:
@@ -305,8 +335,10 @@ def _run_plan(plan: EvalPlan, progress: bool, as_json: bool) -> Iterator[str]:
         tag = f"custom{plan.n_episodes}" if custom else plan.protocol
         path = episodes_path(plan.workspace, dataset=cache.spec.dataset, split_set=cache.spec.split_set, split="test",
                              way=plan.way, shot=shot, query=query or 1, protocol=tag, seed=plan.seed)
-        ensure_episodes(path, cache, split="test", way=plan.way, shot=shot, seed=plan.seed, protocol=plan.protocol,
-                        query=query if custom else None, n=plan.n_episodes if custom else None)
+        with distributed.main_first(world):  # rank 0 draws and writes a missing list; the others read it
+            ensure_episodes(path, cache, split="test", way=plan.way, shot=shot, seed=plan.seed,
+                            protocol=plan.protocol, query=query if custom else None,
+                            n=plan.n_episodes if custom else None)
         lists.append(path)
     # Workspace lists are drawn from the test split; a given list says its own (read once here, for its header).
     split = load_episodes(plan.episodes).split if plan.episodes is not None else "test"
@@ -320,7 +352,8 @@ def _run_plan(plan: EvalPlan, progress: bool, as_json: bool) -> Iterator[str]:
                           checkpoint=plan.checkpoint, allow_other_cache=plan.allow_other_cache, device=plan.device,
                           params=plan.params, class_names=plan.class_names)
             record = evaluate(run, plan.cache, ep_path, progress=progress, memo=memo)
-            write_record(out, record)
+            if world.main:
+                write_record(out, record)
             yield record_to_json(record) if as_json else summary_line(record)
             warning = fusion_warning(record)
             if warning:

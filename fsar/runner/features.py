@@ -96,10 +96,20 @@ class Gatherer:
         torch.index_select(source, 0, rows, out=out)
         return out.numpy().reshape(*index.shape, *source.shape[1:])
 
-    def episode_inputs(self, chunk: EpisodeList) -> tuple[Features, Features, NDArray[np.int64]]:
+    def placeholder(self, modality: str, index: NDArray[np.integer]) -> NDArray[np.float32]:
+        """An array shaped like ``gather(modality, _, index)`` that holds no memory: NaN everywhere, read-only."""
+        shape = (*index.shape, *self.features[modality].shape[1:])
+        nan = np.full(1, np.nan, dtype=np.float32)
+        return np.lib.stride_tricks.as_strided(nan, shape, (0,) * len(shape), writeable=False)
+
+    def episode_inputs(self, chunk: EpisodeList, placeholders: bool = False
+                       ) -> tuple[Features, Features, NDArray[np.int64]]:
+        """Query [E, way*query, ...] and support [E, way*shot, ...] features per modality, and support labels;
+        ``placeholders``: :meth:`placeholder` arrays instead of the features."""
         e, way, shot = chunk.support_idx.shape
-        query = {m: self.gather(m, "query", chunk.query_idx.reshape(e, -1)) for m in self.features}
-        support = {m: self.gather(m, "support", chunk.support_idx.reshape(e, -1)) for m in self.features}
+        take = (lambda m, _, i: self.placeholder(m, i)) if placeholders else self.gather
+        query = {m: take(m, "query", chunk.query_idx.reshape(e, -1)) for m in self.features}
+        support = {m: take(m, "support", chunk.support_idx.reshape(e, -1)) for m in self.features}
         labels = np.broadcast_to(np.repeat(np.arange(way), shot), (e, way * shot)).astype(np.int64)
         return query, support, labels
 

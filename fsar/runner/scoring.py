@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from fsar.episodes import EpisodeList, iter_chunks
 from fsar.matchers.fusion import fuse
+from fsar.matchers.similarity import VideoFrames, indexed_frames
 from fsar.runner.features import Features, Gatherer, LoadedFeatures
 
 ComponentFn = Callable[[Features, Features, NDArray[np.int64], int], dict[str, NDArray[np.float32]]]
@@ -47,32 +48,81 @@ class ByEncodedVideos:
 
 def score_all(
     fn: ComponentFn | ByClassNames | ByEncodedVideos, loaded: LoadedFeatures, episodes: EpisodeList, progress: bool,
-    desc: str,
+    desc: str, *, frame_cosines_only: bool = False,
 ) -> dict[str, NDArray[np.float32]]:
-    """Component scores of every episode, [E, way*query, way] each."""
+    """Component scores of every episode, [E, way*query, way] each.
+
+    ``frame_cosines_only``: the matcher declares (at registration) that it reads the features only through
+    the frame cosines of each pair; it then gets placeholder features (no per-episode copies) and the
+    cosines are gathered from a table of the list's videos.
+    """
     if isinstance(fn, ByEncodedVideos):
         return _score_encoded(fn, loaded, episodes, progress, desc)
     per_episode = episodes.way * episodes.query * episodes.way * episodes.shot
     video_values = max(f[0].size for f in loaded.features.values())
     values = episodes.way * (episodes.query + episodes.shot) * video_values
-    chunk_size = max(1, min(PAIRS_PER_CHUNK // per_episode, VALUES_PER_CHUNK // values))
+    scorer = _ChunkScorer(fn, loaded, episodes.n_episodes * per_episode, frame_cosines_only)
     parts: dict[str, list[NDArray[np.float32]]] = {}
     bar = tqdm(total=episodes.n_episodes, desc=desc, unit="ep", disable=not progress, leave=False)
-    gatherer = Gatherer(loaded)
-    for _, chunk in iter_chunks(episodes, chunk_size):
-        query, support, labels = gatherer.episode_inputs(chunk)
-        if isinstance(fn, ByClassNames):
-            scored = fn.score(query, support, labels, episodes.way, chunk.class_names)
-        else:
-            scored = fn(query, support, labels, episodes.way)
-        for name, scores in scored.items():
+    start = 0
+    while start < episodes.n_episodes:
+        # Gathered features bound the chunk, unless the matcher has been seen not to read them.
+        bound = PAIRS_PER_CHUNK // per_episode if not scorer.reads else VALUES_PER_CHUNK // values
+        stop = min(episodes.n_episodes, start + max(1, min(PAIRS_PER_CHUNK // per_episode, bound)))
+        chunk = episodes.slice(start, stop)
+        for name, scores in scorer(chunk).items():
             # A fresh copy, not the matcher's own array: that one is allocated among the chunk's large
             # temporaries, and keeping it pins the heap around them, so memory would grow by megabytes
             # with every chunk (gigabytes over 100,000 episodes); with the copy it stays flat.
             parts.setdefault(name, []).append(np.array(scores, dtype=np.float32, copy=True))
         bar.update(chunk.n_episodes)
+        start = stop
     bar.close()
     return {name: np.concatenate(p) for name, p in parts.items()}
+
+
+def video_frames(loaded: LoadedFeatures, pairs: int) -> dict[str, VideoFrames]:
+    """Per modality, the loaded frame features ([N, T, D]; not patches) normalised once for the whole list."""
+    return {m: VideoFrames(f, pairs) for m, f in loaded.features.items() if f.ndim == 3}
+
+
+class _ChunkScorer:
+    """Scores chunks of episodes; for a parameter-free matcher, through the frame cosines of :class:`VideoFrames`.
+
+    The gathered inputs are registered in :func:`indexed_frames`, so that matchers comparing frames by cosine
+    gather precomputed blocks. A matcher registered with ``frame_cosines_only`` never reads the feature values,
+    and copying every episode's features would cost more than all of its scoring: it gets placeholders (NaN,
+    no memory) instead. Should such a matcher read them after all, its scores come out NaN, and that is
+    refused rather than scored.
+    """
+
+    def __init__(self, fn: ComponentFn | ByClassNames, loaded: LoadedFeatures, pairs: int,
+                 frame_cosines_only: bool) -> None:
+        self.fn, self.gatherer = fn, Gatherer(loaded)
+        # Learned heads compute their own similarities: only parameter-free matchers read the frame index.
+        self.frames = {} if isinstance(fn, ByClassNames) else video_frames(loaded, pairs)
+        self.reads = not (frame_cosines_only and self.frames)  # does fn get the feature values?
+
+    def __call__(self, chunk: EpisodeList) -> dict[str, NDArray[np.float32]]:
+        if self.reads:
+            return self._score(chunk, *self.gatherer.episode_inputs(chunk))
+        with np.errstate(all="ignore"):
+            scored = self._score(chunk, *self.gatherer.episode_inputs(chunk, placeholders=True))
+        if not all(np.isfinite(v).all() for v in scored.values()):
+            raise RuntimeError("a matcher registered with frame_cosines_only read the feature values (its scores "
+                               "are NaN on placeholder features): drop frame_cosines_only from its registration")
+        return scored
+
+    def _score(self, chunk: EpisodeList, query: Features, support: Features, labels: NDArray[np.int64]
+               ) -> dict[str, NDArray[np.float32]]:
+        e = chunk.n_episodes
+        with indexed_frames() as index:
+            for m, videos in self.frames.items():
+                index.add(query[m], videos, chunk.query_idx.reshape(e, -1))
+                index.add(support[m], videos, chunk.support_idx.reshape(e, -1))
+            if isinstance(self.fn, ByClassNames):
+                return self.fn.score(query, support, labels, chunk.way, chunk.class_names)
+            return self.fn(query, support, labels, chunk.way)
 
 
 def _score_encoded(fn: ByEncodedVideos, loaded: LoadedFeatures, episodes: EpisodeList, progress: bool, desc: str

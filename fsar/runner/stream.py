@@ -111,6 +111,14 @@ def plan_epoch(pool: TrainPool, config: TrainConfig, epoch: int, per_step: int,
         yield StepPlan(query, support, chunk.class_names, batch)
 
 
+def take_episodes(plans: Iterable[StepPlan], part: slice) -> Iterator[StepPlan]:
+    """Episodes ``part`` of every step: one rank's share under torchrun. The balanced batch is not split: every
+    rank reads it whole (its loss is not a mean over episodes)."""
+    for p in plans:
+        yield StepPlan(Draw(p.query.rows[part], p.query.views[part]), Draw(p.support.rows[part], p.support.views[part]),
+                       p.names[part], p.batch)
+
+
 def balanced_draw(pool: TrainPool, rng: np.random.Generator, classes: int, per_class: int
                   ) -> tuple[Draw, torch.Tensor, list[str]]:
     """``classes`` x ``per_class`` videos (distinct where the class has enough), one random view each.

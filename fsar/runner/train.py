@@ -8,6 +8,10 @@ optimiser and RNG state) at ``<out>.last``, from which ``resume`` continues exac
 so a resumed run gives the same weights as an uninterrupted one. No backbone runs: a CPU trains the
 heads on the synthetic data in minutes.
 
+Under torchrun each rank trains on its share of every step's episodes and the gradients are summed over the
+ranks (:mod:`fsar.runner.distributed`): the same seeded schedule and, up to float summation order, the same
+weights as one process. Rank 0 validates and writes the checkpoints while the others wait.
+
 A head that reads class names (:attr:`Head.uses_class_text`) gets the embeddings of each episode's classes
 (and of the balanced batch's), taken from one table of the cache's class names embedded before training.
 """
@@ -41,6 +45,7 @@ from fsar.matchers.head import (
     train_origins,
 )
 from fsar.matchers.registry import get
+from fsar.runner import distributed
 from fsar.runner.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -58,6 +63,7 @@ from fsar.runner.stream import (
     open_features,
     plan_epoch,
     prefetched,
+    take_episodes,
     train_pool,
     video_shape,
     window_steps,
@@ -189,8 +195,12 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
     embed class names; its sha256 is kept in the checkpoint's ``train["class_names_sha256"]``.
     ``stream``: read the train split's features from the cache step by step (True) or hold them in memory
     (False); None streams a split larger than :data:`fsar.runner.stream.IN_MEMORY_BYTES`. Both give the same
-    weights.
+    weights. In a process group (torchrun) every rank calls this and returns the same checkpoint; only rank 0
+    prints, validates and writes.
     """
+    world = distributed.current()
+    if not world.main:
+        echo, progress = _quiet, False
     info = get(config.matcher)
     if info.kind != "learned":
         raise CheckpointError(f"{config.matcher!r} is parameter-free: evaluate it directly with fsar eval")
@@ -213,37 +223,60 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
     best = _new_checkpoint(config, cache, head, head_config, modalities, info.needs_patches, settings)
     if text is not None and text.mapping_sha256 is not None:  # which names the weights were trained on
         best.train["class_names_sha256"] = text.mapping_sha256
+    best.train["world_size"] = world.size
+    per_step = _per_step(config, settings)
+    if per_step < world.size:
+        raise CheckpointError(f"{world.size} processes share each step's {per_step} episodes: raise "
+                              f"--tasks-per-step to at least {world.size}")
     start_epoch = 0
     if resume and last_path(out).exists():
         start_epoch, best = _restore(last_path(out), best, head, optimiser, scaler)
         echo(f"resuming {config.matcher} after epoch {start_epoch} (best val {best.val_accuracy:.2f} %)")
+    distributed.broadcast_module(head, world)
     pool = train_pool(cache, modalities[0])
     data = open_features(cache, pool, modalities, info.needs_patches, config.center, stream)
     window = window_steps(_step_videos(head, config, settings),
                           4 * len(modalities) * math.prod(video_shape(cache, info.needs_patches)))
     for note in training_notes(cache.spec.views, config, settings):
         echo(note)
-    val_list = _val_episodes(cache, config, val_path, val_episodes)
-    val = load_features(cache, val_list, modalities, info.needs_patches, config.center)
+    validate = _validator(cache, config, val_path, val_episodes, modalities, info.needs_patches, text, device, world)
     accuracy = best.val_accuracy
     for epoch in range(start_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
         desc = f"epoch {epoch}/{config.epochs}" + ("" if math.isnan(accuracy) else f" (last val {accuracy:.1f} %)")
-        steps = prefetched(plan_epoch(pool, config, epoch, _per_step(config, settings), head.balanced_batch),
-                           data, window)
-        loss = _run_epoch(head, steps, text, config, epoch, settings, optimiser, scaler, device, progress and desc)
-        accuracy = _validate(head, val, val_list, device, text)
+        plans = plan_epoch(pool, config, epoch, per_step, head.balanced_batch)
+        steps = prefetched(take_episodes(plans, world.part(per_step)), data, window)
+        loss = _run_epoch(head, steps, text, config, epoch, settings, optimiser, scaler, device, progress and desc,
+                          world)
+        accuracy = distributed.broadcast_float(validate(head), world, device)
         entry = {"epoch": float(epoch), "loss": loss, "val_accuracy": accuracy,
                  "seconds": time.perf_counter() - started}
         improved = not accuracy <= best.val_accuracy  # NaN (no epoch yet) counts as improved
         if improved:
             best = dataclasses.replace(best, state_dict=_cpu_state(head), epoch=epoch, val_accuracy=accuracy)
         best = dataclasses.replace(best, history=[*best.history, entry])
-        save_checkpoint(best, out)  # the best weights with the history so far
-        save_checkpoint(_last_state(best, head, epoch, optimiser, scaler), last_path(out))
+        if world.main:
+            save_checkpoint(best, out)  # the best weights with the history so far
+            save_checkpoint(_last_state(best, head, epoch, optimiser, scaler), last_path(out))
+        distributed.barrier(world)  # no rank starts the next epoch (or returns) before the files are written
         echo(f"epoch {epoch}/{config.epochs}  loss {loss:.4f}  val {accuracy:.2f} %"
              + ("  (best, saved)" if improved else "") + f"  {entry['seconds']:.0f} s")
     return best
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _validator(cache: FeatureCache, config: TrainConfig, path: Path | None, n: int, modalities: tuple[str, ...],
+               patches: bool, text: ClassText | None, device: torch.device, world: distributed.World
+               ) -> Callable[[Head], float]:
+    """The val accuracy of a head on the fixed val list: rank 0 scores it (NaN elsewhere, replaced by rank 0's)."""
+    if not world.main:
+        return lambda _: math.nan
+    episodes = _val_episodes(cache, config, path, n)
+    val = load_features(cache, episodes, modalities, patches, config.center)
+    return lambda head: _validate(head, val, episodes, device, text)
 
 
 def _per_step(config: TrainConfig, settings: TrainDefaults) -> int:
@@ -258,12 +291,18 @@ def _step_videos(head: Head, config: TrainConfig, settings: TrainDefaults) -> in
 
 def _run_epoch(head: Head, batches: Iterator[Step], text: ClassText | None, config: TrainConfig, epoch: int,
                settings: TrainDefaults, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               device: torch.device, progress: str | bool) -> float:
-    """One epoch of optimiser steps; the mean loss. ``progress``: the progress bar's label, or False."""
+               device: torch.device, progress: str | bool, world: distributed.World) -> float:
+    """One epoch of optimiser steps; the mean loss. ``progress``: the progress bar's label, or False.
+
+    ``batches`` hold this rank's share of each step's episodes; the loss of a step (and the gradient) is the
+    sum over the ranks of :func:`_shared_loss`, i.e. one process's loss over all the step's episodes.
+    """
     per_step = _per_step(config, settings)
     steps = config.episodes_per_epoch // per_step
-    targets = episode_targets(config.way, config.query, per_step, device)
-    labels = torch.arange(config.way, device=device).repeat_interleave(config.shots).expand(per_step, -1)
+    mine = len(range(per_step)[world.part(per_step)])
+    targets = episode_targets(config.way, config.query, mine, device)
+    labels = torch.arange(config.way, device=device).repeat_interleave(config.shots).expand(mine, -1)
+    params = [p for p in head.parameters() if p.requires_grad]
     head.train()
     total, parts_sum = 0.0, dict[str, float]()
     bar = tqdm(batches, total=steps, desc=str(progress), unit="step", disable=not progress, leave=False)
@@ -274,25 +313,38 @@ def _run_epoch(head: Head, batches: Iterator[Step], text: ClassText | None, conf
         optimiser.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
             loss, parts = head.loss(query, support, labels, config.way, targets, **text_kwargs(text, names, device))
+            extra = None
             if batch is not None:
                 videos, video_labels, picked = batch
                 extra, extra_parts = head.batch_loss({m: x.to(device) for m, x in videos.items()},
                                                      video_labels.to(device), **text_kwargs(text, picked, device))
-                loss, parts = loss + extra, parts | extra_parts
-        if not torch.isfinite(loss):
-            raise CheckpointError(f"loss became {float(loss)} at epoch {epoch}, step {i}: lower --lr")
+                parts = parts | extra_parts
+            loss = _shared_loss(loss, extra, mine / per_step, world)
+        step_loss = distributed.sum_value(loss, world)  # the same on every rank, so all of them stop together
+        if not math.isfinite(step_loss):
+            raise CheckpointError(f"loss became {step_loss} at epoch {epoch}, step {i}: lower --lr")
         scaler.scale(loss).backward()
+        distributed.sum_gradients(params, world)  # before unscaling and clipping, which then see the whole step
         if settings.clip_norm:
             scaler.unscale_(optimiser)
             torch.nn.utils.clip_grad_norm_(head.parameters(), settings.clip_norm)
         scaler.step(optimiser)
         scaler.update()
-        total += float(loss.detach())
+        total += step_loss
         for k, v in parts.items():
             parts_sum[k] = parts_sum.get(k, 0.0) + v
         bar.set_postfix(loss=f"{total / i:.4f}", **{k: f"{v / i:.3f}" for k, v in parts_sum.items() if k != "loss"})
     bar.close()
     return total / max(1, steps)
+
+
+def _shared_loss(episodes: torch.Tensor, batch: torch.Tensor | None, share: float, world: distributed.World
+                 ) -> torch.Tensor:
+    """This rank's part of a step's loss: its episodes' mean loss weighted by its share of the step's episodes,
+    plus 1/W of the balanced batch's loss (every rank computes it on the same batch). One process: the loss."""
+    if world.size == 1:
+        return episodes if batch is None else episodes + batch
+    return episodes * share + (0.0 if batch is None else batch / world.size)
 
 
 def _set_lr(optimiser: torch.optim.Optimizer, settings: TrainDefaults, episodes_done: int) -> None:
@@ -332,7 +384,7 @@ def _restore(path: Path, fresh: Checkpoint, head: Head, optimiser: torch.optim.O
         raise CheckpointError(f"{path} holds no training state to resume from")
     same = ("matcher", "config", "modalities", "cache_sha256", "center", "dims", "frames")
     differs = [k for k in same if getattr(last, k) != getattr(fresh, k)]
-    keep = ("epochs", "device", "amp")
+    keep = ("epochs", "device", "amp", "world_size")  # any number of processes continues a run
     differs += [k for k, v in fresh.train.items() if k not in keep and last.train.get(k) != v]
     if differs:
         raise CheckpointError(f"cannot resume {path}: it was trained with other settings ({', '.join(differs)}); "
