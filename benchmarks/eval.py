@@ -19,7 +19,7 @@ classes x 20 videos) and fixed lists of 5-way episodes with 1 query per class (t
 - peak RSS of 10,000 vs 100,000 1-shot ``proto`` episodes, each in a fresh subprocess
   (its own ``VmHWM``); goal: equal within 10 % (episodes are scored in chunks).
 
-Goals: end to end >= 20x faster than the reference way; 10,000 5-way 5-shot otam episodes <= 10 s.
+Goals: end to end >= 20x faster than the reference way; 10,000 5-way 5-shot otam episodes <= 2 s of scoring.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from fsar.runner.evaluate import EvalRun, evaluate
 
 T, D, WAY = 8, 2048, 5
 CLASSES, PER_CLASS = 24, 20
-SPEEDUP_GOAL, OTAM_5SHOT_GOAL_S, RSS_TOLERANCE = 20.0, 10.0, 0.10
+SPEEDUP_GOAL, OTAM_5SHOT_GOAL_S, RSS_TOLERANCE = 20.0, 2.0, 0.10
 GEMM_SHARE_GOAL = 0.5  # similarity stage's rate (per-pair FLOPs it replaces) vs one large matmul
 
 
@@ -177,7 +177,7 @@ def end_to_end(cache: Path, lists: dict[int, Path], feats: NDArray[np.float16], 
     table = Table(f"Evaluation end to end: {sizes.episodes:,} episodes, {WAY}-way, 1 query/class, T={T}, "
                   f"D={sizes.dim}",
                   ["matcher", "shot", "fsar s (scoring s)", f"reference way s (from {sizes.reference} episodes)",
-                   "speed-up", f"goal >= {SPEEDUP_GOAL:.0f}x", f"goal <= {OTAM_5SHOT_GOAL_S:.0f} s (otam 5-shot)",
+                   "speed-up", f"goal >= {SPEEDUP_GOAL:.0f}x", f"goal <= {OTAM_5SHOT_GOAL_S:.0f} s scoring (otam 5)",
                    "accuracy (chance 20 %)"])
     refs = {}
     for matcher in ("otam", "km"):
@@ -186,13 +186,13 @@ def end_to_end(cache: Path, lists: dict[int, Path], feats: NDArray[np.float16], 
                     for _ in range(sizes.repeats)]
             wall, record = min(runs, key=lambda r: r[0])
             ref = refs[matcher, shot] = reference_seconds(matcher, feats, ids, path, sizes.reference) * sizes.episodes
-            budget = verdict(wall <= OTAM_5SHOT_GOAL_S) if (matcher, shot) == ("otam", 5) else "-"
+            budget = verdict(record.seconds <= OTAM_5SHOT_GOAL_S) if (matcher, shot) == ("otam", 5) else "-"
             table.add(matcher, shot, f"{wall:.2f} ({record.seconds:.2f})", f"{ref:,.0f}", ratio(ref, wall),
                       verdict(wall * SPEEDUP_GOAL <= ref), budget, f"{record.accuracy:.1f} %")
     child = child_run(cache, lists[5], "otam", {"OPENBLAS_NUM_THREADS": "1"})
     ref, wall = refs["otam", 5], child["wall"]
     table.add("otam, OpenBLAS 1 thread", 5, f"{wall:.2f} ({child['seconds']:.2f})", f"{ref:,.0f}", ratio(ref, wall),
-              verdict(wall * SPEEDUP_GOAL <= ref), verdict(wall <= OTAM_5SHOT_GOAL_S), "-")
+              verdict(wall * SPEEDUP_GOAL <= ref), verdict(child["seconds"] <= OTAM_5SHOT_GOAL_S), "-")
     table.notes += [
         "fsar s: wall time of one evaluate() call (open cache, read features and list, score, record), best of "
         f"{sizes.repeats}; scoring s: the part evaluate() records",
@@ -310,8 +310,9 @@ def peak_rss(cache: Path, ids: list[str], classes: list[str], scratch: Path, siz
                   verdict(abs(mb / first - 1) <= RSS_TOLERANCE))
     table.notes.append("peak resident set (VmHWM) of the child process, which imports fsar (torch, numba, zarr; torch "
                        "alone is about 700 MB) and calls evaluate() once")
-    table.notes.append(f"matcher {sizes.rss_matcher}: the chunked scoring loop is the same for every matcher, and "
-                       "100,000 otam episodes take too long on 2 shared cores at the current GEMM speed")
+    table.notes.append(f"matcher {sizes.rss_matcher}: it reads its features, so every chunk copies them (the path "
+                       "whose memory could grow with the episodes); cosine-only matchers hold one table whose size "
+                       "follows the list's videos, not its episodes")
     return table
 
 
