@@ -6,13 +6,17 @@ EfficientNet-Lite0 width), 2,000 5-way 1-shot episodes with 1 query per class (1
 20,000 encodings on the per-episode path). Both paths go through ``score_all`` with the same head
 (``head_scorer(..., encoded=False)`` is the per-episode path); the per-episode path is timed on the first
 ``--subset`` episodes and extrapolated to the list, the encoded path runs the whole list (its one-off
-encoding included). The scores of the subset are compared between the paths.
+encoding included). The scores of the subset are compared between the paths. The notes give the machine's
+float32 GEMM rate and the GEMM work of both paths, which bound their ratio: the encoder's per video, the
+patch cosines of the matching per episode. Two threads on shared cores slow both paths unevenly: run it on an
+otherwise idle machine (``uptime``).
 Run: ``python -m benchmarks --only head_eval`` (or ``python -m benchmarks.head_eval``).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 import numpy as np
 import torch
@@ -43,6 +47,27 @@ def _setup(classes: int, per_class: int, episodes: int, grid: int, dim: int
     return head.eval(), LoadedFeatures({"rgb": features}), listing
 
 
+def _gemm_gflops(n: int = 2048, repeats: int = 3) -> float:
+    """The machine's float32 GEMM rate (best of ``repeats`` n x n products): what bounds both paths."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def _flops(grid: int, dim: int) -> tuple[float, float]:
+    """GEMM FLOPs of HCL's encoder per video (attention projections, feed-forward, T·P tokens) and of one
+    episode's matching (the patch cosines of its Q x S pairs, (T·P)² each)."""
+    tokens, mlp = T * grid * grid, HCLConfig().mlp_ratio
+    encode = 2 * tokens * (4 + 2 * mlp) * dim**2 + 4 * tokens**2 * dim
+    match = 2 * (WAY * QUERY) * (WAY * SHOT) * tokens**2 * dim
+    return encode, match
+
+
 def tables(quick: bool, subset: int = 100) -> list[Table]:
     classes, per_class, n, grid, dim = (6, 4, 20, 2, 64) if quick else (24, 12, 2000, 4, 1280)
     subset = min(subset, n) if not quick else 5
@@ -66,6 +91,9 @@ def tables(quick: bool, subset: int = 100) -> list[Table]:
               f"{sub_s:.1f}", f"{1e3 * sub_s / subset:.1f}", ratio(per_s, sub_s))
     table.add(f"encoded once, all {n:,} episodes", f"{n:,}", f"{used:,}", f"{enc_s:.1f}",
               f"{1e3 * enc_s / n:.1f}", ratio(per_full, enc_s))
+    gflops = _gemm_gflops()
+    encode, match = _flops(grid, dim)
+    bound = n * (WAY * (SHOT + QUERY) * encode + match) / (used * encode + n * match)
     diff = float(np.abs(per_scores - sub_scores).max())
     same = bool(np.array_equal(per_scores.argmax(-1), sub_scores.argmax(-1)))
     table.notes += [
@@ -74,6 +102,9 @@ def tables(quick: bool, subset: int = 100) -> list[Table]:
         f"per-episode path timed on {subset:,} episodes and extrapolated linearly to {n:,}; the encoded path "
         f"runs all {n:,} (encoding included)",
         f"scores of the first {subset:,} episodes: max |difference| {diff:.2e}, same argmax: {same}",
+        f"GEMM rate {gflops:.0f} GFLOP/s (float32 2048² product); GEMM work: encoder {encode / 1e9:.2f} GFLOP per "
+        f"video, matching {match / 1e9:.2f} GFLOP per episode: at that rate the encoded path takes at least "
+        f"{(used * encode + n * match) / gflops / 1e9:.0f} s, and at equal rates it is at most {bound:.0f}x faster",
         f"goal: encoded >= {GOAL:.0f}x faster on the whole list: "
         f"{verdict(per_full / enc_s >= GOAL) if not quick else 'not judged at --quick sizes'}",
     ]

@@ -1,7 +1,7 @@
 """HCL (Zheng, Chen, Jin: Few-shot Action Recognition with Hierarchical Matching and Contrastive Learning,
 ECCV 2022) as a learned head on cached patch features [.., T, P, D] (P = n x n adaptive-pooled cells).
 
-Implemented (the pure functions live in :mod:`fsar.matchers._hcl_losses`):
+Implemented (the pure functions live in :mod:`fsar.matchers._hcl_losses` and :mod:`fsar.matchers._hcl_match`):
 
 - video encoder (Sec. 3.1): one pre-norm transformer block (joint space-time self-attention over the
   T·P patch tokens, GELU feed-forward) with a space-time position embedding added to the tokens; patch
@@ -37,7 +37,8 @@ frames): the head has no parameters and :meth:`HCLHead.forward` equals :func:`fs
 Per video and per episode (:meth:`HCLHead.encode_videos` / :meth:`HCLHead.match`): the position embedding,
 the transformer block and the clip MLP read one video each (joint space-time attention runs over the T·P
 tokens of that video only), so the cues 𝒫, f, x, 𝒞 are per video; the semantic attention (it reads the
-episode's class names) and the zoom-in matching of every (query, support) pair are per episode.
+episode's class names) and the zoom-in matching of every (query, support) pair are per episode. The codes are
+L2-normalised (with each patch's norm, which the semantic attention reads), so that matching takes dot products.
 
 Class names are not part of the matcher contract, so forward/loss/batch_loss take an optional ``class_text``
 of name embeddings (:func:`class_text_embeddings`) indexed by the labels they are given, required with
@@ -60,16 +61,12 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from fsar.matchers._hcl_losses import (
     Encoded,
-    Zoom,
     clip_tuples,
-    cycle_loss,
-    gather_frames,
+    cycle_terms,
     identity_encode,
-    positive_pairs,
-    semantic_attention,
     supervised_contrastive,
-    zoom_in,
 )
+from fsar.matchers._hcl_match import Cues, Zoom, normalized_cues, zoom_in
 
 # Re-exported: the text encoder is reached as hcl.class_text_embeddings (registration), hcl._minilm (its cache).
 from fsar.matchers._hcl_text import TEXT_ENCODER_MISSING as TEXT_ENCODER_MISSING
@@ -266,7 +263,7 @@ class HCLHead(Head):
     # Table 4: the zoom-in levels are chosen at test time on one trained model (they change no parameter).
     eval_params = frozenset({"levels"})
     # An episode's videos pass the transformer block (MLP activations: T·P tokens x 4D per video) and each
-    # pair holds T²P² + T'·(L·P)² patch cosines (~30k floats at P = 16): 10 five-way one-shot episodes.
+    # pair holds T²P² patch cosines (16k floats at P = 16): 10 five-way one-shot episodes.
     eval_pairs = 256
 
     def __init__(self, dims: Mapping[str, int], frames: int, config: HCLConfig | None = None) -> None:
@@ -292,11 +289,12 @@ class HCLHead(Head):
         return self.encoder(patches)
 
     def patch_logits(self, query_patches: torch.Tensor, support_labels: torch.Tensor,
-                     class_text: torch.Tensor | None) -> torch.Tensor | None:
+                     class_text: torch.Tensor | None, norms: torch.Tensor | None = None) -> torch.Tensor | None:
         """p W e_ŷ / √d of Eq. 5 for every query patch and the class ŷ of every support.
 
         query_patches [E, Q, T, P, D], support_labels [E, S], class_text [E, way, text_dim] ->
-        [E, Q, S, T, P]; None when ``text_encoder="none"`` (α = 1).
+        [E, Q, S, T, P]; None when ``text_encoder="none"`` (α = 1). ``norms`` [E, Q, T, P]: the patches'
+        norms when ``query_patches`` are unit vectors (p = |p| p̂).
         """
         if self.text_projection is None:
             return None
@@ -305,26 +303,34 @@ class HCLHead(Head):
         e, q, t, p, d = query_patches.shape
         keys = self.text_projection(class_text.to(query_patches.dtype))  # W e_y: [E, way, D]
         logits = torch.einsum("eqtpd,ewd->eqwtp", query_patches, keys) / math.sqrt(d)
+        if norms is not None:
+            logits = logits * norms[:, :, None]
         index = support_labels.long()[:, None, :, None, None].expand(e, q, -1, t, p)
         return logits.gather(2, index)
 
-    def _zoom(self, query: Encoded, support: Encoded, patch_logits: torch.Tensor | None,
+    def _zoom(self, query: Cues, support: Cues, patch_logits: torch.Tensor | None,
               levels: tuple[str, ...]) -> Zoom:
         cfg = self.config
         return zoom_in(query, support, top_clips=cfg.top_clips, top_patches=cfg.top_patches, levels=levels,
                        patch_logits=patch_logits)
 
     def encode_videos(self, videos: Features) -> VideoCodes:
-        """The per-video part: the encoder's cues (Sec. 3.1) of every video, {m: [E, N, T, P, D]} ->
-        {"patches": [E, N, T, P, D], "frames": [E, N, T, D], "global": [E, N, D], "clips": [E, N, N_c, D]}."""
+        """The per-video part: the encoder's cues (Sec. 3.1) of every video, L2-normalised, {m: [E, N, T, P, D]}
+        -> {"patches": [E, N, T, P, D], "global": [E, N, D], "clips": [E, N, N_c, D]}, with the patches'
+        norms "patch_norms" [E, N, T, P] when the semantic attention reads them."""
         enc = self.encode(single_stream(videos))
-        return {"patches": enc.patches, "frames": enc.frames, "global": enc.global_, "clips": enc.clips}
+        norms = enc.patches.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # as F.normalize
+        codes = {"patches": enc.patches / norms, "global": F.normalize(enc.global_, dim=-1, eps=1e-8),
+                 "clips": F.normalize(enc.clips, dim=-1, eps=1e-8)}
+        if self.uses_class_text:
+            codes["patch_norms"] = norms[..., 0]
+        return codes
 
-    def _cues(self, codes: VideoCodes) -> Encoded:
-        """:class:`Encoded` from :meth:`encode_videos`'s output (the clip tuples are shared by all videos)."""
-        t = codes["frames"].shape[-2]
-        tuples = clip_tuples(t, min(self.config.clip_length, t)).to(codes["frames"].device)
-        return Encoded(codes["patches"], codes["frames"], codes["global"], codes["clips"], tuples)
+    def _cues(self, codes: VideoCodes) -> Cues:
+        """:class:`Cues` from :meth:`encode_videos`'s output (the clip tuples are shared by all videos)."""
+        t = codes["patches"].shape[-3]
+        tuples = clip_tuples(t, min(self.config.clip_length, t)).to(codes["patches"].device)
+        return Cues(codes["patches"], codes["global"], codes["clips"], tuples)
 
     def forward(self, query: Features, support: Features, support_labels: torch.Tensor, way: int,
                 class_text: torch.Tensor | None = None) -> torch.Tensor:
@@ -338,7 +344,8 @@ class HCLHead(Head):
         matching Φ (Eq. 2-6) of every pair, mean over each class's shots -> [E, Q, way]."""
         levels = self.config.levels
         q, s = self._cues(query), self._cues(support)
-        logits = self.patch_logits(q.patches, support_labels, class_text) if "s" in levels else None
+        norms = query.get("patch_norms")
+        logits = self.patch_logits(q.patches, support_labels, class_text, norms) if "s" in levels else None
         phi = functools.reduce(torch.add, self._zoom(q, s, logits, levels).scores.values())  # Eq. 6
         return shot_mean(phi, support_labels, way)
 
@@ -371,35 +378,11 @@ class HCLHead(Head):
         text = None if class_text is None else class_text[None]
         enc = self.encode(patches[None])  # leading dims [1, B]: the batch is matched against itself
         logits = self.patch_logits(enc.patches, labels[None], text) if {"s", "sc"} & {*wanted} else None
-        zoom = self._zoom(enc, enc, logits, levels)
+        cues = normalized_cues(enc)
+        zoom = self._zoom(cues, cues, logits, levels)
         parts = {k: supervised_contrastive(zoom.scores[k][0], labels, cfg.temperature) for k in LEVELS if k in wanted}
         if cycles:
-            parts |= self._cycle_terms(enc, zoom, labels, logits, wanted)
+            parts |= cycle_terms(enc, zoom.clips, zoom.partners, labels, logits, wanted, cfg.cycle_temperature)
         weight = {"g": cfg.lambda_g, "t": cfg.lambda_t, "tc": cfg.lambda_t, "s": cfg.lambda_s, "sc": cfg.lambda_s}
         total = functools.reduce(torch.add, [weight[k] * v for k, v in parts.items()])
         return total, {k: float(v.detach()) for k, v in parts.items()}
-
-    def _cycle_terms(self, enc: Encoded, zoom: Zoom, labels: torch.Tensor, logits: torch.Tensor | None,
-                     wanted: list[str]) -> dict[str, torch.Tensor]:
-        """L_tc (Eq. 9) and L_sc (Eq. 10) over the ordered same-class pairs (v_i, v_j) of the batch.
-
-        enc: the batch's cues with leading dims [1, B]; zoom: its matching (picked clip pairs [1, B, B, T']);
-        logits [1, B, B, T, P] for α (None: α = 1).
-        """
-        i, j = positive_pairs(labels)
-        if zoom.clips is None or zoom.partners is None or i.numel() == 0:  # no same-class pair: no cycle
-            return {k: enc.global_.new_zeros(()) for k in ("tc", "sc") if k in wanted}
-        clips, partners = zoom.clips[0, i, j], zoom.partners[0, i, j]  # [n, T']
-        tau, out = self.config.cycle_temperature, {}
-        if "tc" in wanted:  # picked clips of v_i against all clips of v_j
-            out["tc"] = cycle_loss(gather_frames(enc.clips[0, i], clips), enc.clips[0, j], tau).mean()
-        if "sc" in wanted:  # the L·P patches of each picked clip against those of its partner
-            q_frames, s_frames = enc.clip_frames[clips].flatten(-2), enc.clip_frames[partners].flatten(-2)
-            n, top, d = clips.shape[0], clips.shape[1], enc.patches.shape[-1]
-            anchors = gather_frames(enc.patches[0, i], q_frames).reshape(n, top, -1, d)
-            others = gather_frames(enc.patches[0, j], s_frames).reshape(n, top, -1, d)
-            weights = None
-            if logits is not None:  # α weighs the terms; it is not trained through them
-                weights = semantic_attention(gather_frames(logits[0, i, j], q_frames).reshape(n, top, -1)).detach()
-            out["sc"] = cycle_loss(anchors, others, tau, weights).mean()
-        return out

@@ -45,7 +45,9 @@ class EncodedVideos:
         flat = torch.from_numpy(np.ascontiguousarray(index.ravel(), dtype=np.int64))
         out = {}
         for name, code in self.codes.items():
-            picked = code.index_select(0, flat.to(code.device))
+            # Advanced indexing, not index_select: with threads on busy cores, index_select's parallel copy of
+            # large rows ran 10-30x slower, advanced indexing stayed fast either way.
+            picked = code[flat.to(code.device)]
             out[name] = picked.to(device, non_blocking=True).view(*index.shape, *code.shape[1:])
         return out
 
