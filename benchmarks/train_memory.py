@@ -87,6 +87,7 @@ def _child(cache: str, matcher: str, params: str, episodes: int, stream: bool) -
     from fsar.matchers.head import Head, config_from_params
     from fsar.matchers.registry import get
     from fsar.runner import stream as streaming
+    from fsar.runner.distributed import World
     from fsar.runner.train import TrainConfig, _optimiser, _per_step, _run_epoch, _step_videos
 
     info = get(matcher)
@@ -106,7 +107,8 @@ def _child(cache: str, matcher: str, params: str, episodes: int, stream: bool) -
     plans = streaming.plan_epoch(pool, config, 1, _per_step(config, settings), head.balanced_batch)
     start = time.perf_counter()
     _run_epoch(head, streaming.prefetched(plans, data, window), None, config, 1, settings,
-               _optimiser(head, settings), torch.amp.GradScaler("cuda", enabled=False), torch.device("cpu"), False)
+               _optimiser(head, settings), torch.amp.GradScaler("cuda", enabled=False), torch.device("cpu"), False,
+               World())
     seconds = time.perf_counter() - start
     print(json.dumps({"load_s": load_s, "seconds": seconds, "episodes": episodes, "base_kb": base_kb,
                       "peak_kb": peak_rss_kb(), "window": window}))
