@@ -112,32 +112,23 @@ def _otam_item_soft(c, row, lam):
     return row[m + 1]
 
 
+@njit(cache=True)
+def _otam_one(c, row, lam):
+    # The hard-min recursion stays its own function: the soft-min's logs and exps would slow the default.
+    return _otam_item_soft(c, row, lam) if lam > 0 else _otam_item(c, row)
+
+
 @njit(parallel=True, cache=True)
-def _otam_soft_batch(costs, symmetric, lam):
+def _otam_batch(costs, symmetric, lam):
     b, n, m = costs.shape
     out = np.empty(b, dtype=np.float64)
     width = max(n, m) + 2
     for k in prange((b + _CHUNK - 1) // _CHUNK):
         row = np.empty(width, dtype=np.float64)
         for i in range(k * _CHUNK, min(b, (k + 1) * _CHUNK)):
-            d = _otam_item_soft(costs[i], row, lam)
+            d = _otam_one(costs[i], row, lam)
             if symmetric:
-                d += _otam_item_soft(costs[i].T, row, lam)
-            out[i] = d
-    return out
-
-
-@njit(parallel=True, cache=True)
-def _otam_batch(costs, symmetric):
-    b, n, m = costs.shape
-    out = np.empty(b, dtype=np.float64)
-    width = max(n, m) + 2
-    for k in prange((b + _CHUNK - 1) // _CHUNK):
-        row = np.empty(width, dtype=np.float64)
-        for i in range(k * _CHUNK, min(b, (k + 1) * _CHUNK)):
-            d = _otam_item(costs[i], row)
-            if symmetric:
-                d += _otam_item(costs[i].T, row)
+                d += _otam_one(costs[i].T, row, lam)
             out[i] = d
     return out
 
@@ -305,9 +296,7 @@ def otam(costs: NDArray[np.floating], *, symmetric: bool = False, lam: float = 0
     """
     if lam < 0 or not np.isfinite(lam):
         raise ValueError(f"lam must be a finite value >= 0, got {lam}")
-    if lam > 0:
-        return _otam_soft_batch(_checked(costs, "costs"), bool(symmetric), float(lam))
-    return _otam_batch(_checked(costs, "costs"), bool(symmetric))
+    return _otam_batch(_checked(costs, "costs"), bool(symmetric), float(lam))
 
 
 def max_weight_matching(weights: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:

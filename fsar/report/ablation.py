@@ -13,9 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fsar.report.provenance import distinguish, is_partial, pool_note
+from fsar.report.provenance import distinguish
 from fsar.report.results import Record, RecordError, latest
-from fsar.report.table import MARKS, Column, column_label, refuse_partial, render_grid
+from fsar.report.table import (
+    Column,
+    column_label,
+    footnote_mark,
+    footnote_marks,
+    refuse_partial,
+    render_grid,
+    table_notes,
+)
 
 YES, NO = "✓", "✗"
 
@@ -76,8 +84,7 @@ def ablation_rows(records: Iterable[Record], matcher: str, *, digits: int = 2, s
     if strict:
         refuse_partial(own)
     newest = latest(own, lambda r: (_row_key(r), r.dataset, r.way, r.shot))
-    partial = dict.fromkeys(pool_note(r.provenance) for _, r in sorted(newest.items()) if is_partial(r.provenance))
-    marks = {note: MARKS[i] if i < len(MARKS) else f"({i + 1})" for i, note in enumerate(partial)}
+    marks = footnote_marks(r for _, r in sorted(newest.items()))
     keys = sorted({k[0] for k in newest}, key=lambda k: (k[1], k[0] != "", k[0]))
     cols: list[Column] = sorted({(d, w, s) for _, d, w, s in newest})
     firsts = {key: next(r for (k, *_), r in newest.items() if k == key) for key in keys}
@@ -94,17 +101,12 @@ def ablation_rows(records: Iterable[Record], matcher: str, *, digits: int = 2, s
         for d, w, s in cols:
             rec = newest.get((key, d, w, s))
             base = None if base_key is None else newest.get((base_key, d, w, s))
-            mark = "" if rec is None or not is_partial(rec.provenance) else marks[pool_note(rec.provenance)]
+            mark = "" if rec is None else footnote_mark(rec, marks)
             row.append("–" if rec is None else f"{rec.accuracy:.{digits}f} ± {rec.ci95:.{digits}f}{mark}")
             delta = None if rec is None or base is None or key == base_key else rec.accuracy - base.accuracy
             row.append("" if delta is None else f"{delta:+.{digits}f}")
         body.append(row)
-    notes = [f"{mark} {note}" for note, mark in marks.items()]
-    if len(own) > len(newest):
-        n = len(own) - len(newest)
-        notes.append(f"{n} older run{'s' if n > 1 else ''} of the same variant and setting superseded "
-                     f"(the newest is shown).")
-    return header, body, notes
+    return header, body, table_notes(marks, len(own) - len(newest), "variant")
 
 
 def _reference_rows(keys: list[tuple[str, str]]) -> dict[str, tuple[str, str]]:

@@ -19,7 +19,15 @@ from numpy.typing import NDArray
 from fsar.matchers.fusion import dropped_label
 from fsar.report.compare import compare_records
 from fsar.report.plot import plot_bars, plot_vs_shot, plot_vs_way
-from fsar.report.provenance import FIELDS, apply_filters, distinguish, parse_filters, setting_key, source_name
+from fsar.report.provenance import (
+    FIELDS,
+    apply_filters,
+    distinguish,
+    parse_filters,
+    setting_key,
+    short_value,
+    source_name,
+)
 from fsar.report.results import Record, RecordError, file_sha256, latest, load_records
 from fsar.report.table import render_table
 
@@ -56,8 +64,8 @@ def _differences(a: Record, b: Record) -> str:
 
 def _shown(field: str, record: Record) -> str:
     """A differing value as a reader can place it: a hash with the file or name it belongs to."""
-    value = str(record.provenance.get(field))
-    return f"{value[:12] or '(empty)'} ({source_name(field, record)})" if field.endswith("sha256") else value
+    value = record.provenance.get(field)
+    return f"{short_value(value)} ({source_name(field, record)})" if field.endswith("sha256") else str(value)
 
 
 def compare_latest(results: str | os.PathLike[str], a: str, b: str, *, shot: int | None = None,

@@ -94,7 +94,8 @@ def _coverage_text(provenance: Mapping[str, Any]) -> str:
     return "pool unknown" if videos is None else f"pool {videos:,}/{listed:,}"
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
+    """A provenance value as messages show it: 12 characters of a hash, "unknown", or "(empty)"."""
     return "unknown" if value is None else str(value)[:12] or "(empty)"
 
 
@@ -108,7 +109,7 @@ def source_name(field: str, record: Record) -> str:
 
 
 def _conflict(where: str, field: str, groups: Mapping[Any, list[Record]]) -> ProvenanceError:
-    parts = [f"{field} {_short(value)} = {', '.join(sorted({source_name(field, r) for r in recs}))} "
+    parts = [f"{field} {short_value(value)} = {', '.join(sorted({source_name(field, r) for r in recs}))} "
              f"({', '.join(sorted({r.matcher for r in recs}))})" for value, recs in groups.items()]
     option = next((alias for alias, name in ALIASES.items() if name == field), field)
     return ProvenanceError(f"{where}: records differ in {field} with nothing readable to tell them apart: "

@@ -39,23 +39,33 @@ def _grid(records: Iterable[Record]) -> tuple[list[str], list[Column], dict[tupl
     return rows, cols, cells
 
 
-def _marks(cells: dict[tuple[str, Column], Record]) -> dict[str, str]:
-    """Footnote mark of each distinct partial-pool note, in column order."""
-    notes = [pool_note(r.provenance) for _, r in sorted(cells.items()) if is_partial(r.provenance)]
+def footnote_marks(shown: Iterable[Record]) -> dict[str, str]:
+    """Footnote mark of each distinct partial-pool note among the ``shown`` records, in their order."""
+    notes = [pool_note(r.provenance) for r in shown if is_partial(r.provenance)]
     return {note: MARKS[i] if i < len(MARKS) else f"({i + 1})" for i, note in enumerate(dict.fromkeys(notes))}
 
 
-def _mark(record: Record, marks: dict[str, str]) -> str:
+def footnote_mark(record: Record, marks: dict[str, str]) -> str:
+    """The mark of ``record``'s partial pool ("" for a full one)."""
     return marks[pool_note(record.provenance)] if is_partial(record.provenance) else ""
 
 
-def _notes(records: list[Record], cells: dict[tuple[str, Column], Record], marks: dict[str, str]) -> list[str]:
+def table_notes(marks: dict[str, str], superseded: int, what: str) -> list[str]:
+    """The lines under a table: each mark's pool note, and how many older runs of the same ``what`` and
+    setting were superseded."""
     lines = [f"{mark} {note}" for note, mark in marks.items()]
-    superseded = len(records) - len(cells)
     if superseded:
-        lines.append(f"{superseded} older run{'s' if superseded > 1 else ''} of the same matcher and setting "
+        lines.append(f"{superseded} older run{'s' if superseded > 1 else ''} of the same {what} and setting "
                      f"superseded (the newest is shown).")
     return lines
+
+
+def _marks(cells: dict[tuple[str, Column], Record]) -> dict[str, str]:
+    return footnote_marks(r for _, r in sorted(cells.items()))
+
+
+def _notes(records: list[Record], cells: dict[tuple[str, Column], Record], marks: dict[str, str]) -> list[str]:
+    return table_notes(marks, len(records) - len(cells), "matcher")
 
 
 def column_label(col: Column) -> str:
@@ -87,7 +97,7 @@ def _text_rows(records: Iterable[Record], fmt: Format, digits: int
             text = f"{shown[m]}{pm}{cells[m, col].ci95:.{digits}f}"
             if shown[m] == best:
                 text = f"\\textbf{{{text}}}" if fmt == "latex" else f"**{text}**"
-            body[i].append(text + _mark(cells[m, col], marks))
+            body[i].append(text + footnote_mark(cells[m, col], marks))
     header = ["Matcher"] + [esc(column_label(c)) for c in cols]
     return header, body, _notes(records, cells, marks)
 
