@@ -154,18 +154,29 @@ def filter_option(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--way", type=int, default=None)
 @click.option("--modality", default=None, help="Only runs with this modality (default: any).")
 @filter_option
+@click.option("--a", "a_filters", multiple=True, metavar="KEY=VALUE",
+              help="Only MATCHER_A's records with this provenance (as --filter); repeatable.")
+@click.option("--b", "b_filters", multiple=True, metavar="KEY=VALUE",
+              help="Only MATCHER_B's records with this provenance; with --a, one matcher on two caches: "
+                   "`fsar compare otam otam --a cache=PREFIX --b cache=PREFIX --allow-different`.")
 @click.option("--allow-different", is_flag=True,
               help="Compare runs on different caches or settings too (the line says what differs).")
 @workspace_option
 @user_errors
 def compare_cmd(matcher_a: str, matcher_b: str, results: Path | None, shot: int | None, way: int | None,
-                modality: str | None, filters: tuple[str, ...], allow_different: bool, workspace: Path | None) -> None:
-    """Paired difference of two matchers on identical episodes: bootstrap 95% CI and exact McNemar."""
+                modality: str | None, filters: tuple[str, ...], a_filters: tuple[str, ...], b_filters: tuple[str, ...],
+                allow_different: bool, workspace: Path | None) -> None:
+    """Paired difference of two matchers on identical episodes: bootstrap 95% CI and exact McNemar.
+
+    The two sides may be one matcher on two caches (--a, --b), e.g. ImageNet features against a fine-tuned
+    backbone's on the same episode list.
+    """
     from fsar.report.pairs import compare_latest
 
     results = results or results_dir(workspace_dir(workspace))
     for line in compare_latest(results, matcher_a, matcher_b, shot=shot, way=way, modality=modality,
-                               filters=filters, allow_different=allow_different):
+                               filters=filters, allow_different=allow_different, a_filters=a_filters,
+                               b_filters=b_filters):
         click.echo(line)
 
 

@@ -70,20 +70,31 @@ def _shown(field: str, record: Record) -> str:
 
 def compare_latest(results: str | os.PathLike[str], a: str, b: str, *, shot: int | None = None,
                    way: int | None = None, modality: str | None = None, filters: Sequence[str] = (),
-                   allow_different: bool = False) -> list[str]:
+                   allow_different: bool = False, a_filters: Sequence[str] = (), b_filters: Sequence[str] = ()
+                   ) -> list[str]:
     """One comparison line per setting (cache, episode list ...) on which both ``a`` and ``b`` were evaluated
     (newest runs). A column where they were only evaluated on different settings is refused with a line
-    naming what differs, or compared anyway with ``allow_different``."""
+    naming what differs, or compared anyway with ``allow_different``.
+
+    ``a_filters`` / ``b_filters`` (``KEY=VALUE``) select each side's records apart: one matcher on two caches
+    (``a == b``, e.g. ImageNet features against a fine-tuned backbone's) is compared that way, with
+    ``allow_different`` since the caches differ.
+    """
     records = [r for r in labelled_records(results, filters)
                if (shot is None or r.shot == shot) and (way is None or r.way == way)
                and (modality is None or r.modality == modality)]
+    side_a, side_b = _side(records, a, a_filters), _side(records, b, b_filters)
+    if a == b and side_a == side_b:
+        raise RecordError(f"comparing {a!r} with itself: select each side's runs with --a KEY=VALUE and --b "
+                          "KEY=VALUE (e.g. --a cache=PREFIX --b cache=PREFIX)")
+    records = [r for r in records if id(r) in side_a | side_b]
     newest = latest(records, lambda r: (r.matcher, r.dataset, r.way, r.shot, setting_key(r), r.episodes_sha256))
     lines, refused = [], []
     columns = sorted({(r.dataset, r.way, r.shot) for r in newest.values()}, key=lambda c: (c[1], c[2], c[0]))
     for dataset, w, s in columns:
         here = [r for r in newest.values() if (r.dataset, r.way, r.shot) == (dataset, w, s)]
-        of_a = sorted((r for r in here if r.matcher == a), key=lambda r: r.created, reverse=True)
-        of_b = sorted((r for r in here if r.matcher == b), key=lambda r: r.created, reverse=True)
+        of_a = sorted((r for r in here if id(r) in side_a), key=lambda r: r.created, reverse=True)
+        of_b = sorted((r for r in here if id(r) in side_b), key=lambda r: r.created, reverse=True)
         pairs = [(ra, rb) for ra in of_a for rb in of_b
                  if setting_key(ra) == setting_key(rb) and ra.episodes_sha256 == rb.episodes_sha256]
         head = f"[{dataset} {w}-way {s}-shot]"
@@ -103,6 +114,11 @@ def compare_latest(results: str | os.PathLike[str], a: str, b: str, *, shot: int
         reason = "; ".join(refused) if refused else f"evaluated there: {known}"
         raise RecordError(f"no setting on which both {a!r} and {b!r} were evaluated in {results}; {reason}")
     return lines + refused
+
+
+def _side(records: list[Record], matcher: str, filters: Sequence[str]) -> set[int]:
+    """Identities of the records of ``matcher`` that pass ``filters`` (one side of a comparison)."""
+    return {id(r) for r in apply_filters([r for r in records if r.matcher == matcher], parse_filters(filters))}
 
 
 def table_from_dir(results: str | os.PathLike[str], fmt: str = "md", *, filters: Sequence[str] = (),

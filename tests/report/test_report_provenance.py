@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fsar.report import Record, RecordError, load_record, render_table, write_record
@@ -96,6 +97,27 @@ def test_compare_refuses_different_caches(tmp_path: Path, record: Make) -> None:
     assert len(lines) == 1 and "different: cache_sha256" in lines[0] and "otam vs dtw" in lines[0]
     write_record(tmp_path, record("dtw", cache_sha256="a" * 64, created=NEW))
     assert "different" not in compare_latest(tmp_path, "otam", "dtw")[0]
+
+
+def test_one_matcher_on_two_caches_is_compared_side_by_side(tmp_path: Path, record: Make) -> None:
+    """ImageNet features against a fine-tuned backbone's: the same matcher, two caches, one episode list."""
+    wrong, right = np.zeros((20, 5), bool), np.ones((20, 5), bool)
+    right[:10, 0] = False  # 90 of 100 queries right, against none
+    imagenet = dataclasses.replace(record("otam", wrong, cache_sha256="a" * 64), cache_path="caches/in.zarr")
+    tuned = dataclasses.replace(record("otam", right, cache_sha256="b" * 64), cache_path="caches/ft.zarr")
+    write_record(tmp_path, imagenet)
+    write_record(tmp_path, tuned)
+    write_record(tmp_path, record("dtw", cache_sha256="a" * 64))
+    with pytest.raises(RecordError, match="with itself.*--a KEY=VALUE"):
+        compare_latest(tmp_path, "otam", "otam")
+    with pytest.raises(RecordError, match="different settings.*caches/ft.zarr.*--allow-different"):
+        compare_latest(tmp_path, "otam", "otam", a_filters=["cache=bbbb"], b_filters=["cache=aaaa"])
+    lines = compare_latest(tmp_path, "otam", "otam", a_filters=["cache=bbbb"], b_filters=["cache=aaaa"],
+                           allow_different=True)
+    assert len(lines) == 1 and "otam vs otam" in lines[0] and "caches/ft.zarr" in lines[0]
+    assert "+90.00" in lines[0]  # A (fine-tuned) minus B (ImageNet)
+    # a side filter leaves the other matcher's runs alone
+    assert "otam vs dtw" in compare_latest(tmp_path, "otam", "dtw", a_filters=["cache=aaaa"])[0]
 
 
 def test_refusals_name_the_caches_and_lists_not_only_hashes(tmp_path: Path, record: Make) -> None:
