@@ -15,7 +15,7 @@ import torchvision
 from benchmarks._common import Table, best_seconds, ratio
 from fsar.matchers.head import Head, episode_targets
 from fsar.matchers.registry import load_all
-from fsar.runner.train import _optimiser
+from fsar.runner.train import make_optimiser
 
 WAY, SHOT, QUERY, T, D, P = 5, 1, 5, 8, 1280, 4
 
@@ -35,7 +35,7 @@ def step_seconds(name: str, device: torch.device, repeats: int, dim: int = D) ->
     modalities = ("rgb", "flow") if info.needs_flow else ("rgb",)
     torch.manual_seed(0)
     head: Head = info.obj({m: dim for m in modalities}, T).to(device).train()
-    optimiser = _optimiser(head, info.obj.defaults)
+    optimiser = make_optimiser(list(head.parameters()), info.obj.defaults)
     query, support, labels, targets = _episode(info.needs_patches, modalities, device, dim)
     # Heads that read class names (hcl's semantic attention) get a fixed random embedding per class.
     gen = torch.Generator().manual_seed(1)

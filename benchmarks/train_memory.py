@@ -88,7 +88,7 @@ def _child(cache: str, matcher: str, params: str, episodes: int, stream: bool) -
     from fsar.matchers.registry import get
     from fsar.runner import stream as streaming
     from fsar.runner.distributed import World
-    from fsar.runner.train import TrainConfig, _optimiser, _per_step, _run_epoch, _step_videos
+    from fsar.runner.train import TrainConfig, _per_step, _run_epoch, _step_videos, make_optimiser
 
     info = get(matcher)
     config = TrainConfig(matcher=matcher, episodes_per_epoch=episodes, epochs=1, params=json.loads(params),
@@ -107,8 +107,8 @@ def _child(cache: str, matcher: str, params: str, episodes: int, stream: bool) -
     plans = streaming.plan_epoch(pool, config, 1, _per_step(config, settings), head.balanced_batch)
     start = time.perf_counter()
     _run_epoch(head, streaming.prefetched(plans, data, window), None, config, 1, settings,
-               _optimiser(head, settings), torch.amp.GradScaler("cuda", enabled=False), torch.device("cpu"), False,
-               World())
+               make_optimiser(list(head.parameters()), settings), torch.amp.GradScaler("cuda", enabled=False),
+               torch.device("cpu"), False, World())
     seconds = time.perf_counter() - start
     print(json.dumps({"load_s": load_s, "seconds": seconds, "episodes": episodes, "base_kb": base_kb,
                       "peak_kb": peak_rss_kb(), "window": window}))

@@ -77,6 +77,11 @@ def finetuned_path(workspace: Path, dataset: str, backbone: str, modality: str) 
     return checkpoints_dir(workspace) / f"{dataset}-{backbone}{suffix}-finetuned.pt"
 
 
+def episodic_path(workspace: Path, dataset: str, backbone: str, matcher: str) -> Path:
+    """A backbone fine-tuned with a matcher: ``<workspace>/checkpoints/<dataset>-<backbone>-episodic-<matcher>.pt``."""
+    return checkpoints_dir(workspace) / f"{dataset}-{backbone}-episodic-{matcher}.pt"
+
+
 def results_dir(workspace: Path) -> Path:
     """Where ``fsar eval`` writes result records and ``compare``, ``table``, ``plot`` read them."""
     return workspace / "results"

@@ -86,6 +86,13 @@ def learned_heads() -> list[str]:
     return sorted(name for name, info in declared().items() if info.kind == "learned")
 
 
+def episodic_matchers() -> list[str]:
+    """Matchers a backbone can be fine-tuned through: the learned heads and the trainable parameter-free ones."""
+    from fsar.matchers.registry import declared
+
+    return sorted(name for name, info in declared().items() if info.kind == "learned" or info.trainable)
+
+
 def check_matcher_name(name: str) -> None:
     """A registered matcher or 'all', checked from the registry's declarations (nothing heavy is imported)."""
     from fsar.matchers.registry import declared, unknown_matcher

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 import torchvision
 from numpy.typing import NDArray
 from torch import nn
@@ -349,24 +350,45 @@ def torchvision_weights(name: str) -> Path:
     )
 
 
+def _stage(module: nn.Module, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
+    """``module(x)``; with ``checkpointing`` (and gradients on) its activations are recomputed in the backward
+    pass instead of kept (the RNG state is replayed, so dropout draws the same masks)."""
+    if checkpointing and torch.is_grad_enabled():
+        out: torch.Tensor = torch.utils.checkpoint.checkpoint(module, x, use_reentrant=False)
+        return out
+    return module(x)
+
+
 class _ResNetTrunk(nn.Module):
+    """The ResNet to its last feature map. ``checkpointing``: recompute each of the four stages' activations in
+    the backward pass (training memory about a stage's instead of the network's; the stem, whose BatchNorm
+    trains under partial BN, is never recomputed)."""
+
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+        self.checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n: Any = self.net
         x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
+        for layer in (n.layer1, n.layer2, n.layer3, n.layer4):
+            x = _stage(layer, x, self.checkpointing)
+        return x
 
 
 class _LiteTrunk(nn.Module):
+    """EfficientNet-Lite0 to its last feature map; ``checkpointing`` recomputes each block's activations."""
+
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+        self.checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net: Any = self.net
+        if self.checkpointing:
+            return net.forward_features(x, lambda block, y: _stage(block, y, True))
         return net.forward_features(x)
 
 

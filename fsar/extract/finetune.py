@@ -160,7 +160,7 @@ def _set_lr(optimizer: torch.optim.Optimizer, config: FinetuneConfig, step: int,
     return lr
 
 
-def _amp_dtype(precision: str, device: torch.device) -> torch.dtype:
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype:
     table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision != "auto":
         return table[precision]
@@ -195,7 +195,7 @@ def _train_epoch(t: _Trainer, videos: list[LabelledVideo], run: RunState, progre
     """One epoch over ``videos`` (augmented view ``epoch + 1``)."""
     epoch, model, device = run.epoch + 1, t.backbone.model, t.backbone.device
     seed = int(np.random.SeedSequence([t.config.seed, epoch]).generate_state(1)[0])
-    _train_mode(model, t.config.partial_bn)
+    train_mode(model, t.config.partial_bn)
     loss_sum, correct, frames, lr = 0.0, 0, 0, t.config.lr
     started = time.perf_counter()
     bar = tqdm(total=len(videos), desc=f"finetune epoch {epoch}/{t.config.epochs}", unit="video",
@@ -216,7 +216,7 @@ def _train_epoch(t: _Trainer, videos: list[LabelledVideo], run: RunState, progre
                       val_accuracy=None, frames=frames, seconds=time.perf_counter() - started, lr=lr)
 
 
-def _train_mode(model: nn.Module, partial_bn: bool) -> None:
+def train_mode(model: nn.Module, partial_bn: bool) -> None:
     """Training mode; with ``partial_bn`` every BatchNorm but the first keeps its ImageNet statistics."""
     model.train()
     if partial_bn:
@@ -254,14 +254,12 @@ def _validate(t: _Trainer, videos: list[LabelledVideo], run: RunState) -> float:
     return correct / total if total else 0.0
 
 
-def _write_checkpoint(out: Path, backbone: Backbone, config: FinetuneConfig, classes: tuple[str, ...],
-                      history: list[EpochStats]) -> None:
-    """``save_checkpoint``'s format plus the train classes, the config and the history."""
+def write_backbone(out: Path, backbone: Backbone, extra: dict[str, Any]) -> None:
+    """``save_checkpoint``'s format plus ``extra`` (how it was trained), written atomically."""
     def write(tmp: Path) -> None:
         save_checkpoint(backbone, tmp)
         ckpt = torch.load(tmp, map_location="cpu", weights_only=True)
-        ckpt.update(train_classes=list(classes), finetune_config=config.to_dict(),
-                    finetune_history=[asdict(e) for e in history])
+        ckpt.update(extra)
         torch.save(ckpt, tmp)
 
     atomic_write(out, write)
@@ -275,7 +273,7 @@ def _trainer(config: FinetuneConfig, n_classes: int, n_train: int) -> tuple[_Tra
         raise FinetuneError(str(err)) from err
     backbone.preprocessing = replace(backbone.preprocessing, input_size=config.input_size)
     head = _replace_head(backbone, n_classes, config.seed)
-    dtype = _amp_dtype(config.precision, device)
+    dtype = amp_dtype(config.precision, device)
     crop = CropConfig(resize_short=config.short_side, crop=config.input_size, flip=config.dataset not in NO_FLIP)
     spec = ClipSpec(frames=config.frames_per_video, crop=crop, modality=config.modality,
                     flow_method=config.flow_method, seed=config.seed)
@@ -318,7 +316,8 @@ def finetune(config: FinetuneConfig, out: str | Path, *, progress: bool = True,
     if run.best_state is not None:
         t.backbone.model.load_state_dict(run.best_state)
     t.backbone.model.eval()
-    _write_checkpoint(out, t.backbone, config, classes, run.history)
+    write_backbone(out, t.backbone, {"train_classes": list(classes), "finetune_config": config.to_dict(),
+                                     "finetune_history": [asdict(e) for e in run.history]})
     resume.unlink(missing_ok=True)
     summary.history, summary.skipped = run.history, run.skipped
     summary.best_epoch = run.best_epoch if val else run.epoch

@@ -32,7 +32,7 @@ def pair_distance(query: Videos, support: Videos) -> NDArray[np.floating]:
     return pair_scores(query, support, symmetric_otam, cost=True)
 
 
-@register("otam", kind="parameter-free", paper=OTAM, frame_cosines_only=True)
+@register("otam", kind="parameter-free", paper=OTAM, frame_cosines_only=True, trainable=True)
 def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Negated symmetric OTAM distance, averaged over the K shots.
 
@@ -41,7 +41,7 @@ def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F
     return class_scores(query, support, support_labels, way, lambda q, s: -pair_distance(q, s))
 
 
-@register("otam_soft", kind="parameter-free", paper=OTAM, frame_cosines_only=True)
+@register("otam_soft", kind="parameter-free", paper=OTAM, frame_cosines_only=True, trainable=True)
 def score_soft(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """OTAM as its public code tests it: the soft-min (λ = 0.1) kept at evaluation.
 

@@ -19,7 +19,7 @@ def mean_over_frames(videos: Videos) -> F32:
     return np.asarray(videos, dtype=np.float32).mean(axis=2)
 
 
-@register("proto", kind="parameter-free", paper=PROTONET)
+@register("proto", kind="parameter-free", paper=PROTONET, trainable=True)
 def score(query: Videos, support: Videos, support_labels: Labels, way: int) -> F32:
     """Cosine similarity of the mean-pooled query to each class prototype.
 

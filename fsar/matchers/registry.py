@@ -50,6 +50,9 @@ class MatcherInfo:
     # (fsar.matchers.similarity.pair_scores / frame_similarity): the evaluator then gathers those cosines
     # from a table of the list's videos and does not copy each episode's features.
     frame_cosines_only: bool = False
+    # True for a parameter-free matcher with a differentiable training form in
+    # :mod:`fsar.matchers.differentiable`, through which ``fsar finetune --episodic`` trains a backbone.
+    trainable: bool = False
 
 
 MATCHERS: dict[str, MatcherInfo] = {}
@@ -65,11 +68,12 @@ def register(
     components: Callable[..., dict[str, Any]] | None = None,
     class_text: Callable[[Sequence[str]], Any] | None = None,
     frame_cosines_only: bool = False,
+    trainable: bool = False,
 ) -> Callable[[F], F]:
     """Decorator adding a matcher to :data:`MATCHERS`; a duplicate name is an error.
 
-    ``components``, ``class_text`` and ``frame_cosines_only`` declare what the evaluator and the trainer
-    need beyond ``score`` (see :class:`MatcherInfo`): nothing outside the registry names a matcher.
+    ``components``, ``class_text``, ``frame_cosines_only`` and ``trainable`` declare what the evaluator and the
+    trainers need beyond ``score`` (see :class:`MatcherInfo`): nothing outside the registry names a matcher.
     """
     if kind not in ("parameter-free", "learned"):
         raise ValueError(f"unknown matcher kind {kind!r}")
@@ -89,6 +93,7 @@ def register(
             components=components,
             class_text=class_text,
             frame_cosines_only=frame_cosines_only,
+            trainable=trainable,
         )
         return obj
 
@@ -145,10 +150,11 @@ class Declaration:
     needs_patches: bool
     summary: str
     module: str
+    trainable: bool = False
 
 
 #: The fields of :class:`Declaration` that :class:`MatcherInfo` has too (and must agree on).
-DECLARED_FIELDS = ("name", "kind", "paper", "needs_flow", "needs_patches", "summary")
+DECLARED_FIELDS = ("name", "kind", "paper", "needs_flow", "needs_patches", "summary", "trainable")
 _PACKAGE = "fsar.matchers"
 _Decorated = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 _DIRECTORY = Path(__file__).resolve().parent
@@ -225,12 +231,13 @@ def _declaration(call: ast.Call, node: _Decorated, module: str) -> Declaration:
     if not {"name", "kind", "paper"} <= args.keys():
         raise ValueError(f"{where}: register(...) without its name, kind or paper")
     values = {key: _evaluate(expr, module, where) for key, expr in args.items()
-              if key in ("name", "kind", "paper", "needs_flow", "needs_patches")}
+              if key in ("name", "kind", "paper", "needs_flow", "needs_patches", "trainable")}
     doc = (ast.get_docstring(node, clean=False) or "").strip().splitlines()
     return Declaration(name=values["name"], kind=values["kind"], paper=values["paper"],
                        needs_flow=bool(values.get("needs_flow", False)),
                        needs_patches=bool(values.get("needs_patches", False)),
-                       summary=doc[0] if doc else "", module=module)
+                       summary=doc[0] if doc else "", module=module,
+                       trainable=bool(values.get("trainable", False)))
 
 
 def _evaluate(node: ast.expr, module: str, where: str, seen: frozenset[str] = frozenset()) -> Any:

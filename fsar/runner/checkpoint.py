@@ -246,10 +246,26 @@ def check_fits(ckpt: Checkpoint, cache: FeatureCache, *, allow_other_cache: bool
     if ckpt.frames != spec.frames:
         raise CheckpointError(f"checkpoint was trained on T = {ckpt.frames} frames, cache {cache.path} has "
                               f"T = {spec.frames}")
-    if not allow_other_cache and ckpt.cache_sha256 != cache.content_hash():
+    backbone_sha256 = ckpt.train.get("backbone_sha256")
+    if backbone_sha256:  # trained end to end with its backbone: it fits the caches that backbone file produced
+        _check_backbone(ckpt, cache, backbone_sha256, allow_other_cache)
+    elif not allow_other_cache and ckpt.cache_sha256 != cache.content_hash():
         raise CheckpointError(f"checkpoint was trained on another cache ({ckpt.cache_path}); its hash does not "
                               f"match {cache.path}. Train on this cache, or pass --allow-other-cache to "
                               f"evaluate anyway (same backbone and layout, e.g. a cross-dataset test)")
+
+
+def _check_backbone(ckpt: Checkpoint, cache: FeatureCache, backbone_sha256: str, allow_other_cache: bool) -> None:
+    """A head fine-tuned together with a backbone (``fsar finetune --episodic``) reads that backbone's features."""
+    spec, grid = cache.spec, ckpt.train.get("patch_grid", 0)
+    if ckpt.patches and grid and spec.patches != grid:
+        raise CheckpointError(f"{ckpt.matcher} was trained on a {grid}x{grid} patch grid; cache {cache.path} has "
+                              f"{spec.patches}x{spec.patches}: extract with --patches {grid}")
+    if not allow_other_cache and spec.weights_sha256 != backbone_sha256:
+        raise CheckpointError(f"{ckpt.matcher} was fine-tuned together with the backbone {ckpt.train.get('backbone')} "
+                              f"(sha256 {backbone_sha256[:12]}); cache {cache.path} was extracted with {spec.weights} "
+                              f"(sha256 {spec.weights_sha256[:12]}). Extract with --weights "
+                              f"{ckpt.train.get('backbone')}, or pass --allow-other-cache to evaluate anyway")
 
 
 def head_scorer(head: Head, device: torch.device, name: str, text: ClassText | None = None, *,

@@ -50,7 +50,7 @@ class TrainPool:
     ids: list[str]
     classes: list[str]
     rows: NDArray[np.int64]
-    views: tuple[int, ...]
+    views: Sequence[int]
     index: dict[str, int]
     members: dict[str, NDArray[np.int64]]  # class name -> its pool positions, in sorted class order
 

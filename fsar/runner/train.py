@@ -112,8 +112,8 @@ class TrainConfig:
         )
 
 
-def _optimiser(head: Head, settings: TrainDefaults) -> torch.optim.Optimizer:
-    params = [p for p in head.parameters() if p.requires_grad]
+def make_optimiser(params: list[torch.nn.Parameter], settings: TrainDefaults) -> torch.optim.Optimizer:
+    """The optimiser ``settings`` name over ``params``."""
     if settings.optimizer == "sgd":
         return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
                                weight_decay=settings.weight_decay)
@@ -218,7 +218,7 @@ def train(config: TrainConfig, cache_path: str | Path, out: str | Path, *, val_e
     head: Head = info.obj(dims, cache.spec.frames, head_config).to(device)
     text = class_text(config.matcher, head, cache.class_names, class_names)  # None unless the head reads names
     settings = config.optimiser_settings(info.obj.defaults)
-    optimiser = _optimiser(head, settings)
+    optimiser = make_optimiser([p for p in head.parameters() if p.requires_grad], settings)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp)
     best = _new_checkpoint(config, cache, head, head_config, modalities, info.needs_patches, settings)
     if text is not None and text.mapping_sha256 is not None:  # which names the weights were trained on
@@ -307,7 +307,7 @@ def _run_epoch(head: Head, batches: Iterator[Step], text: ClassText | None, conf
     total, parts_sum = 0.0, dict[str, float]()
     bar = tqdm(batches, total=steps, desc=str(progress), unit="step", disable=not progress, leave=False)
     for i, (query, support, names, batch) in enumerate(bar, 1):
-        _set_lr(optimiser, settings, (epoch - 1) * config.episodes_per_epoch + (i - 1) * per_step)
+        set_lr(optimiser, settings, (epoch - 1) * config.episodes_per_epoch + (i - 1) * per_step)
         query = {m: x.to(device, non_blocking=True) for m, x in query.items()}
         support = {m: x.to(device, non_blocking=True) for m, x in support.items()}
         optimiser.zero_grad(set_to_none=True)
@@ -347,7 +347,7 @@ def _shared_loss(episodes: torch.Tensor, batch: torch.Tensor | None, share: floa
     return episodes * share + (0.0 if batch is None else batch / world.size)
 
 
-def _set_lr(optimiser: torch.optim.Optimizer, settings: TrainDefaults, episodes_done: int) -> None:
+def set_lr(optimiser: torch.optim.Optimizer, settings: TrainDefaults, episodes_done: int) -> None:
     """Step decay as a function of the episodes seen so far (nothing to save for resume)."""
     decays = episodes_done // settings.lr_decay_every if settings.lr_decay_every > 0 else 0
     for group in optimiser.param_groups:

@@ -46,3 +46,11 @@ def test_declared_imports_no_matcher_module() -> None:
             "or m.startswith('fsar.matchers.') and m != 'fsar.matchers.registry')))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert json.loads(out) == []
+
+
+def test_trainable_matchers_are_the_ones_with_a_differentiable_form() -> None:
+    from fsar.matchers.differentiable import TRAINABLE
+
+    trainable = {name for name, info in declared().items() if info.trainable}
+    assert trainable == set(TRAINABLE) and {"otam", "proto"} <= trainable
+    assert all(declared()[name].kind == "parameter-free" for name in trainable)

@@ -143,15 +143,15 @@ def test_variant_names_the_changed_hyperparameters(toy: Path, tmp_path: Path) ->
 
 def test_step_decay_of_the_learning_rate() -> None:
     from fsar.matchers.head import TrainDefaults
-    from fsar.runner.train import _set_lr
+    from fsar.runner.train import set_lr
 
     optimiser = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     settings = TrainDefaults(optimizer="sgd", lr=0.5, lr_decay_every=100, lr_decay=0.1)
     expected = {0: 0.5, 99: 0.5, 100: 0.05, 250: 0.005}
     for done, lr in expected.items():
-        _set_lr(optimiser, settings, done)
+        set_lr(optimiser, settings, done)
         assert optimiser.param_groups[0]["lr"] == pytest.approx(lr)
-    _set_lr(optimiser, dataclasses.replace(settings, lr_decay_every=0), 10_000)
+    set_lr(optimiser, dataclasses.replace(settings, lr_decay_every=0), 10_000)
     assert optimiser.param_groups[0]["lr"] == 0.5
 
 
