@@ -188,8 +188,12 @@ def finetune_cmd(dataset: str, root: Path | None, split_set: str | None, split_d
                   precision=precision, grad_checkpoint=grad_checkpoint, seed=seed, class_names=class_names,
                   out=out, head_out=head_out, quiet=quiet, workspace=workspace)
         return
-    if matcher_name is not None:
-        raise click.UsageError("--matcher trains through a matcher only with --episodic")
+    given = [flag for flag, value in (("--matcher", matcher_name), ("--grad-checkpoint", grad_checkpoint),
+                                      ("--head-out", head_out), ("--class-names", class_names), ("--center", center),
+                                      ("-p", params), ("--tasks-per-step", tasks_per_step),
+                                      ("--optimizer", optimizer)) if value]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: only with --episodic (the frame classifier has no matcher)")
     from fsar.extract.finetune import FinetuneConfig, describe, finetune
 
     config = FinetuneConfig(

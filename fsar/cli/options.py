@@ -90,7 +90,9 @@ def episodic_matchers() -> list[str]:
     """Matchers a backbone can be fine-tuned through: the learned heads and the trainable parameter-free ones."""
     from fsar.matchers.registry import declared
 
-    return sorted(name for name, info in declared().items() if info.kind == "learned" or info.trainable)
+    # two-stream heads (tsjm) are left out: a cache holds the features of one backbone's weights
+    return sorted(name for name, info in declared().items()
+                  if (info.kind == "learned" and not info.needs_flow) or info.trainable)
 
 
 def check_matcher_name(name: str) -> None:

@@ -352,7 +352,8 @@ def torchvision_weights(name: str) -> Path:
 
 def _stage(module: nn.Module, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
     """``module(x)``; with ``checkpointing`` (and gradients on) its activations are recomputed in the backward
-    pass instead of kept (the RNG state is replayed, so dropout draws the same masks)."""
+    pass instead of kept (the RNG state is replayed, so dropout draws the same masks). The recomputation runs the
+    stage's BatchNorms again: they must be in eval mode (partial BN), or their statistics would move twice."""
     if checkpointing and torch.is_grad_enabled():
         out: torch.Tensor = torch.utils.checkpoint.checkpoint(module, x, use_reentrant=False)
         return out

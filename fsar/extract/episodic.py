@@ -310,6 +310,14 @@ def _val_features(run: _Run, episodes: EpisodeList, skipped: dict[str, str]) -> 
 def _validate(run: _Run, episodes: EpisodeList, skipped: dict[str, str]) -> float:
     """Accuracy (%) on the val list as ``fsar eval`` scores a cache: the head in eval mode, or the registered
     matcher; episodes holding an unreadable video are left out."""
+    threads = torch.get_num_threads()  # numba's thread pool, started by the first scoring, resets it
+    try:
+        return _score_val(run, episodes, skipped)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _score_val(run: _Run, episodes: EpisodeList, skipped: dict[str, str]) -> float:
     loaded, failed = _val_features(run, episodes, skipped)
     info, modality = get(run.config.matcher), run.config.modality
     if info.kind == "learned":
@@ -350,6 +358,9 @@ def _prepare(config: EpisodicConfig) -> _Run:
         raise FinetuneError(str(err)) from err
     backbone.preprocessing = dataclasses.replace(backbone.preprocessing, input_size=config.input_size)
     if config.grad_checkpoint:
+        if not config.partial_bn:  # a recomputed stage would update its BatchNorms' running statistics twice
+            raise FinetuneError("gradient checkpointing recomputes the backbone's stages, whose BatchNorms must not "
+                                "train: it needs partial BN")
         backbone.module.checkpointing = True  # type: ignore[assignment]
     torch.manual_seed(config.seed)
     head, settings = trainable_head(config, backbone.feature_dim)
@@ -413,6 +424,8 @@ def finetune_episodic(config: EpisodicConfig, out: str | Path, head_out: str | P
             on_epoch(stats)
     if state.best_state is not None:
         run.model.load_state_dict(state.best_state)
+    else:  # no val episode could be scored: the last epoch's weights are written, and said to be
+        state.best_epoch, state.best_accuracy = state.epoch, math.nan
     run.model.eval()
     if run.world.main:
         _write(run, out, head_path if learned else None, state)
@@ -458,8 +471,9 @@ def describe(summary: EpisodicSummary) -> str:
         val = f"  val {e.val_accuracy:.2f} %" if e.val_accuracy is not None else ""
         lines.append(f"  epoch {e.epoch}: loss {e.loss:.4f}{val}  {e.frames / e.seconds if e.seconds else 0.0:.1f} "
                      "frames/s")
-    lines.append(f"wrote {summary.out} (epoch {summary.best_epoch}, val {summary.best_val:.2f} %) in "
-                 f"{summary.seconds:.1f} s; extract with `fsar extract --weights {summary.out}`")
+    val = f"val {summary.best_val:.2f} %" if math.isfinite(summary.best_val) else "no val episode could be scored"
+    lines.append(f"wrote {summary.out} (epoch {summary.best_epoch}, {val}) in {summary.seconds:.1f} s; extract with "
+                 f"`fsar extract --weights {summary.out}`")
     if summary.head_out:
         lines.append(f"head: {summary.head_out}; evaluate with `fsar eval --matcher {summary.matcher} --checkpoint "
                      f"{summary.head_out} --cache <that cache>`")
