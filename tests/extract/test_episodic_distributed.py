@@ -8,18 +8,15 @@ apart: equal on both ranks' output, not to one process's.
 
 from __future__ import annotations
 
-import datetime
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from fsar.datasets.synthetic import synthesize
 from fsar.extract.backbone import load_backbone
 from fsar.extract.episodic import EpisodicConfig, finetune_episodic
+from tests.gloo import spawn
 
 SIZE, FRAMES = 32, 2
 
@@ -38,16 +35,6 @@ def _config(root: Path) -> EpisodicConfig:
                           device="cpu", seed=1)
 
 
-def _join(rank: int, worker: Callable[..., None], rendezvous: str, args: tuple[object, ...]) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2,
-                            timeout=datetime.timedelta(seconds=120))  # a stuck collective fails the test
-    try:
-        worker(*args)
-    finally:
-        dist.destroy_process_group()
-
-
 def _train(root: Path, out: Path) -> None:
     finetune_episodic(_config(root), out, progress=False)
 
@@ -59,8 +46,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_two_processes_fine_tune_the_backbone_of_one(dataset: Path, tmp_path: Path) -> None:
     torch.set_num_threads(1)
     _train(dataset, tmp_path / "one.pt")
-    mp.spawn(_join, args=(_train, str(tmp_path / "rendezvous"), (dataset, tmp_path / "two.pt")), nprocs=2,
-             join=True)
+    spawn(_train, tmp_path, dataset, tmp_path / "two.pt", timeout_s=120)
     one, two = _weights(tmp_path / "one.pt"), _weights(tmp_path / "two.pt")
     start = load_backbone("efficientnet_lite0", "imagenet", "cpu").model.state_dict()
     assert one.keys() == two.keys()

@@ -7,7 +7,6 @@ with what one process writes on the same seeded data.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from fsar.cache.store import open_cache
 from fsar.matchers.head import episode_targets
@@ -26,6 +24,7 @@ from fsar.runner.distributed import World, launched
 from fsar.runner.evaluate import EvalPlan, run_plan
 from fsar.runner.stream import plan_epoch, take_episodes, train_pool
 from fsar.runner.train import TrainConfig, _shared_loss, last_path, train
+from tests.gloo import spawn
 
 LAYOUT = {"frames": 4, "dim": 16, "per_class": 6, "split_classes": {"train": 30, "val": 4, "test": 5}}
 CONFIG = TrainConfig(matcher="ita", shots=1, way=3, query=2, episodes_per_epoch=16, epochs=2, lr=1e-2,
@@ -50,21 +49,6 @@ def one_process(toy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _spawn(worker: Callable[..., None], tmp_path: Path, *args: object) -> None:
-    """``worker(*args)`` in 2 processes of one gloo group (rendezvous through a file, no port)."""
-    mp.spawn(_join, args=(worker, str(tmp_path / "rendezvous"), args), nprocs=2, join=True)
-
-
-def _join(rank: int, worker: Callable[..., None], rendezvous: str, args: tuple[object, ...]) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2,
-                            timeout=datetime.timedelta(seconds=60))  # a stuck collective fails the test
-    try:
-        worker(*args)
-    finally:
-        dist.destroy_process_group()
-
-
 def _train_worker(cache: Path, folder: Path) -> None:
     train(CONFIG, cache, folder / "fresh.pt", val_episodes=VAL, progress=False, echo=_quiet)
     interrupted = folder / "resumed.pt"
@@ -75,7 +59,7 @@ def _train_worker(cache: Path, folder: Path) -> None:
 def test_two_processes_train_the_weights_of_one(toy: Path, one_process: Path, tmp_path: Path) -> None:
     """Each of 2 ranks takes half of every step's episodes; the summed gradients are one process's, so the
     weights (and optimiser state) after 2 epochs match, from scratch and when resumed after epoch 1."""
-    _spawn(_train_worker, tmp_path, toy, tmp_path)
+    spawn(_train_worker, tmp_path, toy, tmp_path)
     reference = load_checkpoint(last_path(one_process))
     assert reference.resume is not None
     for name in ("fresh.pt", "resumed.pt"):
@@ -110,7 +94,7 @@ def _only_record(folder: Path) -> Record:
 def test_two_processes_write_the_record_of_one(toy: Path, one_process: Path, tmp_path: Path) -> None:
     """2 ranks score halves of the list; rank 0 writes one record with one process's correctness array."""
     workspace = tmp_path / "ws"
-    _spawn(_eval_worker, tmp_path, one_process, toy, workspace, tmp_path / "two")
+    spawn(_eval_worker, tmp_path, one_process, toy, workspace, tmp_path / "two")
     for plan in _plans(one_process, toy, workspace, tmp_path / "one"):  # the list rank 0 wrote, read again
         list(run_plan(plan, progress=False))
     for name in ("ita", "proto"):
