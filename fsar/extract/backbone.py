@@ -133,15 +133,16 @@ class Backbone:
         default_factory=dict, init=False, repr=False)
 
     def to_input(self, frames: NDArray[np.uint8] | torch.Tensor) -> torch.Tensor:
-        """(B, H, W, C) uint8 (array or CPU tensor) -> normalised (B, C, H, W) float32 on the device, channels_last.
+        """(B, H, W, C) uint8 (array, CPU tensor or a tensor on the device) -> normalised (B, C, H, W) float32 on
+        the device, channels_last.
 
-        On CUDA the frames go through pinned memory and the copy is queued: nothing waits for the GPU.
+        On CUDA frames from the CPU go through pinned memory and the copy is queued: nothing waits for the GPU.
         """
         p = self.preprocessing
         if frames.ndim != 4 or frames.shape[3] != p.channels:
             raise ValueError(f"expected (B, H, W, {p.channels}) frames, got shape {tuple(frames.shape)}")
         x = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and x.device.type == "cpu":
             x = (x if x.is_pinned() else x.pin_memory()).to(self.device, non_blocking=True)
         mean, std = self._normaliser(p)
         return ((x.permute(0, 3, 1, 2).float() - mean) / std).contiguous(memory_format=torch.channels_last)

@@ -203,7 +203,8 @@ class _Run:
         return torch.autocast(self.backbone.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
     def features(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Frames [N, T, S, S, C] uint8 -> {modality: [N, T, (P,) D] float32}, as extraction computes them."""
+        """Frames [N, T, S, S, C] uint8 on the CPU (the backbone copies them over pinned memory) -> {modality:
+        [N, T, (P,) D] float32} on the device, as extraction computes them."""
         n, t = frames.shape[:2]
         with self.autocast():
             pooled, grid = self.backbone.forward(self.backbone.to_input(frames.flatten(0, 1)), self.patches)
@@ -265,7 +266,7 @@ def _step_loss(run: _Run, plan: StepPlan, step: StepFrames, labels: torch.Tensor
         clips = [*step.query[e], *step.support[e]]
         if any(c is None for c in clips):
             continue
-        feats = run.features(stack_clips(clips).to(device))
+        feats = run.features(stack_clips(clips))
         nq = step.query.shape[1]
         query = {m: x[None, :nq] for m, x in feats.items()}
         support = {m: x[None, nq:] for m, x in feats.items()}
@@ -277,7 +278,7 @@ def _step_loss(run: _Run, plan: StepPlan, step: StepFrames, labels: torch.Tensor
         loss_sum, frames_read = loss_sum + float(loss.detach()), frames_read + len(clips) * run.config.frames
     if step.batch is not None and plan.batch is not None and all(c is not None for c in step.batch):
         _, batch_labels, picked = plan.batch
-        feats = run.features(stack_clips(step.batch).to(device))
+        feats = run.features(stack_clips(step.batch))
         with run.autocast():
             loss, _ = run.head.batch_loss(feats, batch_labels.to(device), **text_kwargs(run.text, picked, device))
         loss = loss / run.world.size  # every rank computes it on the same batch
@@ -298,7 +299,7 @@ def _val_features(run: _Run, episodes: EpisodeList, skipped: dict[str, str]) -> 
             if frames is None:
                 skipped[vid] = error
                 continue
-            rows[vid] = run.features(frames[None].to(run.backbone.device))[run.config.modality][0].float().cpu()
+            rows[vid] = run.features(frames[None])[run.config.modality][0].float().cpu()
     ids = episodes.ids.tolist()
     if not rows:
         raise FinetuneError(f"none of the {len(ids)} val videos could be read: {sorted(skipped.items())[:3]}")
