@@ -126,7 +126,8 @@ def extract_cmd(dataset: str, root: Path | None, split_set: str | None, split_di
 @click.option("--class-names", "class_names", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="With --episodic, for heads that embed class names: a map of anonymised names.")
 @click.option("--grad-checkpoint", is_flag=True,
-              help="Recompute the backbone's activations in the backward pass: less memory, one more forward pass.")
+              help="With --episodic: recompute the backbone's activations in the backward pass (less memory, one "
+                   "more forward pass).")
 @click.option("--head-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --episodic and a learned head: its checkpoint [<out stem>-head.pt].")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
