@@ -211,8 +211,8 @@ def finetune_cmd(dataset: str, root: Path | None, split_set: str | None, split_d
 def _episodic(*, out: Path | None, head_out: Path | None, quiet: bool, workspace: Path | None, **settings: Any
               ) -> None:
     from fsar._device import resolve_device
-    from fsar.extract.episodic import EpisodicConfig, describe, finetune_episodic
     from fsar.runner.distributed import process_group
+    from fsar.runner.episodic import EpisodicConfig, describe, finetune_episodic
 
     config = EpisodicConfig(**settings)
     out = out or episodic_path(workspace_dir(workspace), config.dataset, config.backbone, config.matcher)

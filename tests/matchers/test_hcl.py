@@ -440,10 +440,10 @@ def test_the_table_is_saved_and_loaded_with_its_grid() -> None:
 
 def test_an_optimiser_built_before_the_table_exists_trains_it() -> None:
     """The trainer builds the optimiser before any patch is seen: the table it makes then is still stepped."""
-    from fsar.runner.train import _optimiser
+    from fsar.runner.train import make_optimiser
 
     head = _head().train()
-    optimiser = _optimiser(head, HCLHead.defaults)
+    optimiser = make_optimiser(list(head.parameters()), HCLHead.defaults)
     q, s, labels = _episode(19, e=2, way=2, shot=1, query=2, t=4, p=9)
     loss, _ = head.loss({"rgb": q}, {"rgb": s}, labels, 2, episode_targets(2, 2, 2))
     loss.backward()

@@ -15,7 +15,7 @@ import torch
 
 from fsar.datasets.synthetic import synthesize
 from fsar.extract.backbone import load_backbone
-from fsar.extract.episodic import EpisodicConfig, finetune_episodic
+from fsar.runner.episodic import EpisodicConfig, finetune_episodic
 from tests.gloo import spawn
 
 SIZE, FRAMES = 32, 2

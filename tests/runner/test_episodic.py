@@ -27,13 +27,13 @@ from fsar.cli import main
 from fsar.datasets.catalog import load_dataset
 from fsar.datasets.synthetic import synthesize
 from fsar.extract.backbone import load_backbone
-from fsar.extract.episodic import EpisodicConfig, EpisodicSummary, describe, finetune_episodic, trainable_head
 from fsar.extract.finetune import train_mode
 from fsar.extract.finetune_data import ClipSpec, LabelledVideo, read_clip
 from fsar.extract.finetune_state import EpochStats, FinetuneError, state_path
 from fsar.extract.transforms import CropConfig
 from fsar.matchers import kernels
 from fsar.runner.checkpoint import load_checkpoint
+from fsar.runner.episodic import EpisodicConfig, EpisodicSummary, describe, finetune_episodic, trainable_head
 
 SIZE, FRAMES, SEED = 32, 2, 1
 Run = tuple[EpisodicSummary, Path]

@@ -43,7 +43,6 @@ from fsar._device import resolve_device
 from fsar.datasets.catalog import DatasetListing, load_dataset
 from fsar.episodes import EpisodeList
 from fsar.extract.backbone import BACKBONES, Backbone, Modality, file_sha256, load_backbone
-from fsar.extract.episodic_data import StepFrames, stack_clips, step_frames, train_pool_of, val_clips, val_episodes
 from fsar.extract.finetune import amp_dtype, train_mode, write_backbone
 from fsar.extract.finetune_data import ClipSpec, LabelledVideo
 from fsar.extract.finetune_state import (
@@ -63,6 +62,7 @@ from fsar.matchers.head import Head, TrainDefaults, config_from_params, episode_
 from fsar.matchers.registry import get
 from fsar.runner import distributed
 from fsar.runner.checkpoint import Checkpoint, ClassText, class_text, head_scorer, save_checkpoint, text_kwargs
+from fsar.runner.episodic_data import StepFrames, stack_clips, step_frames, train_pool_of, val_clips, val_episodes
 from fsar.runner.features import LoadedFeatures
 from fsar.runner.scoring import episode_correct, score_all
 from fsar.runner.stream import StepPlan, TrainPool, plan_epoch, take_episodes
