@@ -160,6 +160,8 @@ def measure(cache: Path, quick: bool) -> Table:
 
 def tables(quick: bool = False, dim: int | None = None, folder: Path | None = None) -> list[Table]:
     dim = dim or (32 if quick else 256)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="fsar-train-memory-", dir=folder))
     try:
         start = time.perf_counter()
