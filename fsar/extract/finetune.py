@@ -336,10 +336,16 @@ def describe(summary: FinetuneSummary) -> str:
                      f"{e.frames / e.seconds if e.seconds else 0.0:.1f} frames/s")
     lines.append(f"wrote {summary.out} (epoch {summary.best_epoch}) in {summary.seconds:.1f} s; "
                  f"use it with `fsar extract --weights {summary.out}`")
-    if summary.skipped:
-        lines.append(f"{len(summary.skipped)} unreadable videos skipped:")
-        lines.extend(f"  {vid}: {msg}" for vid, msg in sorted(summary.skipped.items())[:20])
+    lines += skipped_lines(summary.skipped)
     return "\n".join(lines)
+
+
+def skipped_lines(skipped: dict[str, str], shown: int = 20) -> list[str]:
+    """The closing lines on unreadable videos (none when every video was read)."""
+    if not skipped:
+        return []
+    return [f"{len(skipped)} unreadable videos skipped:",
+            *(f"  {vid}: {msg}" for vid, msg in sorted(skipped.items())[:shown])]
 
 
 __all__ = ["EpochStats", "FinetuneConfig", "FinetuneError", "FinetuneSummary", "describe", "finetune", "state_path"]

@@ -43,7 +43,7 @@ from fsar._device import resolve_device
 from fsar.datasets.catalog import DatasetListing, load_dataset
 from fsar.episodes import EpisodeList
 from fsar.extract.backbone import BACKBONES, Backbone, Modality, file_sha256, load_backbone
-from fsar.extract.finetune import amp_dtype, train_mode, write_backbone
+from fsar.extract.finetune import amp_dtype, skipped_lines, train_mode, write_backbone
 from fsar.extract.finetune_data import ClipSpec, LabelledVideo
 from fsar.extract.finetune_state import (
     EpochStats,
@@ -478,9 +478,7 @@ def describe(summary: EpisodicSummary) -> str:
     if summary.head_out:
         lines.append(f"head: {summary.head_out}; evaluate with `fsar eval --matcher {summary.matcher} --checkpoint "
                      f"{summary.head_out} --cache <that cache>`")
-    if summary.skipped:
-        lines.append(f"{len(summary.skipped)} unreadable videos skipped:")
-        lines.extend(f"  {vid}: {msg}" for vid, msg in sorted(summary.skipped.items())[:20])
+    lines += skipped_lines(summary.skipped)
     return "\n".join(lines)
 
 

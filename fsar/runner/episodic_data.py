@@ -32,10 +32,7 @@ def train_pool_of(listing: DatasetListing) -> tuple[TrainPool, dict[str, Labelle
     """The train split as a :class:`TrainPool` (rows: list positions, views: the augmentations) and its videos."""
     train = listing.split("train")
     ids, classes = [v.id for v in train], [v.class_name for v in train]
-    class_of = np.asarray(classes)
-    members = {c: np.flatnonzero(class_of == c) for c in sorted(set(classes))}
-    pool = TrainPool(ids, classes, np.arange(len(ids)), range(1, AUGMENTATIONS + 1),
-                     {v: i for i, v in enumerate(ids)}, members)
+    pool = TrainPool.of(ids, classes, np.arange(len(ids)), range(1, AUGMENTATIONS + 1))
     return pool, {v.id: LabelledVideo(v.id, v.path, 0) for v in train}
 
 

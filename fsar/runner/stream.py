@@ -58,14 +58,19 @@ class TrainPool:
     def n_views(self) -> int:
         return len(self.views)
 
+    @classmethod
+    def of(cls, ids: list[str], classes: list[str], rows: NDArray[np.int64], views: Sequence[int]) -> TrainPool:
+        """The pool of ``ids`` (with their classes and rows), its index by id and each class's members."""
+        class_of = np.asarray(classes)
+        members = {c: np.flatnonzero(class_of == c) for c in sorted(set(classes))}
+        return cls(ids, classes, rows, views, {v: i for i, v in enumerate(ids)}, members)
+
 
 def train_pool(cache: FeatureCache, modality: str) -> TrainPool:
     """The train split's usable videos; views 1.. (the augmented ones) when the cache has them, else view 0."""
     ids, classes, _ = split_pool(cache, "train", modality)
     views = tuple(range(1, cache.spec.views)) if cache.spec.views > 1 else (0,)
-    class_of = np.asarray(classes)
-    members = {c: np.flatnonzero(class_of == c) for c in sorted(set(classes))}
-    return TrainPool(ids, classes, cache.rows_for(ids), views, {v: i for i, v in enumerate(ids)}, members)
+    return TrainPool.of(ids, classes, cache.rows_for(ids), views)
 
 
 class Draw(NamedTuple):
