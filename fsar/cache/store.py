@@ -14,6 +14,7 @@ from zarr.core.sync import sync
 
 from fsar import __version__
 from fsar.cache import schema
+from fsar.cache.chunks import read_all, read_rows
 from fsar.cache.schema import CacheSpec, Status
 from fsar.errors import FsarError
 
@@ -64,10 +65,10 @@ class FeatureCache:
         self.group = group
         self.spec = spec
         self.writable = writable
-        self.ids: NDArray[np.str_] = _strings(_get(group, schema.VIDEO_ID)[:])
-        self.labels: NDArray[np.int32] = np.asarray(_get(group, schema.VIDEO_LABEL)[:], dtype=np.int32)
-        self.split_codes: NDArray[np.int8] = np.asarray(_get(group, schema.VIDEO_SPLIT)[:], dtype=np.int8)
-        self.class_names: tuple[str, ...] = tuple(str(c) for c in _get(group, schema.CLASS_NAME)[:])
+        self.ids: NDArray[np.str_] = _strings(read_all(_get(group, schema.VIDEO_ID)))
+        self.labels: NDArray[np.int32] = np.asarray(read_all(_get(group, schema.VIDEO_LABEL)), dtype=np.int32)
+        self.split_codes: NDArray[np.int8] = np.asarray(read_all(_get(group, schema.VIDEO_SPLIT)), dtype=np.int8)
+        self.class_names: tuple[str, ...] = tuple(str(c) for c in read_all(_get(group, schema.CLASS_NAME)))
         self._row_of = {vid: i for i, vid in enumerate(self.ids.tolist())}
         if spec.integrity >= 1:
             for path in (schema.VIDEO_ID, schema.VIDEO_LABEL, schema.VIDEO_SPLIT, schema.CLASS_NAME):
@@ -131,10 +132,10 @@ class FeatureCache:
         return _get(self.group, path)
 
     def done(self, modality: str) -> NDArray[np.bool_]:
-        return np.asarray(self._array(schema.done_path(modality))[:], dtype=bool)
+        return np.asarray(read_all(self._array(schema.done_path(modality))), dtype=bool)
 
     def status(self, modality: str) -> NDArray[np.int8]:
-        return np.asarray(self._array(schema.status_path(modality))[:], dtype=np.int8)
+        return np.asarray(read_all(self._array(schema.status_path(modality))), dtype=np.int8)
 
     def errors(self, modality: str) -> dict[str, str]:
         """Error message of each failed video, keyed by id."""
@@ -142,11 +143,11 @@ class FeatureCache:
         failed = np.flatnonzero(status == Status.UNREADABLE)
         if not len(failed):
             return {}
-        messages = self._array(schema.error_path(modality))[:]
-        return {str(self.ids[i]): str(messages[i]) for i in failed}
+        messages = read_rows(self._array(schema.error_path(modality)), failed)
+        return {str(self.ids[i]): str(m) for i, m in zip(failed, messages, strict=True)}
 
     def n_frames(self) -> NDArray[np.int32]:
-        return np.asarray(self._array(schema.VIDEO_N_FRAMES)[:], dtype=np.int32)
+        return np.asarray(read_all(self._array(schema.VIDEO_N_FRAMES)), dtype=np.int32)
 
     # -- features --------------------------------------------------------------------------
     def frames(self, modality: str, rows: NDArray[np.int64] | None = None, view: int = 0) -> Features:
@@ -187,7 +188,7 @@ class FeatureCache:
             if lost:
                 raise CacheError(self._damage(path, lost, "missing"))
         try:
-            block = np.asarray(array.get_orthogonal_selection((unique, view)))
+            block = read_rows(array, unique, view)
         except (ValueError, RuntimeError) as err:  # a failed checksum, or bytes the codec cannot decode
             raise CacheError(self._damage(path, chunks.tolist(), f"damaged ({err})")) from err
         finite = np.isfinite(block.reshape(len(unique), -1)).all(axis=1)

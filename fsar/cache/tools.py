@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from fsar.cache import schema
+from fsar.cache.chunks import read_rows
 from fsar.cache.schema import Status
 from fsar.cache.store import FeatureCache, open_cache
 
@@ -82,7 +83,7 @@ def _chunks_of_done_rows(cache: FeatureCache, array_path: str, done: np.ndarray,
             damaged.update((str(cache.ids[r]), f"chunk {k} of {array_path} is missing") for r in rows)
             continue
         try:
-            block = np.asarray(zarray[start:stop])
+            block = read_rows(zarray, np.arange(start, stop))
         except (ValueError, RuntimeError) as err:  # a failed checksum, or bytes the codec cannot decode
             damaged.update((str(cache.ids[r]), f"chunk {k} of {array_path} is damaged ({err})") for r in rows)
             continue

@@ -23,6 +23,7 @@ import torch
 from numpy.typing import NDArray
 
 from fsar.cache import schema
+from fsar.cache.chunks import read_rows
 from fsar.cache.store import CacheError, FeatureCache
 from fsar.episodes import sample_episodes as draw_episodes
 from fsar.episodes.pool import split_pool
@@ -217,7 +218,7 @@ class StreamedFeatures:
     def _read(self, modality: str, rows: NDArray[np.int64], views: NDArray[np.int64]) -> NDArray[Any]:
         """[len(rows), len(views), ...] as stored; each chunk is decoded once whatever it holds of the window."""
         try:
-            block = np.asarray(self.arrays[modality].get_orthogonal_selection((rows, views)))
+            block = read_rows(self.arrays[modality], rows, views)
         except (ValueError, RuntimeError) as err:  # a failed checksum, or bytes the codec cannot decode
             chunks = np.unique(rows // self.cache.spec.chunk_videos).tolist()
             raise CacheError(f"cache {self.cache.path}: a chunk of {self.paths[modality]} among chunks {chunks} is "
