@@ -1,13 +1,16 @@
-"""Training memory and speed on an SSv2-full-sized cache: features streamed from the cache vs held in memory.
+"""Training and evaluation on an SSv2-full-sized cache: features streamed from the cache vs held in memory.
 
-The cache has the real SSv2-full (OTAM) split lists' 71,796 ids (67,013 train videos, 64 classes), T = 8,
-4x4 patches, one view, chunks of 16 videos, random float16 features of D dims written through
-``create_cache`` + ``write_chunk`` (D = 256 by default: 4.7 GB on disk; the real ResNet-50 D = 2,048 makes
-the same cache 8x larger, printed in the notes). Each head trains one epoch in a fresh process per mode
-(its own peak RSS, VmHWM), streamed and, where the split fits in half the free memory, in memory; the
-ratio is streamed episodes/s over in-memory episodes/s, measured in the same run. Goal: peak RSS <= 4 GB
-streamed, episodes/s >= 90 % of in memory. Run: ``python -m benchmarks.train_memory [--quick] [--dim 256]
-[--dir FOLDER]`` (the cache is made in FOLDER and deleted afterwards).
+The cache has the real SSv2-full (OTAM) split lists' 71,796 ids (67,013 train videos, 64 classes; 2,857 test
+videos, 24 classes), T = 8, 4x4 RGB patches, RGB and flow frames, one view, chunks of 16 videos, random float16
+features of D dims written through ``create_cache`` + ``write_chunk`` (D = 256 by default: about 5 GB on disk;
+the real ResNet-50 D = 2,048 makes it 8x larger, printed in the notes). Each learned head trains one epoch in
+a fresh process per mode (its own peak RSS, VmHWM), streamed and, where the split fits in half the free memory,
+in memory; the ratio is streamed episodes/s over in-memory episodes/s, measured in the same run. Goal: peak RSS
+<= 4 GB streamed, episodes/s >= 90 % of in memory. After its streamed epoch each head evaluates test episodes
+from the cache (reading the list's features, then scoring, each video encoded once), and a parameter-free
+matcher evaluates 10,000 test episodes through ``evaluate()`` in a fresh process.
+Run: ``python -m benchmarks.train_memory [--quick] [--dim 256] [--dir FOLDER]`` (the cache is made in FOLDER
+and deleted afterwards).
 """
 
 from __future__ import annotations
@@ -20,21 +23,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import Table, ratio
+from benchmarks._common import Table, ratio, verdict
 from benchmarks.eval import peak_rss_kb
 
 T, GRID, CHUNK = 8, 4, 16
 # (head, -p parameters, episodes per measured epoch at full size): hcl without class-name embeddings (the
-# SSv2-full names are anonymised); episodes sized for about a minute per mode on 2 cores.
-HEADS = (("ita", {}, 200), ("hcl", {"text_encoder": "none"}, 20))
-QUICK_PARAMS = {"ita": {"hidden": "32"}, "hcl": {"heads": "2", "mlp_ratio": "1", "batch_classes": "4"}}
+# SSv2-full names are anonymised); 1,000 episodes where a head trains them in about a minute on 2 cores, fewer
+# (whole optimiser steps) for the heads that take seconds per episode.
+HEADS = (("ita", {}, 1000), ("rvn", {}, 1000), ("tap", {}, 40), ("trx", {}, 64), ("tsjm", {}, 40),
+         ("hcl", {"text_encoder": "none"}, 20), ("m3net", {}, 20))
+# --quick (the tests): one head per kind of input, tiny.
+QUICK_PARAMS = {"ita": {"hidden": "32"}, "tsjm": {}, "hcl": {"heads": "2", "mlp_ratio": "1", "batch_classes": "4"}}
 QUICK_LINES = (6, 12)  # the first 6 classes of each split, 12 videos each
 RSS_GOAL_GB, RATE_GOAL = 4.0, 0.9
+HEAD_EVAL_EPISODES, FREE_EVAL_EPISODES = 1000, 10_000  # 5-way 1-shot (heads) and 5-shot (otam), 1 query/class
 
 
 def split_lines(limit: tuple[int, int] | None = None) -> dict[str, list[str]]:
@@ -64,14 +72,17 @@ def make_cache(path: Path, dim: int, limit: tuple[int, int] | None = None, seed:
     label_of = {c: i for i, c in enumerate(names)}
     labels = [label_of[line.split("/")[0]] for line in ids]
     spec = CacheSpec(dataset="ssv2", backbone="random", weights="none", weights_sha256="", feature_dim=dim,
-                     frames=T, views=1, patches=GRID, chunk_videos=CHUNK)
+                     frames=T, views=1, patches=GRID, chunk_videos=CHUNK, modalities=("rgb", "flow"))
     cache = create_cache(path, spec, ids, labels, splits, names)
     rng = np.random.default_rng(seed)
     for start, stop in cache.chunk_ranges():
         n = stop - start
+        ok, no_error, frames = np.zeros(n, np.int8), [""] * n, np.full(n, T, np.int32)
         patches = rng.standard_normal((n, 1, T, GRID * GRID, dim), dtype=np.float32).astype(np.float16)
-        cache.write_chunk("rgb", start, patches.mean(axis=3), np.zeros(n, np.int8), [""] * n,
-                          np.full(n, T, np.int32), patches)
+        cache.write_chunk("rgb", start, patches.mean(axis=3), ok, no_error, frames, patches)
+        # Flow frames for the two-stream head; no head reads flow patches, so they are zeros (cheap to make).
+        flow = rng.standard_normal((n, 1, T, dim), dtype=np.float32).astype(np.float16)
+        cache.write_chunk("flow", start, flow, ok, no_error, frames, np.zeros_like(patches))
     return path
 
 
@@ -79,8 +90,9 @@ def disk_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _child(cache: str, matcher: str, params: str, episodes: int, stream: bool) -> None:
-    """One epoch of ``matcher`` in this fresh process: load and training seconds, and the peak RSS."""
+def _child(cache: str, matcher: str, params: str, episodes: int, stream: bool, evaluate: int) -> None:
+    """One epoch of ``matcher`` in this fresh process: load and training seconds, and the peak RSS; then
+    ``evaluate`` test episodes with the trained head."""
     import torch
 
     from fsar.cache.store import open_cache
@@ -93,16 +105,18 @@ def _child(cache: str, matcher: str, params: str, episodes: int, stream: bool) -
     info = get(matcher)
     config = TrainConfig(matcher=matcher, episodes_per_epoch=episodes, epochs=1, params=json.loads(params),
                          device="cpu")
+    modalities = config.modalities()
     opened = open_cache(cache)
     base_kb = peak_rss_kb()
     torch.manual_seed(0)
-    head: Head = info.obj({"rgb": opened.spec.feature_dim}, T, config_from_params(info.obj.Config, config.params))
+    head: Head = info.obj({m: opened.spec.feature_dim for m in modalities}, T,
+                          config_from_params(info.obj.Config, config.params))
     settings = config.optimiser_settings(info.obj.defaults)
     start = time.perf_counter()
     pool = streaming.train_pool(opened, "rgb")
-    data = streaming.open_features(opened, pool, ("rgb",), info.needs_patches, False, stream)
+    data = streaming.open_features(opened, pool, modalities, info.needs_patches, False, stream)
     load_s = time.perf_counter() - start
-    video = 4 * math.prod(streaming.video_shape(opened, info.needs_patches))
+    video = 4 * len(modalities) * math.prod(streaming.video_shape(opened, info.needs_patches))
     window = streaming.window_steps(_step_videos(head, config, settings), video)
     plans = streaming.plan_epoch(pool, config, 1, _per_step(config, settings), head.balanced_batch)
     start = time.perf_counter()
@@ -110,13 +124,43 @@ def _child(cache: str, matcher: str, params: str, episodes: int, stream: bool) -
                make_optimiser(list(head.parameters()), settings), torch.amp.GradScaler("cuda", enabled=False),
                torch.device("cpu"), False, World())
     seconds = time.perf_counter() - start
-    print(json.dumps({"load_s": load_s, "seconds": seconds, "episodes": episodes, "base_kb": base_kb,
-                      "peak_kb": peak_rss_kb(), "window": window}))
+    result = {"load_s": load_s, "seconds": seconds, "episodes": episodes, "base_kb": base_kb,
+              "peak_kb": peak_rss_kb(), "window": window}
+    del data
+    if evaluate:
+        result |= _evaluate_head(opened, head.eval(), matcher, modalities, info.needs_patches, evaluate)
+    print(json.dumps(result))
 
 
-def child_run(cache: Path, matcher: str, params: dict[str, str], episodes: int, stream: bool) -> dict[str, float]:
+def _evaluate_head(cache: Any, head: Any, matcher: str, modalities: tuple[str, ...], patches: bool, n: int
+                   ) -> dict[str, float]:
+    """``n`` 5-way 1-shot test episodes scored by ``head`` as ``fsar eval`` scores them: the list's features read
+    from the cache once, then every episode (each video encoded once where the head allows it)."""
+    import torch
+
+    from fsar.episodes import sample_episodes
+    from fsar.episodes.pool import split_pool
+    from fsar.runner.checkpoint import head_scorer
+    from fsar.runner.features import load_features
+    from fsar.runner.scoring import score_all
+
+    ids, classes, _ = split_pool(cache, "test", modalities[0])
+    listing = sample_episodes(ids, classes, way=5, shot=1, query=1, n=n, seed=0, split="test")
+    start = time.perf_counter()
+    loaded = load_features(cache, listing, modalities, patches)
+    read_s = time.perf_counter() - start
+    with torch.no_grad():
+        scores = score_all(head_scorer(head, torch.device("cpu"), matcher), loaded, listing, False, matcher)
+    score_s = time.perf_counter() - start - read_s
+    assert np.isfinite(scores[matcher]).all()
+    return {"eval_episodes": n, "eval_videos": len(listing.ids), "eval_read_s": read_s, "eval_score_s": score_s,
+            "eval_peak_kb": peak_rss_kb()}
+
+
+def child_run(cache: Path, matcher: str, params: dict[str, str], episodes: int, stream: bool, evaluate: int = 0
+              ) -> dict[str, float]:
     out = subprocess.run([sys.executable, "-m", "benchmarks.train_memory", "--child", str(cache), matcher,
-                          json.dumps(params), str(episodes), "stream" if stream else "memory"],
+                          json.dumps(params), str(episodes), "stream" if stream else "memory", str(evaluate)],
                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if out.returncode:
         raise RuntimeError(f"{matcher} training failed:\n{out.stderr[-3000:]}")
@@ -131,30 +175,72 @@ def _available_bytes() -> int:
     return 0
 
 
-def measure(cache: Path, quick: bool) -> Table:
+def measure(cache: Path, quick: bool) -> list[Table]:
     from fsar.cache.store import open_cache
     from fsar.matchers.registry import get
     from fsar.runner.stream import split_bytes, train_pool
 
     opened = open_cache(cache)
     pool = train_pool(opened, "rgb")
-    table = Table(f"Training on an SSv2-full-sized cache ({len(pool.ids):,} train videos, D={opened.spec.feature_dim}, "
+    train = Table(f"Training on an SSv2-full-sized cache ({len(pool.ids):,} train videos, D={opened.spec.feature_dim}, "
                   f"4x4 patches): streamed vs in memory",
-                  ["head", "input", "split in memory", "mode", "load s", "episodes / s", "vs in memory",
-                   "peak RSS", "window"])
+                  ["head", "input", "split in memory", "mode", "episodes", "load s", "episodes / s", "vs in memory",
+                   "peak RSS", "goal", "window"])
+    evals = Table(f"Evaluating each trained head on the cache's test split: {HEAD_EVAL_EPISODES if not quick else 20:,} "
+                  f"5-way 1-shot episodes, 1 query per class",
+                  ["head", "input", "distinct videos", "read s", "scoring s", "ms / episode", "peak RSS"])
     for matcher, params, episodes in HEADS:
-        patches = get(matcher).needs_patches
-        size = split_bytes(opened, pool, ("rgb",), patches)
+        if quick and matcher not in QUICK_PARAMS:
+            continue
+        info = get(matcher)
+        modalities = ("rgb", "flow") if info.needs_flow else ("rgb",)
+        size = split_bytes(opened, pool, modalities, info.needs_patches)
         params, episodes = (params | QUICK_PARAMS[matcher], 2) if quick else (params, episodes)
-        runs = {"stream": child_run(cache, matcher, params, episodes, True)}
+        n_eval = 20 if quick else HEAD_EVAL_EPISODES
+        runs = {"stream": child_run(cache, matcher, params, episodes, True, n_eval)}
         if size < _available_bytes() / 2:
             runs["memory"] = child_run(cache, matcher, params, episodes, False)
         held = runs.get("memory")
+        what = ("patches" if info.needs_patches else "frames") + (" (rgb+flow)" if info.needs_flow else "")
         for mode, r in runs.items():
             rate = r["episodes"] / r["seconds"]
             vs = ratio(rate, held["episodes"] / held["seconds"]) if held else "- (does not fit)"
-            table.add(matcher, "patches" if patches else "frames", f"{size / 1e9:.2f} GB", mode, f"{r['load_s']:.1f}",
-                      f"{rate:.2f}", vs, f"{r['peak_kb'] / 1e6:.2f} GB", int(r["window"]))
+            goal = "-"
+            if mode == "stream":
+                met_rss = r["peak_kb"] / 1e6 <= RSS_GOAL_GB
+                met_rate = held is None or rate >= RATE_GOAL * held["episodes"] / held["seconds"]
+                goal = "met" if met_rss and met_rate else \
+                    f"RSS {verdict(met_rss)}, rate {verdict(met_rate)}"
+            train.add(matcher, what, f"{size / 1e9:.2f} GB", mode, int(r["episodes"]), f"{r['load_s']:.1f}",
+                      f"{rate:.2f}", vs, f"{r['peak_kb'] / 1e6:.2f} GB", goal, int(r["window"]))
+        r = runs["stream"]
+        evals.add(matcher, what, f"{int(r['eval_videos']):,}", f"{r['eval_read_s']:.1f}", f"{r['eval_score_s']:.1f}",
+                  f"{1e3 * r['eval_score_s'] / r['eval_episodes']:.1f}", f"{r['eval_peak_kb'] / 1e6:.2f} GB")
+    evals.notes = [
+        "in the process that trained the head (streamed), after its epoch: the list's features read from the cache "
+        "once (read s), then every episode scored as `fsar eval` scores it, each distinct video encoded once where "
+        "the head allows it (scoring s); peak RSS of that process over training and evaluation",
+    ]
+    return [train, evals, parameter_free(opened, cache, quick)]
+
+
+def parameter_free(opened: Any, cache: Path, quick: bool) -> Table:
+    """otam on 5-way 5-shot test episodes through ``evaluate()`` in a fresh process (peak RSS its own)."""
+    from benchmarks.eval import child_run as eval_child
+    from fsar.episodes import sample_episodes, save_episodes
+    from fsar.episodes.pool import split_pool
+
+    n = 200 if quick else FREE_EVAL_EPISODES
+    ids, classes, _ = split_pool(opened, "test", "rgb")
+    listing = sample_episodes(ids, classes, way=5, shot=5, query=1, n=n, seed=0, split="test")
+    path = save_episodes(listing, cache.parent / "test-5shot.json")
+    r = eval_child(cache, path, "otam")
+    table = Table(f"Parameter-free evaluation on the cache's test split: otam, {n:,} 5-way 5-shot episodes, "
+                  f"1 query per class", ["matcher", "distinct videos", "evaluate() s", "scoring s", "peak RSS"])
+    table.add("otam", f"{len(listing.ids):,}", f"{r['wall']:.2f}", f"{r['seconds']:.2f}",
+              f"{r['maxrss_kb'] / 1e6:.2f} GB")
+    table.notes = ["evaluate() s: open the cache, read the list's features, score, make the record (wall); "
+                   "scoring s: the part the record holds"]
     return table
 
 
@@ -167,11 +253,11 @@ def tables(quick: bool = False, dim: int | None = None, folder: Path | None = No
         start = time.perf_counter()
         cache = make_cache(workdir / "ssv2.zarr", dim, QUICK_LINES if quick else None)
         made_s, size = time.perf_counter() - start, disk_bytes(workdir / "ssv2.zarr")
-        table = measure(cache, quick)
+        result = measure(cache, quick)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     full = size * 2048 / dim
-    table.notes = [
+    result[0].notes = [
         f"cache made in {made_s:.0f} s, {size / 1e9:.2f} GB on disk (random features barely compress; at the "
         f"real D = 2,048 the same cache is about {full / 1e9:.0f} GB)",
         "one epoch per head and mode, each in a fresh process; peak RSS = its VmHWM (torch, zarr and the head "
@@ -179,20 +265,20 @@ def tables(quick: bool = False, dim: int | None = None, folder: Path | None = No
         f"goals: streamed peak RSS <= {RSS_GOAL_GB:g} GB, streamed episodes/s >= {RATE_GOAL:.0%} of in memory; "
         f"window = steps read ahead together (at most two windows held)",
     ]
-    return [table]
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.train_memory", description=__doc__.splitlines()[0])
-    parser.add_argument("--child", nargs=5, metavar=("CACHE", "HEAD", "PARAMS", "EPISODES", "MODE"),
+    parser.add_argument("--child", nargs=6, metavar=("CACHE", "HEAD", "PARAMS", "EPISODES", "MODE", "EVALUATE"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dim", type=int, help="feature dimension (default 256; 32 with --quick)")
     parser.add_argument("--dir", type=Path, help="where to make the cache (default: the system's temp folder)")
     args = parser.parse_args(argv)
     if args.child:
-        cache, matcher, params, episodes, mode = args.child
-        _child(cache, matcher, params, int(episodes), mode == "stream")
+        cache, matcher, params, episodes, mode, evaluate = args.child
+        _child(cache, matcher, params, int(episodes), mode == "stream", int(evaluate))
         return
     for table in tables(args.quick, args.dim, args.dir):
         print(table.markdown())

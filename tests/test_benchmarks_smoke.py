@@ -104,8 +104,10 @@ def test_head_eval_quick() -> None:
 def test_train_memory_quick() -> None:
     tables = train_memory.tables(quick=True)
     _check(tables)
-    assert [(row[0], row[3]) for row in tables[0].rows] == [("ita", "stream"), ("ita", "memory"),
-                                                             ("hcl", "stream"), ("hcl", "memory")]
+    assert [(row[0], row[3]) for row in tables[0].rows] == [(h, mode) for h in ("ita", "tsjm", "hcl")
+                                                             for mode in ("stream", "memory")]
+    assert [row[0] for row in tables[1].rows] == ["ita", "tsjm", "hcl"]  # each head evaluated
+    assert [row[0] for row in tables[2].rows] == ["otam"]
 
 
 def test_train_memory_cache_has_the_ssv2_full_ids(tmp_path: Path) -> None:
@@ -116,6 +118,7 @@ def test_train_memory_cache_has_the_ssv2_full_ids(tmp_path: Path) -> None:
     cache = open_cache(train_memory.make_cache(tmp_path / "c.zarr", 4, limit=(2, 3)))
     assert cache.ids.tolist() == [v for s in ("train", "val", "test") for v in train_memory.split_lines((2, 3))[s]]
     assert cache.n_videos == 18 and cache.patches("rgb", [0]).shape == (1, 8, 16, 4)
+    assert cache.frames("flow", [0]).shape == (1, 8, 4)
 
 
 def test_main_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
