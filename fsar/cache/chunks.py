@@ -1,20 +1,24 @@
 """Rows of a cache's arrays read straight from the chunk files of a local store.
 
-Every array of a cache is chunked along its first axis (videos) only, and its chunks are encoded as
-little-endian bytes (variable-length UTF-8 for strings), then (new caches) Zstandard and a CRC-32C of the result
-(:func:`schema.compressors`).
+Every array of a cache is chunked along its first axis (videos) only. Its chunks are encoded as little-endian
+bytes (variable-length UTF-8 for strings), then (new caches) Zstandard and a CRC-32C of the result
+(:func:`schema.compressors`); the feature arrays of new caches are sharded: a file holds ``chunk_videos``
+videos, each video an inner chunk of its own, so one video is read without decoding its neighbours.
 Zarr schedules each chunk of a read as tasks of its event loop and thread pool, about half a millisecond per
-chunk whatever its size: an SSv2-full-sized cache has 4,488 chunks per array, so reading the per-video ``done``
-flags, or one video from each of a few hundred chunks (a window of training episodes), costs far more in
+chunk whatever its size: an SSv2-full-sized cache has 4,488 files per array, so reading the per-video ``done``
+flags, or one video from each of a few hundred files (a window of training episodes), costs far more in
 scheduling than in decoding, and competes with the training step for the cores. For such arrays in a local
-store, :func:`read_rows` reads the chunk files itself, with the same checks (the stored CRC-32C, the decoded
-size) and the same codec, in the calling thread; any other array or store is read through Zarr. Either way a
-chunk that is not in the store reads as the array's fill value, as Zarr reads it: callers that must not accept
-that check :meth:`FeatureCache.missing_chunks` first.
+store, :func:`read_rows` reads the files itself, with the same checks (the stored CRC-32Cs, the decoded sizes)
+and the same codec, in the calling thread; any other array or store is read through Zarr. Either way a chunk
+that is not in the store reads as the array's fill value, as Zarr reads it: callers that must not accept that
+check :meth:`FeatureCache.missing_chunks` first.
 """
 
 from __future__ import annotations
 
+import os
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +27,24 @@ from numpy.typing import NDArray
 
 # One selection on the axes after the first: an index (that axis is dropped) or indices (kept), e.g. a view.
 Inner = int | NDArray[np.int64]
+EMPTY = 2**64 - 1  # offset and length of an inner chunk that a shard does not hold (read as fill values)
 
 
-class ChunkReader:
-    """Whole chunks of one array (chunked along axis 0 only) decoded from its files in a local store."""
+@dataclass(frozen=True)
+class Chain:
+    """A chain of codecs this module decodes: bytes or strings, then optionally Zstandard and a CRC-32C."""
 
-    def __init__(self, zarray: Any, folder: Path, strings: bool, compressed: bool, checksummed: bool) -> None:
-        from numcodecs import VLenUTF8, Zstd
-
-        self.zarray, self.folder = zarray, folder
-        self.compressed, self.checksummed = compressed, checksummed
-        self.chunk_shape: tuple[int, ...] = tuple(zarray.chunks)
-        self.size = int(np.prod(self.chunk_shape))
-        # Strings decode to Python str objects; numbers to their little-endian dtype.
-        self.strings: Any = VLenUTF8() if strings else None
-        self.dtype = np.dtype(object) if strings else np.dtype(zarray.dtype).newbyteorder("<")
-        self.fill_value = zarray.metadata.fill_value
-        self._zstd = Zstd()
+    strings: bool
+    compressed: bool
+    checksummed: bool
 
     @classmethod
-    def of(cls, zarray: Any) -> ChunkReader | None:
-        """A reader for ``zarray``, or None when it is not one this module decodes (then read through Zarr)."""
+    def of(cls, codecs: Any, dtype: Any) -> Chain | None:
         from zarr.codecs import BytesCodec, Crc32cCodec, VLenUTF8Codec, ZstdCodec
-        from zarr.storage import LocalStore
 
-        metadata = zarray.metadata
-        if getattr(metadata, "zarr_format", None) != 3 or not isinstance(zarray.store, LocalStore):
-            return None
-        if any(c < s for c, s in zip(zarray.chunks[1:], zarray.shape[1:], strict=True)):
-            return None
-        codecs = list(metadata.codecs)
+        codecs = list(codecs)
         strings = bool(codecs) and isinstance(codecs[0], VLenUTF8Codec)
-        numbers = bool(codecs) and isinstance(codecs[0], BytesCodec) and np.dtype(zarray.dtype).kind in "biuf" \
+        numbers = bool(codecs) and isinstance(codecs[0], BytesCodec) and np.dtype(dtype).kind in "biuf" \
             and str(getattr(codecs[0].endian, "value", "little")) == "little"
         if not (strings or numbers):
             return None
@@ -62,52 +52,154 @@ class ChunkReader:
         compressed = bool(rest) and isinstance(rest[0], ZstdCodec) and not rest[0].checksum
         rest = rest[1:] if compressed else rest
         checksummed = bool(rest) and isinstance(rest[0], Crc32cCodec)
-        if rest[1 if checksummed else 0:]:
+        return None if rest[1 if checksummed else 0:] else cls(strings, compressed, checksummed)
+
+
+def _checked(data: bytes, where: str) -> bytes:
+    """``data`` less its trailing CRC-32C, after checking it (the error Zarr raises when it does not hold)."""
+    import google_crc32c
+
+    data, stored = data[:-4], data[-4:]
+    if google_crc32c.value(data).to_bytes(4, "little") != stored:
+        raise ValueError(f"Stored and computed checksum do not match in {where}")
+    return data
+
+
+class ChunkReader:
+    """Whole chunks of one array (chunked along axis 0 only) decoded from its files in a local store.
+
+    ``block``: rows per file; ``piece``: rows per encoded piece (an inner chunk of a shard, or the whole file).
+    """
+
+    def __init__(self, zarray: Any, folder: Path, chain: Chain, block: int, piece: int) -> None:
+        from numcodecs import VLenUTF8, Zstd
+
+        self.zarray, self.folder, self.chain = zarray, folder, chain
+        self.block, self.piece = block, piece
+        self.sharded = piece != block
+        self.piece_shape: tuple[int, ...] = (piece, *zarray.shape[1:])
+        self.size = int(np.prod(self.piece_shape))
+        # Strings decode to Python str objects; numbers to their little-endian dtype.
+        self.strings: Any = VLenUTF8() if chain.strings else None
+        self.dtype = np.dtype(object) if chain.strings else np.dtype(zarray.dtype).newbyteorder("<")
+        self.fill_value = zarray.metadata.fill_value
+        self._zstd = Zstd()
+
+    @classmethod
+    def of(cls, zarray: Any) -> ChunkReader | None:
+        """A reader for ``zarray``, or None when it is not one this module decodes (then read through Zarr)."""
+        from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+        from zarr.storage import LocalStore
+
+        metadata = zarray.metadata
+        if getattr(metadata, "zarr_format", None) != 3 or not isinstance(zarray.store, LocalStore):
             return None
-        return cls(zarray, Path(zarray.store.root) / zarray.path, strings, compressed, checksummed)
+        outer = tuple(metadata.chunk_grid.chunk_shape)
+        if any(c < s for c, s in zip(outer[1:], zarray.shape[1:], strict=True)):
+            return None
+        codecs = list(metadata.codecs)
+        folder = Path(zarray.store.root) / zarray.path
+        if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+            shard = codecs[0]
+            inner = tuple(shard.chunk_shape)
+            index = list(shard.index_codecs)
+            plain_index = len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec) \
+                and str(getattr(index[0].endian, "value", "little")) == "little"
+            if str(getattr(shard.index_location, "value", shard.index_location)) != "end" or not plain_index \
+                    or tuple(inner[1:]) != outer[1:] or outer[0] % inner[0]:
+                return None
+            chain = Chain.of(shard.codecs, zarray.dtype)
+            return None if chain is None else cls(zarray, folder, chain, outer[0], inner[0])
+        chain = Chain.of(codecs, zarray.dtype)
+        return None if chain is None else cls(zarray, folder, chain, outer[0], outer[0])
 
-    def chunk(self, k: int) -> NDArray[Any]:
-        """Chunk ``k`` along axis 0, whole (an edge chunk is stored at full size); ValueError or RuntimeError when
-        its bytes fail their checksum or do not decode, as Zarr raises them."""
-        key = self.zarray.metadata.encode_chunk_key((k,) + (0,) * (len(self.chunk_shape) - 1))
-        try:
-            data = (self.folder / key).read_bytes()
-        except FileNotFoundError:
-            return np.full(self.chunk_shape, self.fill_value, dtype=self.dtype)
-        if self.checksummed:
-            import google_crc32c
-
-            data, stored = data[:-4], data[-4:]
-            if google_crc32c.value(data).to_bytes(4, "little") != stored:
-                raise ValueError(f"Stored and computed checksum do not match in chunk {key}")
-        if self.compressed:
+    def _decode(self, data: bytes, where: str) -> NDArray[Any]:
+        if self.chain.checksummed:
+            data = _checked(data, where)
+        if self.chain.compressed:
             data = self._zstd.decode(data)
         if self.strings is not None:
             items = self.strings.decode(data)
             if len(items) != self.size:
-                raise ValueError(f"chunk {key} decodes to {len(items)} strings, not the {self.size} of its shape")
-            return np.asarray(items, dtype=object).reshape(self.chunk_shape)
+                raise ValueError(f"{where} decodes to {len(items)} strings, not the {self.size} of its shape")
+            return np.asarray(items, dtype=object).reshape(self.piece_shape)
         if len(data) != self.dtype.itemsize * self.size:
-            raise ValueError(f"chunk {key} decodes to {len(data)} bytes, not the "
-                             f"{self.dtype.itemsize * self.size} of its shape")
-        return np.frombuffer(data, dtype=self.dtype).reshape(self.chunk_shape)
+            raise ValueError(f"{where} decodes to {len(data)} bytes, not the {self.dtype.itemsize * self.size} of "
+                             f"its shape")
+        return np.frombuffer(data, dtype=self.dtype).reshape(self.piece_shape)
+
+    def _fill(self) -> NDArray[Any]:
+        return np.full(self.piece_shape, self.fill_value, dtype=self.dtype)
 
     def rows(self, rows: NDArray[np.int64], inner: Inner | None = None) -> NDArray[Any]:
-        """``zarray[rows]`` (then ``[:, inner]``), each chunk decoded once; rows in any order, repeats allowed."""
+        """``zarray[rows]`` (then ``[:, inner]``), each piece decoded once; rows in any order, repeats allowed.
+
+        ValueError or RuntimeError when a piece's bytes fail a checksum or do not decode, as Zarr raises them.
+        """
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= self.zarray.shape[0]):
             raise IndexError(f"rows out of range for an array of {self.zarray.shape[0]}")
         select = (slice(None),) if inner is None else (slice(None), inner)
-        shape = np.empty((1, *self.chunk_shape[1:]), dtype=np.int8)[select].shape[1:]
+        shape = np.empty((1, *self.piece_shape[1:]), dtype=np.int8)[select].shape[1:]
         out = np.empty((len(rows), *shape), dtype=object if self.strings is not None else np.dtype(self.zarray.dtype))
         order = np.argsort(rows, kind="stable")
-        chunk_of = rows[order] // self.chunk_shape[0]
-        for part in np.split(order, np.flatnonzero(np.diff(chunk_of)) + 1):
-            if not len(part):
-                continue
-            k = int(rows[part[0]] // self.chunk_shape[0])
-            out[part] = self.chunk(k)[rows[part] - k * self.chunk_shape[0]][select]
+        ordered = rows[order]
+        cuts = (np.flatnonzero(np.diff(ordered // self.piece)) + 1).tolist()
+        file: _File | None = None
+        try:
+            for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True):
+                if a == b:
+                    continue
+                first = int(ordered[a])
+                if file is None or file.k != first // self.block:
+                    if file is not None:
+                        file.close()
+                    file = _File(self, first // self.block)
+                j = first % self.block // self.piece
+                base = file.k * self.block + j * self.piece
+                out[order[a:b]] = file.piece(j)[ordered[a:b] - base][select]
+        finally:
+            if file is not None:
+                file.close()
         return out
+
+
+class _File:
+    """One chunk file of a :class:`ChunkReader`'s array, open while its pieces are read."""
+
+    def __init__(self, reader: ChunkReader, k: int) -> None:
+        self.reader, self.k = reader, k
+        self.key = reader.zarray.metadata.encode_chunk_key((k,) + (0,) * (len(reader.piece_shape) - 1))
+        try:
+            self.fd: int | None = os.open(f"{reader.folder}/{self.key}", os.O_RDONLY)
+        except FileNotFoundError:
+            self.fd = None
+        self.index: bytes | None = None
+        self.data_end = 0
+
+    def piece(self, j: int) -> NDArray[Any]:
+        """Piece ``j`` of the file, decoded (fill values when the file or, in a shard, the piece is absent)."""
+        r = self.reader
+        if self.fd is None:
+            return r._fill()
+        if not r.sharded:
+            return r._decode(os.pread(self.fd, os.fstat(self.fd).st_size, 0), f"chunk {self.key}")
+        if self.index is None:
+            size, n = os.fstat(self.fd).st_size, r.block // r.piece
+            self.data_end = size - (16 * n + 4)
+            if self.data_end < 0:
+                raise ValueError(f"shard {self.key} is shorter ({size} bytes) than its index")
+            self.index = _checked(os.pread(self.fd, 16 * n + 4, self.data_end), f"the index of shard {self.key}")
+        offset, length = struct.unpack_from("<QQ", self.index, 16 * j)
+        if offset == EMPTY and length == EMPTY:
+            return r._fill()
+        if offset + length > self.data_end:
+            raise ValueError(f"shard {self.key}: inner chunk {j} lies outside the file")
+        return r._decode(os.pread(self.fd, length, offset), f"inner chunk {j} of shard {self.key}")
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 def read_rows(zarray: Any, rows: NDArray[np.int64], inner: Inner | None = None) -> NDArray[Any]:

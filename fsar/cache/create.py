@@ -132,9 +132,10 @@ def _write_spec(group: zarr.Group, spec: CacheSpec) -> None:
 def _create_modality(group: zarr.Group, spec: CacheSpec, modality: str, n: int) -> None:
     """The arrays of one modality; checksummed when the store is (a cache keeps the integrity it was made with)."""
     c, checked = spec.chunk_videos, spec.integrity >= 1
-    for kind, (shape, chunks, dtype) in schema.feature_shapes(spec, n).items():
+    for kind, layout in schema.feature_shapes(spec, n).items():
         path = schema.frames_path(modality) if kind == "frames" else schema.patches_path(modality)
-        _new_array(group, path, shape, dtype, chunks, checksummed=checked, fill_value=0)
+        _new_array(group, path, layout.shape, layout.dtype, layout.inner, shards=layout.chunks, checksummed=checked,
+                   fill_value=0)
     _new_array(group, schema.done_path(modality), (n,), "bool", (c,), checksummed=checked, fill_value=False)
     _new_array(group, schema.status_path(modality), (n,), "int8", (c,), checksummed=checked, fill_value=0)
     _new_array(group, schema.error_path(modality), (n,), str, (c,), checksummed=checked, fill_value="")

@@ -169,21 +169,27 @@ def error_path(modality: str) -> str:
 
 
 class FeatureArray(NamedTuple):
+    """A feature array's layout: ``chunks`` is the unit of writing (``chunk_videos`` videos, one file, a Zarr
+    shard), ``inner`` the unit of reading within it (one video, an inner chunk with its own checksum)."""
+
     shape: tuple[int, ...]
     chunks: tuple[int, ...]
     dtype: str
+    inner: tuple[int, ...]
 
 
 def feature_shapes(spec: CacheSpec, n_videos: int) -> dict[str, FeatureArray]:
-    """(shape, chunks, dtype) of each feature array for one modality, keyed by 'frames'/'patches'."""
+    """(shape, chunks, dtype, inner) of each feature array for one modality, keyed by 'frames'/'patches'.
+
+    Feature arrays are sharded: a training step reads single videos spread over the whole split, and a video of
+    an unsharded chunk costs decoding all ``chunk_videos`` of them. Caches made before sharding read the same
+    (their arrays say their own layout)."""
     c = spec.chunk_videos
-    arrays = {"frames": FeatureArray((n_videos, spec.views, spec.frames, spec.feature_dim),
-                                     (c, spec.views, spec.frames, spec.feature_dim), spec.feature_dtype)}
+    videos: list[tuple[str, tuple[int, ...]]] = [("frames", (spec.views, spec.frames, spec.feature_dim))]
     if spec.patches:
-        p = spec.patches * spec.patches
-        arrays["patches"] = FeatureArray((n_videos, spec.views, spec.frames, p, spec.feature_dim),
-                                         (c, spec.views, spec.frames, p, spec.feature_dim), spec.feature_dtype)
-    return arrays
+        videos.append(("patches", (spec.views, spec.frames, spec.patches * spec.patches, spec.feature_dim)))
+    return {kind: FeatureArray((n_videos, *video), (c, *video), spec.feature_dtype, (1, *video))
+            for kind, video in videos}
 
 
 def compressors() -> tuple[Any, ...]:

@@ -163,16 +163,17 @@ class MemoryFeatures:
 
     def __init__(self, cache: FeatureCache, pool: TrainPool, modalities: Sequence[str], patches: bool,
                  center: bool) -> None:
-        self.features = {m: torch.from_numpy(_read_split(cache, pool, m, patches, center and m == "rgb"))
-                         for m in modalities}
+        self.features = {m: _read_split(cache, pool, m, patches, center and m == "rgb") for m in modalities}
 
     def gather(self, draws: Sequence[Draw]) -> list[Videos]:
-        out = []
-        for d in draws:
-            rows, views = torch.from_numpy(d.rows), torch.from_numpy(d.views)
-            # The same view of a video for every modality: RGB and flow of one clip stay paired.
-            out.append({m: f[rows, views].float() for m, f in self.features.items()})
-        return out
+        # The same view of a video for every modality: RGB and flow of one clip stay paired.
+        return [{m: _float32(f[d.rows, d.views]) for m, f in self.features.items()} for d in draws]
+
+
+def _float32(features: NDArray[Any]) -> torch.Tensor:
+    """float32 features as a tensor, converted by numpy: the prefetch thread never runs a torch operator, whose
+    thread pool would compete with the training step's for the same cores."""
+    return torch.from_numpy(features.astype(np.float32))
 
 
 def _read_split(cache: FeatureCache, pool: TrainPool, modality: str, patches: bool, center: bool) -> NDArray[Any]:
@@ -206,12 +207,12 @@ class StreamedFeatures:
         unique_views, view_at = np.unique(views, return_inverse=True)
         cache_rows = self.pool.rows[unique_rows]
         cache_views = np.asarray(self.pool.views, dtype=np.int64)[unique_views]
-        blocks = {m: torch.from_numpy(self._read(m, cache_rows, cache_views)) for m in self.arrays}
+        blocks = {m: self._read(m, cache_rows, cache_views) for m in self.arrays}
         out, at = [], 0
         for d in draws:
-            r = torch.from_numpy(row_at[at:at + d.rows.size].reshape(d.rows.shape))
-            v = torch.from_numpy(view_at[at:at + d.rows.size].reshape(d.rows.shape))
-            out.append({m: b[r, v].float() for m, b in blocks.items()})
+            r = row_at[at:at + d.rows.size].reshape(d.rows.shape)
+            v = view_at[at:at + d.rows.size].reshape(d.rows.shape)
+            out.append({m: _float32(b[r, v]) for m, b in blocks.items()})
             at += d.rows.size
         return out
 

@@ -114,3 +114,56 @@ def test_other_layouts_and_stores_go_through_zarr(tmp_path: Path) -> None:
         assert ChunkReader.of(zarray) is None
         np.testing.assert_array_equal(read_rows(zarray, rows), data[rows])
         np.testing.assert_array_equal(read_all(zarray), data)
+
+
+def _sharded(root: Path, data: np.ndarray, shard: int, **kwargs: Any) -> Any:
+    group = zarr.open_group(root, mode="a")
+    zarray = group.create_array("features", shape=data.shape, dtype=data.dtype, chunks=(1, *data.shape[1:]),
+                                shards=(shard, *data.shape[1:]), compressors=schema.compressors(), **kwargs)
+    zarray[:] = data
+    return zarr.open_group(root, mode="r")["features"]
+
+
+def test_sharded_rows_equal_zarr(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    data = rng.standard_normal((37, 2, 3, 4)).astype(np.float16)
+    data[12] = 0  # an inner chunk of fill values: the shard may leave it out
+    with zarr.config.set({"array.write_empty_chunks": False}):
+        zarray = _sharded(tmp_path / "c.zarr", data, 10, fill_value=0)
+    reader = ChunkReader.of(zarray)
+    assert reader is not None and reader.sharded
+    rows = rng.integers(0, 37, size=30)
+    for inner in (None, 1, np.array([1, 0])):
+        selection = (rows,) if inner is None else (rows, inner)
+        np.testing.assert_array_equal(reader.rows(rows, inner), zarray.get_orthogonal_selection(selection))
+    np.testing.assert_array_equal(read_all(zarray), data)
+
+
+def test_a_damaged_inner_chunk_is_an_error_its_neighbours_still_read(tmp_path: Path) -> None:
+    data = np.random.default_rng(5).standard_normal((20, 8)).astype(np.float16)
+    zarray = _sharded(tmp_path / "c.zarr", data, 10, fill_value=0)
+    shard = tmp_path / "c.zarr" / "features" / "c" / "1" / "0"
+    raw = bytearray(shard.read_bytes())
+    raw[3] ^= 0xFF  # inside the first inner chunk written (row 10)
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum"):
+        zarray[10:20]
+    with pytest.raises(ValueError, match="checksum"):
+        read_rows(zarray, np.array([10]))
+    np.testing.assert_array_equal(read_rows(zarray, np.array([15, 3])), data[[15, 3]])
+
+
+def test_a_damaged_shard_index_is_an_error(tmp_path: Path) -> None:
+    data = np.ones((20, 8), dtype=np.float16)
+    zarray = _sharded(tmp_path / "c.zarr", data, 10, fill_value=0)
+    shard = tmp_path / "c.zarr" / "features" / "c" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    raw[-10] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="index"):
+        read_rows(zarray, np.array([1]))
+    shard.write_bytes(bytes(raw[:30]))
+    with pytest.raises(ValueError, match="shorter"):
+        read_rows(zarray, np.array([1]))
+    (tmp_path / "c.zarr" / "features" / "c" / "1" / "0").unlink()  # a lost shard reads as fill values, as in Zarr
+    np.testing.assert_array_equal(read_rows(zarray, np.array([12])), np.zeros((1, 8)))

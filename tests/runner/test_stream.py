@@ -108,7 +108,7 @@ def test_views_and_balanced_batches_read_the_same_features_both_ways(toy: Path) 
     assert pool.views == (1, 2)  # view 0 (the test view) is never trained on
     held = MemoryFeatures(cache, pool, ("rgb",), patches=True, center=False)
     assert held.features["rgb"].shape == (SPLITS["train"] * PER_CLASS, 2, T, GRID * GRID, D)
-    np.testing.assert_array_equal(held.features["rgb"][:, 1].numpy(), cache.patches("rgb", pool.rows, view=2))
+    np.testing.assert_array_equal(held.features["rgb"][:, 1], cache.patches("rgb", pool.rows, view=2))
     draw, labels, names = balanced_draw(pool, np.random.default_rng(0), classes=5, per_class=3)
     assert torch.equal(labels, torch.arange(5).repeat_interleave(3))
     picked = np.asarray(pool.classes)[draw.rows].reshape(5, 3)
