@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from fsar.runner.train import TrainConfig
 
 # Train splits up to this size (float16, every trained view and modality) are read into memory once. Reading
-# the split sequentially costs less than streaming it, which decodes a video's whole chunk (chunk_videos videos,
-# every view) each time it is used; and 1 GiB leaves the 4 GB memory goal room for the heads and optimisers.
+# the split sequentially costs less than streaming it, which reads each video (every view; in caches made
+# before sharding, its whole chunk of chunk_videos videos) each time it is used; and 1 GiB leaves the 4 GB
+# memory goal room for the heads and optimisers.
 IN_MEMORY_BYTES = 1 << 30
 # A window of prefetched steps holds about this many bytes of float32 inputs (at least one step, at most
 # MAX_WINDOW): enough steps that reading overlaps several optimiser steps, few enough to bound memory.
@@ -217,7 +218,7 @@ class StreamedFeatures:
         return out
 
     def _read(self, modality: str, rows: NDArray[np.int64], views: NDArray[np.int64]) -> NDArray[Any]:
-        """[len(rows), len(views), ...] as stored; each chunk is decoded once whatever it holds of the window."""
+        """[len(rows), len(views), ...] as stored; each video (or unsharded chunk) decoded once for the window."""
         try:
             block = read_rows(self.arrays[modality], rows, views)
         except (ValueError, RuntimeError) as err:  # a failed checksum, or bytes the codec cannot decode
