@@ -220,8 +220,7 @@ def measure(cache: Path, quick: bool) -> list[Table]:
             first = rounds[0][mode]
             train.add(matcher, what, f"{size / 1e9:.2f} GB", mode, int(first["episodes"]), f"{first['load_s']:.1f}",
                       f"{rate:.2f}", vs, f"{peak:.2f} GB", goal, int(first["window"]))
-        runs = rounds[0]
-        r = runs["stream"]
+        r = rounds[0]["stream"]  # evaluation runs in the first round's streamed process
         evals.add(matcher, what, f"{int(r['eval_videos']):,}", f"{r['eval_read_s']:.1f}", f"{r['eval_score_s']:.1f}",
                   f"{1e3 * r['eval_score_s'] / r['eval_episodes']:.1f}", f"{r['eval_peak_kb'] / 1e6:.2f} GB")
     evals.notes = [

@@ -40,12 +40,11 @@ class Chain:
 
     @classmethod
     def of(cls, codecs: Any, dtype: Any) -> Chain | None:
-        from zarr.codecs import BytesCodec, Crc32cCodec, VLenUTF8Codec, ZstdCodec
+        from zarr.codecs import Crc32cCodec, VLenUTF8Codec, ZstdCodec
 
         codecs = list(codecs)
         strings = bool(codecs) and isinstance(codecs[0], VLenUTF8Codec)
-        numbers = bool(codecs) and isinstance(codecs[0], BytesCodec) and np.dtype(dtype).kind in "biuf" \
-            and str(getattr(codecs[0].endian, "value", "little")) == "little"
+        numbers = bool(codecs) and _little_bytes(codecs[0]) and np.dtype(dtype).kind in "biuf"
         if not (strings or numbers):
             return None
         rest = codecs[1:]
@@ -53,6 +52,13 @@ class Chain:
         rest = rest[1:] if compressed else rest
         checksummed = bool(rest) and isinstance(rest[0], Crc32cCodec)
         return None if rest[1 if checksummed else 0:] else cls(strings, compressed, checksummed)
+
+
+def _little_bytes(codec: Any) -> bool:
+    """Whether ``codec`` is Zarr's bytes codec writing little-endian (or single-byte) values."""
+    from zarr.codecs import BytesCodec
+
+    return isinstance(codec, BytesCodec) and str(getattr(codec.endian, "value", "little")) == "little"
 
 
 def _checked(data: bytes, where: str) -> bytes:
@@ -88,7 +94,7 @@ class ChunkReader:
     @classmethod
     def of(cls, zarray: Any) -> ChunkReader | None:
         """A reader for ``zarray``, or None when it is not one this module decodes (then read through Zarr)."""
-        from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+        from zarr.codecs import Crc32cCodec, ShardingCodec
         from zarr.storage import LocalStore
 
         metadata = zarray.metadata
@@ -103,8 +109,7 @@ class ChunkReader:
             shard = codecs[0]
             inner = tuple(shard.chunk_shape)
             index = list(shard.index_codecs)
-            plain_index = len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec) \
-                and str(getattr(index[0].endian, "value", "little")) == "little"
+            plain_index = len(index) == 2 and _little_bytes(index[0]) and isinstance(index[1], Crc32cCodec)
             if str(getattr(shard.index_location, "value", shard.index_location)) != "end" or not plain_index \
                     or tuple(inner[1:]) != outer[1:] or outer[0] % inner[0]:
                 return None
