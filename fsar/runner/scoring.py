@@ -62,7 +62,7 @@ def score_all(
     video_values = max(f[0].size for f in loaded.features.values())
     values = episodes.way * (episodes.query + episodes.shot) * video_values
     scorer = _ChunkScorer(fn, loaded, episodes.n_episodes * per_episode, frame_cosines_only)
-    parts: dict[str, list[NDArray[np.float32]]] = {}
+    out = _Scores(episodes)
     bar = tqdm(total=episodes.n_episodes, desc=desc, unit="ep", disable=not progress, leave=False)
     start = 0
     while start < episodes.n_episodes:
@@ -70,15 +70,11 @@ def score_all(
         bound = PAIRS_PER_CHUNK // per_episode if not scorer.reads else VALUES_PER_CHUNK // values
         stop = min(episodes.n_episodes, start + max(1, min(PAIRS_PER_CHUNK // per_episode, bound)))
         chunk = episodes.slice(start, stop)
-        for name, scores in scorer(chunk).items():
-            # A fresh copy, not the matcher's own array: that one is allocated among the chunk's large
-            # temporaries, and keeping it pins the heap around them, so memory would grow by megabytes
-            # with every chunk (gigabytes over 100,000 episodes); with the copy it stays flat.
-            parts.setdefault(name, []).append(np.array(scores, dtype=np.float32, copy=True))
+        out.put(start, scorer(chunk))
         bar.update(chunk.n_episodes)
         start = stop
     bar.close()
-    return {name: np.concatenate(p) for name, p in parts.items()}
+    return out.scores
 
 
 def video_frames(loaded: LoadedFeatures, pairs: int) -> dict[str, VideoFrames]:
@@ -131,18 +127,39 @@ def _score_encoded(fn: ByEncodedVideos, loaded: LoadedFeatures, episodes: Episod
     table = fn.encode(loaded.features, np.unique(np.concatenate([episodes.query_idx.ravel(),
                                                                  episodes.support_idx.ravel()])).astype(np.int64))
     chunk_size = max(1, PAIRS_PER_CHUNK // (episodes.way * episodes.query * episodes.way * episodes.shot))
-    parts: dict[str, list[NDArray[np.float32]]] = {}
+    out = _Scores(episodes)
     bar = tqdm(total=episodes.n_episodes, desc=desc, unit="ep", disable=not progress, leave=False)
-    for _, chunk in iter_chunks(episodes, chunk_size):
+    for start, chunk in iter_chunks(episodes, chunk_size):
         e, way, shot = chunk.support_idx.shape
         labels = np.broadcast_to(np.repeat(np.arange(way), shot), (e, way * shot)).astype(np.int64)
-        scored = fn.score(table, chunk.query_idx.reshape(e, -1), chunk.support_idx.reshape(e, -1), labels,
-                          episodes.way, chunk.class_names)
-        for name, scores in scored.items():
-            parts.setdefault(name, []).append(np.array(scores, dtype=np.float32, copy=True))
+        out.put(start, fn.score(table, chunk.query_idx.reshape(e, -1), chunk.support_idx.reshape(e, -1), labels,
+                                episodes.way, chunk.class_names))
         bar.update(chunk.n_episodes)
     bar.close()
-    return {name: np.concatenate(p) for name, p in parts.items()}
+    return out.scores
+
+
+class _Scores:
+    """Every episode's component scores, [E, way*query, way] each, allocated once and filled chunk by chunk.
+
+    Nothing a chunk allocates outlives it: a per-chunk result kept until the end lands on the heap among
+    the chunk's large temporaries and pins them, so glibc cannot reuse their space whole, and memory grows
+    by megabytes with every chunk (gigabytes over 100,000 episodes, in some processes and not others).
+    """
+
+    def __init__(self, episodes: EpisodeList) -> None:
+        self.n_episodes = episodes.n_episodes
+        self.scores: dict[str, NDArray[np.float32]] = {}
+
+    def put(self, start: int, scored: Mapping[str, NDArray[np.floating]]) -> None:
+        for name, scores in scored.items():
+            if name not in self.scores:
+                self.scores[name] = np.empty((self.n_episodes, *scores.shape[1:]), dtype=np.float32)
+            into = self.scores[name][start:start + len(scores)]
+            if into.shape != scores.shape:  # numpy would broadcast a wrongly shaped result
+                raise ValueError(f"component {name!r} of episodes {start}-{start + len(scores)} has shape "
+                                 f"{scores.shape}, the earlier chunks {into.shape}")
+            into[...] = scores
 
 
 def episode_correct(scores: NDArray[np.float32], episodes: EpisodeList) -> NDArray[np.bool_]:
