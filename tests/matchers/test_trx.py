@@ -12,7 +12,14 @@ import torch
 from torch import nn
 
 from fsar.matchers.head import config_from_params, config_origins, train_origins
-from fsar.matchers.trx import TRXConfig, TRXHead, class_slots, position_encoding, tuple_indices
+from fsar.matchers.trx import (
+    TRXConfig,
+    TRXHead,
+    class_slots,
+    position_encoding,
+    prototype_distances,
+    tuple_indices,
+)
 
 
 def _hand_pe(t: int, j: int, dim: int) -> float:
@@ -185,3 +192,42 @@ def test_every_default_says_whether_it_is_the_papers() -> None:
     train = {o.name: o for o in train_origins(TRXHead.defaults, "trx")}
     assert {n for n, o in train.items() if o.source == "paper"} == {"optimizer", "lr", "tasks_per_step"}
     assert (train["tasks_per_step"].value, train["budget"].value, train["lr_decay_every"].value) == (16, 0, 0)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_expanded_distances_equal_the_prototypes_and_their_gradients(autocast: bool) -> None:
+    gen = torch.Generator().manual_seed(4)
+    v = torch.randn(2, 3, 5, 64, generator=gen, dtype=torch.float64, requires_grad=True)
+    a = torch.randn(2, 3, 5, 4, 10, generator=gen, dtype=torch.float64).softmax(-1).requires_grad_()
+    values = torch.randn(2, 4, 10, 64, generator=gen, dtype=torch.float64, requires_grad=True)
+    # Oracle: form every prototype t = Σ_n a_n V_n and square the difference, in float64.
+    direct = (v[:, :, :, None] - torch.einsum("eqpwn,ewnh->eqpwh", a, values)).square().sum(-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):  # bf16 would not survive the cancelling
+        fast = prototype_distances(v.float(), a.float(), values.float())
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast.double(), direct, rtol=1e-5, atol=1e-4)
+    weights = torch.randn(direct.shape, generator=gen, dtype=torch.float64)
+    expected = torch.autograd.grad((direct * weights).sum(), (v, a, values))
+    got = torch.autograd.grad((fast.double() * weights).sum(), (v, a, values))
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_a_training_step_never_keeps_a_prototype_sized_tensor() -> None:
+    # The prototypes [E, Q, |Π|, way, 1152] and their differences to the query values held most of a
+    # training step's memory (2.9 GB of 16 five-way tasks): nothing that large may be saved for backward.
+    head = TRXHead({"rgb": 16}, 6).train()
+    query, support, labels = _episode(5, [[3, 0, 2, 1]] * 2, queries=8, frames=6, dim=16)  # 4-way, 2 queries each
+    largest = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        largest[0] = max(largest[0], t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits = head({"rgb": query}, {"rgb": support}, labels, 4)
+    logits.sum().backward()
+    triples = math.comb(6, 3)
+    prototypes = 2 * 8 * triples * 4 * head.config.hidden
+    tuple_codes = 2 * (8 + 4) * triples * head.config.hidden  # every video's triples, encoded together
+    assert largest[0] == tuple_codes < prototypes
