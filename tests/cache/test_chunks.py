@@ -167,3 +167,34 @@ def test_a_damaged_shard_index_is_an_error(tmp_path: Path) -> None:
         read_rows(zarray, np.array([1]))
     (tmp_path / "c.zarr" / "features" / "c" / "1" / "0").unlink()  # a lost shard reads as fill values, as in Zarr
     np.testing.assert_array_equal(read_rows(zarray, np.array([12])), np.zeros((1, 8)))
+
+
+def test_an_index_pointing_past_the_data_is_an_error(tmp_path: Path) -> None:
+    import struct
+
+    import google_crc32c
+
+    data = np.ones((10, 8), dtype=np.float16)
+    zarray = _sharded(tmp_path / "c.zarr", data, 10, fill_value=0)
+    shard = tmp_path / "c.zarr" / "features" / "c" / "0" / "0"
+    raw = shard.read_bytes()
+    index = bytearray(raw[-(16 * 10 + 4):-4])
+    offset, length = struct.unpack_from("<QQ", index, 16 * 3)
+    struct.pack_into("<QQ", index, 16 * 3, offset + len(raw), length)  # a valid index (its CRC recomputed) ...
+    data_end = len(raw) - (16 * 10 + 4)
+    shard.write_bytes(raw[:data_end] + bytes(index) + google_crc32c.value(bytes(index)).to_bytes(4, "little"))
+    with pytest.raises(ValueError, match="inner chunk 3 lies outside the file"):  # ... whose entry lies past the data
+        read_rows(zarray, np.array([3]))
+    np.testing.assert_array_equal(read_rows(zarray, np.array([4])), data[[4]])
+
+
+def test_a_truncated_zstd_chunk_without_checksum_is_an_error(tmp_path: Path) -> None:
+    data = np.random.default_rng(6).standard_normal((20, 8)).astype(np.float16)
+    zarray = _array(tmp_path / "c.zarr", "features", data, 10, CODECS["zstd"], fill_value=0)
+    chunk = tmp_path / "c.zarr" / "features" / "c" / "1" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:-20])
+    with pytest.raises((RuntimeError, ValueError)):
+        zarray[10:20]  # Zarr refuses it ...
+    with pytest.raises(RuntimeError, match="does not decode as Zstandard"):
+        read_rows(zarray, np.array([12]))  # ... and so does the direct read
+    np.testing.assert_array_equal(read_rows(zarray, np.array([3])), data[3:4])
