@@ -227,6 +227,10 @@ class TRXHead(Head):
             "budget": "fsar: the training length per dataset was not checked against the paper; 0 = not given",
         },
     )
+    # Per episode forward, every video's tuple keys and values (84 tuples x 1152 x 2 at T = 8, ~0.8 MB a video)
+    # dominate: 256 gives 10 one-shot / 2 five-shot 5-way episodes (~80 MB) per forward.
+    eval_pairs = 256
+
     def __init__(self, dims: Mapping[str, int], frames: int, config: TRXConfig | None = None) -> None:
         super().__init__(dims, frames, config)
         cfg: TRXConfig = self.config
