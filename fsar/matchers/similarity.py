@@ -269,6 +269,9 @@ def class_scores(
 
 # Largest cosine table [N, N, T, T] float32 built; above it, normalised frames are multiplied per episode.
 TABLE_BYTES = 256 * 2**20
+# Without the table, episodes are multiplied in slices whose gathered query and support frames take at most
+# this many bytes (a 5-way 5-shot episode at D = 2,048: 30 videos, ~2 MB).
+GATHER_BYTES = 64 * 2**20
 _TABLE_ROWS = 64  # videos per GEMM while building the table: bounds the temporary to a slice of it
 
 
@@ -289,6 +292,7 @@ class VideoFrames:
         self._videos: NDArray[np.floating] | None = videos
         self._unit: torch.Tensor | None = None
         self._table: F32 | None = None
+        self._gathered: dict[str, torch.Tensor] = {}  # per side, reused: see _gather
 
     @property
     def unit(self) -> torch.Tensor:
@@ -326,14 +330,32 @@ class VideoFrames:
             # numpy, not torch: single-threaded copies stay fast when the cores are shared
             out = np.take(self.table(), (qr[:, :, None] * self.n + sr[:, None, :]).ravel(), axis=0)
         else:
+            out = np.empty((e, nq, ns, t, t), dtype=np.float32)
+            step = max(1, GATHER_BYTES // ((nq + ns) * self.unit[0].numel() * 4))
             with torch.inference_mode():
-                q = self.unit[torch.from_numpy(qr.ravel())].view(e, nq * t, -1)
-                s = self.unit[torch.from_numpy(sr.ravel())].view(e, ns * t, -1)
-                dots = torch.bmm(q, s.transpose(1, 2)).view(e, nq, t, ns, t)
-                out = dots.permute(0, 1, 3, 2, 4).contiguous().numpy()
+                for a in range(0, e, step):
+                    b = min(e, a + step)
+                    q = self._gather("query", qr[a:b]).view(b - a, nq * t, -1)
+                    s = self._gather("support", sr[a:b]).view(b - a, ns * t, -1)
+                    dots = torch.bmm(q, s.transpose(1, 2)).view(b - a, nq, t, ns, t)
+                    torch.from_numpy(out[a:b]).copy_(dots.permute(0, 1, 3, 2, 4))
         if cost:
             np.subtract(1.0, out, out=out)
         return _finite(out.reshape(e, nq, ns, t, t))
+
+
+    def _gather(self, side: str, rows: NDArray[np.int64]) -> torch.Tensor:
+        """Normalised frames of ``rows`` [len, T * D], valid until the next call for ``side``.
+
+        Into a buffer kept across calls (at most :data:`GATHER_BYTES` for both sides): the page faults of a
+        fresh buffer cost several times the copy itself.
+        """
+        flat = self.unit.view(self.n, -1)
+        if side not in self._gathered or len(self._gathered[side]) < rows.size:
+            self._gathered[side] = torch.empty((rows.size, flat.shape[1]), dtype=flat.dtype)
+        out = self._gathered[side][: rows.size]
+        torch.index_select(flat, 0, torch.from_numpy(rows.ravel()), out=out)
+        return out
 
 
 class FrameIndex:

@@ -57,6 +57,21 @@ def test_gathered_cosines_equal_the_per_pair_reference(use_table: bool, t: int, 
     np.testing.assert_allclose(costs.reshape(expected.shape), 1 - expected, atol=2e-6)
 
 
+def test_sliced_gathers_into_reused_buffers_equal_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the table, episodes go through the GEMM in slices (here one or two episodes each), gathered into
+    # buffers kept across calls: a later, larger call must regrow them, a smaller one must not read stale rows.
+    _, loaded = _list_and_features(4, False, seed=3)
+    videos = loaded.features["rgb"]
+    frames = similarity.VideoFrames(videos, pairs=10**6, table_bytes=0)
+    rng = np.random.default_rng(4)
+    for e, gather_bytes in ((2, 1), (5, 2 * 7 * videos[0].size * 4), (1, 1), (4, 2**30)):
+        monkeypatch.setattr(similarity, "GATHER_BYTES", gather_bytes)
+        qr, sr = rng.integers(0, len(videos), (e, 2)), rng.integers(0, len(videos), (e, 5))
+        expected = _reference_cosines(videos[qr], videos[sr])
+        np.testing.assert_allclose(frames.blocks(qr, sr, cost=False), expected, atol=2e-6)
+        np.testing.assert_allclose(frames.blocks(qr, sr, cost=True), 1 - expected, atol=2e-6)
+
+
 @pytest.mark.parametrize("name", MATCHERS)
 @pytest.mark.parametrize("use_table", [True, False])
 @pytest.mark.parametrize(("t", "center"), [(4, False), (4, True), (1, False)])
