@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,7 @@ def _available_bytes() -> int:
     return 0
 
 
-def measure(cache: Path, quick: bool) -> list[Table]:
+def measure(cache: Path, quick: bool, heads: Sequence[str] | None = None) -> list[Table]:
     from fsar.cache.store import open_cache
     from fsar.matchers.registry import get
     from fsar.runner.stream import split_bytes, train_pool
@@ -192,7 +193,7 @@ def measure(cache: Path, quick: bool) -> list[Table]:
                   f"1 query per class",
                   ["head", "input", "distinct videos", "read s", "scoring s", "ms / episode", "peak RSS"])
     for matcher, params, episodes in HEADS:
-        if quick and matcher not in QUICK_PARAMS:
+        if (quick and matcher not in QUICK_PARAMS) or (heads is not None and matcher not in heads):
             continue
         info = get(matcher)
         modalities = ("rgb", "flow") if info.needs_flow else ("rgb",)
@@ -251,7 +252,8 @@ def parameter_free(opened: Any, cache: Path, quick: bool) -> Table:
     return table
 
 
-def tables(quick: bool = False, dim: int | None = None, folder: Path | None = None) -> list[Table]:
+def tables(quick: bool = False, dim: int | None = None, folder: Path | None = None,
+           heads: Sequence[str] | None = None) -> list[Table]:
     dim = dim or (32 if quick else 256)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -260,7 +262,7 @@ def tables(quick: bool = False, dim: int | None = None, folder: Path | None = No
         start = time.perf_counter()
         cache = make_cache(workdir / "ssv2.zarr", dim, QUICK_LINES if quick else None)
         made_s, size = time.perf_counter() - start, disk_bytes(workdir / "ssv2.zarr")
-        result = measure(cache, quick)
+        result = measure(cache, quick, heads)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     full = size * 2048 / dim
@@ -283,12 +285,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dim", type=int, help="feature dimension (default 256; 32 with --quick)")
     parser.add_argument("--dir", type=Path, help="where to make the cache (default: the system's temp folder)")
+    names = ", ".join(h[0] for h in HEADS)
+    parser.add_argument("--heads", help=f"comma-separated heads to train (default: all of {names})")
     args = parser.parse_args(argv)
+    heads = None if args.heads is None else args.heads.split(",")
+    if heads is not None and (unknown := set(heads) - {h[0] for h in HEADS}):
+        parser.error(f"unknown head(s) {sorted(unknown)}; choose among {names}")
     if args.child:
         cache, matcher, params, episodes, mode, evaluate = args.child
         _child(cache, matcher, params, int(episodes), mode == "stream", int(evaluate))
         return
-    for table in tables(args.quick, args.dim, args.dir):
+    for table in tables(args.quick, args.dim, args.dir, heads):
         print(table.markdown())
 
 
