@@ -31,7 +31,9 @@ def test_eval_quick() -> None:
     _check(tables)
     assert len(tables[0].rows) == 5  # otam, km x 1-shot, 5-shot, and otam with one OpenBLAS thread
     stage = next(t for t in tables if t.title.startswith("Similarity stage"))
-    assert len(stage.rows) == 2  # 1-shot and 5-shot, each against the same run's large matmul
+    # 1-shot and 5-shot, through the table and through per-episode GEMMs, against the same run's large matmul
+    assert [row[:2] for row in stage.rows] == [["1", "table"], ["1", "per-episode GEMMs"], ["5", "table"],
+                                               ["5", "per-episode GEMMs"]]
 
 
 def test_extract_quick() -> None:

@@ -156,45 +156,11 @@ def test_all_matchers_read_each_feature_set_once(tmp_path: Path, monkeypatch: py
         assert np.array_equal(alone.correct, record.correct)
 
 
-def test_chunk_scores_are_copied_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          toy_cache: Builder, write_list: Builder) -> None:
-    # Keeping each chunk's own output array pinned the heap around it (memory grew with the number of
-    # episodes): score_all must not hold them, and give the same scores.
-    import gc
-    import weakref
-
-    import fsar.runner.features as features
-    import fsar.runner.scoring as scoring
-    from fsar.episodes import load_episodes
-
-    cache_path = toy_cache(tmp_path / "c.zarr")
-    episodes = load_episodes(write_list(tmp_path, cache_path, n=30, shot=1))
-    monkeypatch.setattr(scoring, "PAIRS_PER_CHUNK", 50)  # several chunks
-    loaded = features.load_features(open_cache(cache_path), episodes, ("rgb",), False)
-    returned: list[weakref.ref[np.ndarray]] = []
-    alive: list[int] = []  # earlier chunks' arrays still referenced, seen at each chunk
-    score = get("otam").obj
-
-    def fn(query, support, labels, way):  # type: ignore[no-untyped-def]
-        gc.collect()
-        alive.append(sum(ref() is not None for ref in returned))
-        out = score(query["rgb"], support["rgb"], labels, way)
-        returned.append(weakref.ref(out))
-        return {"otam": out}
-
-    scores = scoring.score_all(fn, loaded, episodes, progress=False, desc="otam")["otam"]
-    assert len(alive) > 2 and max(alive) <= 1  # at most the previous chunk's, before it is replaced
-    whole = score(*(f["rgb"] for f in features.Gatherer(loaded).episode_inputs(episodes)[:2]),
-                  np.broadcast_to(np.arange(episodes.way), (episodes.n_episodes, episodes.way)), episodes.way)
-    # score_all gathers cosines of frames normalised once; the direct call divides dot products by norms
-    np.testing.assert_allclose(scores, whole, rtol=1e-5, atol=1e-5)
-
-
 def test_nothing_a_chunk_allocates_outlives_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               toy_cache: Builder, write_list: Builder) -> None:
-    # Even copies of each chunk's scores, kept until the end, land on the heap among the next chunk's
-    # temporaries and fragment it (the peak RSS of 100,000 episodes varied 0.8-4.4 GB between runs): the
-    # array memory numpy holds when a chunk starts must not grow with the chunks scored before it.
+    # A chunk's scores kept until the end (the matcher's own arrays, or even copies of them) land on the heap
+    # among the next chunk's temporaries and fragment it (the peak RSS of 100,000 episodes varied 0.8-4.4 GB
+    # between runs): the array memory numpy holds when a chunk starts must not grow with the chunks before it.
     import tracemalloc
 
     import fsar.runner.features as features
