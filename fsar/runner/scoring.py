@@ -70,7 +70,7 @@ def score_all(
         bound = PAIRS_PER_CHUNK // per_episode if not scorer.reads else VALUES_PER_CHUNK // values
         stop = min(episodes.n_episodes, start + max(1, min(PAIRS_PER_CHUNK // per_episode, bound)))
         chunk = episodes.slice(start, stop)
-        out.put(start, scorer(chunk))
+        out.put(slice(start, stop), scorer(chunk))
         bar.update(chunk.n_episodes)
         start = stop
     bar.close()
@@ -132,8 +132,9 @@ def _score_encoded(fn: ByEncodedVideos, loaded: LoadedFeatures, episodes: Episod
     for start, chunk in iter_chunks(episodes, chunk_size):
         e, way, shot = chunk.support_idx.shape
         labels = np.broadcast_to(np.repeat(np.arange(way), shot), (e, way * shot)).astype(np.int64)
-        out.put(start, fn.score(table, chunk.query_idx.reshape(e, -1), chunk.support_idx.reshape(e, -1), labels,
-                                episodes.way, chunk.class_names))
+        out.put(slice(start, start + e), fn.score(table, chunk.query_idx.reshape(e, -1),
+                                                  chunk.support_idx.reshape(e, -1), labels, episodes.way,
+                                                  chunk.class_names))
         bar.update(chunk.n_episodes)
     bar.close()
     return out.scores
@@ -150,15 +151,25 @@ class _Scores:
     def __init__(self, episodes: EpisodeList) -> None:
         self.n_episodes = episodes.n_episodes
         self.scores: dict[str, NDArray[np.float32]] = {}
+        self.names: set[str] | None = None  # the first chunk's components
 
-    def put(self, start: int, scored: Mapping[str, NDArray[np.floating]]) -> None:
+    def put(self, chunk: slice, scored: Mapping[str, NDArray[np.floating]]) -> None:
+        """Scores of the episodes ``chunk``; chunks come in order and cover the list.
+
+        The arrays start uninitialised, so a row no chunk wrote would read as a score never computed: every
+        chunk must give the first chunk's components, each with one row per episode and the same shape.
+        """
+        where = f"episodes {chunk.start}-{chunk.stop - 1}"
+        if self.names is None:
+            self.names = set(scored)
+        elif set(scored) != self.names:
+            raise ValueError(f"{where} scored components {sorted(scored)}, the earlier ones {sorted(self.names)}")
         for name, scores in scored.items():
             if name not in self.scores:
                 self.scores[name] = np.empty((self.n_episodes, *scores.shape[1:]), dtype=np.float32)
-            into = self.scores[name][start:start + len(scores)]
+            into = self.scores[name][chunk]
             if into.shape != scores.shape:  # numpy would broadcast a wrongly shaped result
-                raise ValueError(f"component {name!r} of episodes {start}-{start + len(scores)} has shape "
-                                 f"{scores.shape}, the earlier chunks {into.shape}")
+                raise ValueError(f"component {name!r} of {where} has shape {scores.shape}, not {into.shape}")
             into[...] = scores
 
 

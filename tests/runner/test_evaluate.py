@@ -190,6 +190,37 @@ def test_nothing_a_chunk_allocates_outlives_it(tmp_path: Path, monkeypatch: pyte
     np.testing.assert_allclose(scores, query.mean(axis=(2, 3))[:, :, None] + np.arange(episodes.way), rtol=1e-6)
 
 
+@pytest.mark.parametrize("fault", ["fewer rows", "component dropped", "component added"])
+def test_a_chunk_whose_scores_do_not_cover_it_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         toy_cache: Builder, write_list: Builder, fault: str) -> None:
+    # Scores are written into arrays allocated for the whole list: a row no chunk filled would be read as a
+    # score that was never computed. Every chunk must give every component for each of its episodes.
+    import fsar.runner.features as features
+    import fsar.runner.scoring as scoring
+    from fsar.episodes import load_episodes
+
+    cache_path = toy_cache(tmp_path / "c.zarr")
+    episodes = load_episodes(write_list(tmp_path, cache_path, n=40, shot=1))
+    monkeypatch.setattr(scoring, "PAIRS_PER_CHUNK", 200)  # several chunks
+    loaded = features.load_features(open_cache(cache_path), episodes, ("rgb",), False)
+    calls = [0]
+
+    def fn(query, support, labels, way):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        scores = np.zeros((len(labels), query["rgb"].shape[1], way), dtype=np.float32)
+        later = calls[0] > 1
+        if fault == "fewer rows" and later:
+            return {"a": scores[:-1], "b": scores[:-1]}
+        if fault == "component dropped" and later:
+            return {"a": scores}
+        if fault == "component added" and later:
+            return {"a": scores, "b": scores, "c": scores}
+        return {"a": scores, "b": scores}
+
+    with pytest.raises(ValueError, match="episodes"):
+        scoring.score_all(fn, loaded, episodes, progress=False, desc="a")
+
+
 def test_record_carries_its_provenance(tmp_path: Path, toy_cache: Builder, write_list: Builder) -> None:
     cache_path = toy_cache(tmp_path / "c.zarr", noise=0.5)
     ep_path = write_list(tmp_path, cache_path)
