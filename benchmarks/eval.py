@@ -49,6 +49,7 @@ from fsar.episodes import EpisodeList, load_episodes, sample_episodes, save_epis
 from fsar.matchers import kernels
 from fsar.matchers.similarity import VideoFrames, frame_similarity
 from fsar.runner.evaluate import EvalRun, evaluate
+from fsar.runner.scoring import PAIRS_PER_CHUNK
 
 T, D, WAY = 8, 2048, 5
 CLASSES, PER_CLASS = 24, 20
@@ -262,7 +263,8 @@ def similarity_stage(feats: NDArray[np.float16], lists: dict[int, Path], ids: li
         build = best_seconds(lambda: VideoFrames(videos, n * n).table(), repeats)  # noqa: B023
         frames = VideoFrames(videos, n * n)
         frames.table()
-        gathered = best_seconds(lambda: gather_blocks(frames, ep, max(1, 60_000 * e // pairs)), repeats)  # noqa: B023
+        step = max(1, PAIRS_PER_CHUNK * e // pairs)  # episodes per evaluation chunk
+        gathered = best_seconds(lambda: gather_blocks(frames, ep, step), repeats)  # noqa: B023
         table_flops = sum(2 * T * T * dim * min(64, n - a) * (n - a) for a in range(0, n, 64))
         rate = 2 * T * T * dim * pairs / (build + gathered) / 1e9
         table.add(shot, "table", f"{e:,}", f"{build:.2f}", f"{table_flops / build / 1e9:.0f}",
@@ -270,7 +272,7 @@ def similarity_stage(feats: NDArray[np.float16], lists: dict[int, Path], ids: li
                   verdict(rate >= GEMM_SHARE_GOAL * peak))
         # the path of lists over more videos (a full test split), whose table would not fit or cost more work
         direct = VideoFrames(videos, n * n, table_bytes=0)
-        multiplied = best_seconds(lambda: gather_blocks(direct, ep, max(1, 60_000 * e // pairs)), repeats)  # noqa: B023
+        multiplied = best_seconds(lambda: gather_blocks(direct, ep, step), repeats)  # noqa: B023
         rate = 2 * T * T * dim * pairs / multiplied / 1e9
         table.add(shot, "per-episode GEMMs", f"{e:,}", "-", "-", "-", f"{multiplied:.2f}", f"{rate:.0f}",
                   percent(rate / peak), "-")

@@ -11,9 +11,8 @@ scheduling than in decoding, and competes with the training step for the cores. 
 store, :func:`read_rows` reads the files itself, with the same checks (the stored CRC-32Cs, the decoded sizes)
 and the same codec (decoded by ``zstandard`` with one reused context: numcodecs sets one up for every call,
 which for a 4 KB video cost three times the decoding), in the calling thread; any other array or store is
-read through Zarr. Either way a chunk
-that is not in the store reads as the array's fill value, as Zarr reads it: callers that must not accept that
-check :meth:`FeatureCache.missing_chunks` first.
+read through Zarr. Either way a chunk that is not in the store reads as the array's fill value, as Zarr reads
+it: callers that must not accept that check :meth:`FeatureCache.missing_chunks` first.
 """
 
 from __future__ import annotations

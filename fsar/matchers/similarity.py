@@ -343,7 +343,6 @@ class VideoFrames:
             np.subtract(1.0, out, out=out)
         return _finite(out.reshape(e, nq, ns, t, t))
 
-
     def _gather(self, side: str, rows: NDArray[np.int64]) -> torch.Tensor:
         """Normalised frames of ``rows`` [len, T * D], valid until the next call for ``side``.
 
