@@ -30,8 +30,8 @@ import torch
 
 from benchmarks._common import Table, machine_line, ratio
 from benchmarks.extract import CHUNK_VIDEOS, INPUTS, make_dataset
+from fsar import heap
 from fsar.datasets.catalog import VideoEntry, load_dataset
-from fsar.extract import heap
 from fsar.extract.ring import available as ring_available
 from fsar.extract.run import TASK_VIDEOS, decoded_videos
 from fsar.extract.source import SourceConfig, VideoItem, load_video

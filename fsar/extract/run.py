@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fsar import __version__
+from fsar import __version__, heap
 from fsar._device import resolve_device
 from fsar._platform import usable_cores
 from fsar.cache.create import create_cache
@@ -40,7 +40,6 @@ from fsar.cache.schema import CacheSpec, Status
 from fsar.cache.store import CacheError, FeatureCache, open_cache, shard_ranges, store_exists
 from fsar.datasets.catalog import DatasetListing, VideoEntry, load_dataset
 from fsar.errors import FsarError
-from fsar.extract import heap
 from fsar.extract.backbone import Backbone, load_backbone, precision_name
 from fsar.extract.flow import FlowMethod
 from fsar.extract.ring import FrameRing, Layout, slot_bytes
@@ -197,7 +196,7 @@ def decoded_videos(jobs: list[tuple[int, VideoEntry]], config: SourceConfig, wor
     # no worker waits for one (see FrameRing).
     slots = (prefetch * workers + 1) * TASK_VIDEOS + 1
     shared = FrameRing(slots, slot_bytes(config)) if ring and ring_available() else None
-    heap.trim()  # the workers fork below: share no free blocks with them (see fsar.extract.heap)
+    heap.trim()  # the workers fork below: share no free blocks with them (see fsar.heap)
     loader = torch.utils.data.DataLoader(_Source(jobs, config, shared), batch_size=TASK_VIDEOS, shuffle=False,
                                          collate_fn=_as_list, num_workers=workers, prefetch_factor=prefetch,
                                          persistent_workers=False,

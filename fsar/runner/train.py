@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from fsar import heap
 from fsar._device import resolve_device
 from fsar.cache.store import FeatureCache, open_cache
 from fsar.episodes import EpisodeError, EpisodeList, load_episodes, save_episodes
@@ -296,7 +297,10 @@ def _run_epoch(head: Head, batches: Iterator[Step], text: ClassText | None, conf
 
     ``batches`` hold this rank's share of each step's episodes; the loss of a step (and the gradient) is the
     sum over the ranks of :func:`_shared_loss`, i.e. one process's loss over all the step's episodes.
+    On a CPU the step's freed temporaries stay in the heap for the next step (:mod:`fsar.heap`).
     """
+    if device.type == "cpu":
+        heap.retain_freed_blocks()
     per_step = _per_step(config, settings)
     steps = config.episodes_per_epoch // per_step
     mine = len(range(per_step)[world.part(per_step)])

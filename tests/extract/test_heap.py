@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from fsar import heap
 from fsar.datasets.synthetic import synthesize
-from fsar.extract import heap, run
+from fsar.extract import run
 from fsar.extract.run import ExtractConfig, run_extraction
 
 # Prints how much resident memory freeing one touched 256 MB block gave back, then how much trim() did.
 PROBE = """
 import sys
 import numpy as np
-from fsar.extract import heap
+from fsar import heap
 from fsar.extract.backbone import load_backbone
 
 def rss() -> int:

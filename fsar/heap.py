@@ -1,11 +1,14 @@
-"""glibc heap settings for CPU inference: keep freed activation blocks, hand them back before a fork.
+"""glibc heap settings for CPU work: keep freed blocks for the next batch or step, hand them back before a fork.
 
 glibc's malloc maps every block above its mmap threshold (at most 32 MB) on its own and unmaps it when
 it is freed, and it trims the top of the heap when more than 128 kB there are free. A backbone batch's
 activations are tens to hundreds of MB, so by default each batch maps them anew and the kernel page-faults
 them in as zeroed pages, which can take 30-60 % of a CPU batch's time. :func:`retain_freed_blocks` keeps
 them in the heap instead: a batch runs 1.25x to 3.2x faster (the most for EfficientNet-Lite0 at 224 px),
-for about a third more peak memory.
+for about a third more peak memory. Training a head on a CPU keeps them too: a step frees what the next
+one allocates again, and whether glibc's thresholds had already grown depended on what the process did
+before (reading the whole train split into memory frees large blocks; streaming it does not), so the
+same head trained up to a third slower when its features were streamed, from page faults alone.
 
 The kept blocks cost something when the process forks (DataLoader workers): parent and child then
 share every page copy-on-write, and the parent's next batch copies each page it writes, which can double
