@@ -91,8 +91,11 @@ class ChunkReader:
         self.strings: Any = VLenUTF8() if chain.strings else None
         self.dtype = np.dtype(object) if chain.strings else np.dtype(zarray.dtype).newbyteorder("<")
         self.fill_value = zarray.metadata.fill_value
-        self._zstd = zstandard.ZstdDecompressor()  # not thread-safe: one per reader, readers are per call
+        self._zstd = zstandard.ZstdDecompressor()  # not thread-safe: a reader is used by one thread at a time
         self._zstd_error = zstandard.ZstdError
+        # Each shard's checked index and where its data ends, with the file's (inode, size, mtime) when read: a
+        # reader kept across reads (a training run's) reads the index of a shard again only when the file changed.
+        self.indexes: dict[int, tuple[tuple[int, int, int], bytes, int]] = {}
 
     @classmethod
     def of(cls, zarray: Any) -> ChunkReader | None:
@@ -202,11 +205,7 @@ class _File:
         if not r.sharded:
             return r._decode(os.pread(self.fd, os.fstat(self.fd).st_size, 0), f"chunk {self.key}")
         if self.index is None:
-            size, n = os.fstat(self.fd).st_size, r.block // r.piece
-            self.data_end = size - (16 * n + 4)
-            if self.data_end < 0:
-                raise ValueError(f"shard {self.key} is shorter ({size} bytes) than its index")
-            self.index = _checked(os.pread(self.fd, 16 * n + 4, self.data_end), f"the index of shard {self.key}")
+            self.index = self._read_index(self.fd)
         offset, length = struct.unpack_from("<QQ", self.index, 16 * j)
         if offset == EMPTY and length == EMPTY:
             return r._fill()
@@ -214,9 +213,34 @@ class _File:
             raise ValueError(f"shard {self.key}: inner chunk {j} lies outside the file")
         return r._decode(os.pread(self.fd, length, offset), f"inner chunk {j} of shard {self.key}")
 
+    def _read_index(self, fd: int) -> bytes:
+        """The shard's index, checked (the reader's copy while the file is unchanged); sets :attr:`data_end`."""
+        r, stat = self.reader, os.fstat(fd)
+        version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        known = r.indexes.get(self.k)
+        if known is not None and known[0] == version:
+            _, index, self.data_end = known
+            return index
+        n = r.block // r.piece
+        self.data_end = stat.st_size - (16 * n + 4)
+        if self.data_end < 0:
+            raise ValueError(f"shard {self.key} is shorter ({stat.st_size} bytes) than its index")
+        index = _checked(os.pread(fd, 16 * n + 4, self.data_end), f"the index of shard {self.key}")
+        r.indexes[self.k] = (version, index, self.data_end)
+        return index
+
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
+
+
+def finite_rows(block: NDArray[Any]) -> NDArray[np.bool_]:
+    """Whether each row (first axis) of ``block`` holds only finite values. float16 is tested on its exponent
+    bits (all ones: inf or NaN), ten times faster than ``np.isfinite``, which converts each value."""
+    flat = block.reshape(len(block), -1)
+    if flat.dtype == np.float16:
+        return ((flat.view(np.uint16) & 0x7C00) != 0x7C00).all(axis=1)
+    return np.isfinite(flat).all(axis=1)
 
 
 def read_rows(zarray: Any, rows: NDArray[np.int64], inner: Inner | None = None) -> NDArray[Any]:

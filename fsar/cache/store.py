@@ -14,7 +14,7 @@ from zarr.core.sync import sync
 
 from fsar import __version__
 from fsar.cache import schema
-from fsar.cache.chunks import read_all, read_rows
+from fsar.cache.chunks import finite_rows, read_all, read_rows
 from fsar.cache.schema import CacheSpec, Status
 from fsar.errors import FsarError
 
@@ -191,7 +191,7 @@ class FeatureCache:
             block = read_rows(array, unique, view)
         except (ValueError, RuntimeError) as err:  # a failed checksum, or bytes the codec cannot decode
             raise CacheError(self._damage(path, chunks.tolist(), f"damaged ({err})")) from err
-        finite = np.isfinite(block.reshape(len(unique), -1)).all(axis=1)
+        finite = finite_rows(block)
         if not finite.all():
             bad = [str(self.ids[r]) for r in unique[~finite]]
             raise CacheError(

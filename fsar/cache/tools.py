@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fsar.cache import schema
-from fsar.cache.chunks import read_rows
+from fsar.cache.chunks import finite_rows, read_rows
 from fsar.cache.schema import Status
 from fsar.cache.store import FeatureCache, open_cache
 
@@ -57,10 +57,9 @@ def verify_cache(path: str | Path, *, repair: bool = False) -> VerifyReport:
         arrays = [schema.frames_path(modality)] + ([schema.patches_path(modality)] if cache.has_patches(modality)
                                                    else [])
         for array_path in arrays:
-            for rows, feats in _chunks_of_done_rows(cache, array_path, done, damaged):
+            for _rows, feats in _chunks_of_done_rows(cache, array_path, done, damaged):
                 if array_path == schema.frames_path(modality):
-                    flat = feats.astype(np.float32).reshape(len(rows), -1)
-                    non_finite += int((~np.isfinite(flat).all(axis=1)).sum())
+                    non_finite += int((~finite_rows(feats)).sum())
         counts = {s.name.lower(): int((status[done] == s).sum()) for s in Status if s != Status.MISSING}
         reports.append(ModalityReport(modality, cache.n_videos, int(done.sum()), counts, non_finite,
                                       cache.errors(modality), damaged))

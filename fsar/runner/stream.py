@@ -23,7 +23,7 @@ import torch
 from numpy.typing import NDArray
 
 from fsar.cache import schema
-from fsar.cache.chunks import read_rows
+from fsar.cache.chunks import ChunkReader, finite_rows, read_rows
 from fsar.cache.store import CacheError, FeatureCache
 from fsar.episodes import sample_episodes as draw_episodes
 from fsar.episodes.pool import split_pool
@@ -37,12 +37,13 @@ if TYPE_CHECKING:
 # before sharding, its whole chunk of chunk_videos videos) each time it is used; and 1 GiB leaves the 4 GB
 # memory goal room for the heads and optimisers.
 IN_MEMORY_BYTES = 1 << 30
-# A window of prefetched steps holds about this many bytes of float32 inputs (at least one step, at most
-# MAX_WINDOW): enough steps that reading overlaps several optimiser steps, few enough to bound memory.
+# A window of prefetched steps holds at most about this many bytes of inputs, counted as float32 (a float16
+# cache's half that; at least one step, at most MAX_WINDOW): enough steps that reading overlaps several
+# optimiser steps, few enough to bound memory.
 WINDOW_BYTES = 256 << 20
 MAX_WINDOW = 16
 
-Videos = dict[str, torch.Tensor]  # modality -> float32 [..., T, (P,) D]
+Videos = dict[str, torch.Tensor]  # modality -> [..., T, (P,) D] in the cache's dtype
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def balanced_draw(pool: TrainPool, rng: np.random.Generator, classes: int, per_c
 
 class TrainFeatures(Protocol):
     def gather(self, draws: Sequence[Draw]) -> list[Videos]:
-        """The features of each draw, float32 [*draw.rows.shape, T, (P,) D] per modality."""
+        """The features of each draw, [*draw.rows.shape, T, (P,) D] per modality, in the cache's dtype."""
         ...
 
 
@@ -168,13 +169,14 @@ class MemoryFeatures:
 
     def gather(self, draws: Sequence[Draw]) -> list[Videos]:
         # The same view of a video for every modality: RGB and flow of one clip stay paired.
-        return [{m: _float32(f[d.rows, d.views]) for m, f in self.features.items()} for d in draws]
+        return [{m: _tensor(f[d.rows, d.views]) for m, f in self.features.items()} for d in draws]
 
 
-def _float32(features: NDArray[Any]) -> torch.Tensor:
-    """float32 features as a tensor, converted by numpy: the prefetch thread never runs a torch operator, whose
-    thread pool would compete with the training step's for the same cores."""
-    return torch.from_numpy(features.astype(np.float32))
+def _tensor(features: NDArray[Any]) -> torch.Tensor:
+    """Features as stored, as a tensor: the training loop converts them to float32 (torch converts float16 several
+    times faster than numpy), and the prefetch thread never runs a torch operator, whose thread pool would
+    compete with the training step's for the same cores."""
+    return torch.from_numpy(np.ascontiguousarray(features))
 
 
 def _read_split(cache: FeatureCache, pool: TrainPool, modality: str, patches: bool, center: bool) -> NDArray[Any]:
@@ -200,6 +202,8 @@ class StreamedFeatures:
         for m in modalities:
             _check_readable(cache, pool, m, patches)
         self.arrays: dict[str, Any] = {m: cache.group[path] for m, path in self.paths.items()}
+        # Kept for the whole run (one thread reads at a time): each shard's index is read once, not per window.
+        self.readers = {m: ChunkReader.of(a) for m, a in self.arrays.items()}
 
     def gather(self, draws: Sequence[Draw]) -> list[Videos]:
         rows = np.concatenate([d.rows.ravel() for d in draws])
@@ -213,20 +217,21 @@ class StreamedFeatures:
         for d in draws:
             r = row_at[at:at + d.rows.size].reshape(d.rows.shape)
             v = view_at[at:at + d.rows.size].reshape(d.rows.shape)
-            out.append({m: _float32(b[r, v]) for m, b in blocks.items()})
+            out.append({m: _tensor(b[r, v]) for m, b in blocks.items()})
             at += d.rows.size
         return out
 
     def _read(self, modality: str, rows: NDArray[np.int64], views: NDArray[np.int64]) -> NDArray[Any]:
         """[len(rows), len(views), ...] as stored; each video (or unsharded chunk) decoded once for the window."""
         try:
-            block = read_rows(self.arrays[modality], rows, views)
+            reader = self.readers[modality]
+            block = read_rows(self.arrays[modality], rows, views) if reader is None else reader.rows(rows, views)
         except (ValueError, RuntimeError) as err:  # a failed checksum, or bytes the codec cannot decode
             chunks = np.unique(rows // self.cache.spec.chunk_videos).tolist()
             raise CacheError(f"cache {self.cache.path}: a chunk of {self.paths[modality]} among chunks {chunks} is "
                              f"damaged ({err}). Run `fsar cache verify --repair {self.cache.path}`, then the same "
                              f"`fsar extract` command to compute its videos again") from err
-        finite = np.isfinite(block.reshape(len(rows), -1)).all(axis=1)
+        finite = finite_rows(block)
         if not finite.all():  # what the cache's own read refuses: reading it names the videos
             self._cache_read(modality, rows[~finite], int(views[0]))
         if self.center and modality == "rgb":
@@ -266,7 +271,7 @@ def open_features(cache: FeatureCache, pool: TrainPool, modalities: Sequence[str
 
 
 def window_steps(step_videos: int, video_bytes: int) -> int:
-    """Steps per prefetch window: about WINDOW_BYTES of float32 inputs, 1..MAX_WINDOW steps."""
+    """Steps per prefetch window: about WINDOW_BYTES of inputs counted as float32, 1..MAX_WINDOW steps."""
     return max(1, min(MAX_WINDOW, WINDOW_BYTES // max(1, step_videos * video_bytes)))
 
 

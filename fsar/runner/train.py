@@ -312,15 +312,15 @@ def _run_epoch(head: Head, batches: Iterator[Step], text: ClassText | None, conf
     bar = tqdm(batches, total=steps, desc=str(progress), unit="step", disable=not progress, leave=False)
     for i, (query, support, names, batch) in enumerate(bar, 1):
         set_lr(optimiser, settings, (epoch - 1) * config.episodes_per_epoch + (i - 1) * per_step)
-        query = {m: x.to(device, non_blocking=True) for m, x in query.items()}
-        support = {m: x.to(device, non_blocking=True) for m, x in support.items()}
+        query = {m: x.to(device, torch.float32, non_blocking=True) for m, x in query.items()}
+        support = {m: x.to(device, torch.float32, non_blocking=True) for m, x in support.items()}
         optimiser.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
             loss, parts = head.loss(query, support, labels, config.way, targets, **text_kwargs(text, names, device))
             extra = None
             if batch is not None:
                 videos, video_labels, picked = batch
-                extra, extra_parts = head.batch_loss({m: x.to(device) for m, x in videos.items()},
+                extra, extra_parts = head.batch_loss({m: x.to(device, torch.float32) for m, x in videos.items()},
                                                      video_labels.to(device), **text_kwargs(text, picked, device))
                 parts = parts | extra_parts
             loss = _shared_loss(loss, extra, mine / per_step, world)

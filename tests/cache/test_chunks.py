@@ -11,7 +11,7 @@ import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
 from fsar.cache import schema
-from fsar.cache.chunks import ChunkReader, read_all, read_rows
+from fsar.cache.chunks import ChunkReader, finite_rows, read_all, read_rows
 
 
 def _array(root: Path, name: str, data: np.ndarray, chunk: int, compressors: Any, **kwargs: Any) -> Any:
@@ -198,3 +198,49 @@ def test_a_truncated_zstd_chunk_without_checksum_is_an_error(tmp_path: Path) -> 
     with pytest.raises(RuntimeError, match="does not decode as Zstandard"):
         read_rows(zarray, np.array([12]))  # ... and so does the direct read
     np.testing.assert_array_equal(read_rows(zarray, np.array([3])), data[3:4])
+
+
+def test_a_kept_reader_reads_each_shard_index_once_and_again_when_the_shard_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from fsar.cache import chunks
+
+    rng = np.random.default_rng(7)
+    data = rng.standard_normal((30, 8)).astype(np.float16)
+    zarray = _sharded(tmp_path / "c.zarr", data, 10, fill_value=0)
+    reader = ChunkReader.of(zarray)
+    assert reader is not None
+    preads: list[int] = []
+    pread = os.pread
+
+    def counted(fd: int, n: int, offset: int) -> bytes:
+        preads.append(n)
+        return pread(fd, n, offset)
+
+    monkeypatch.setattr(chunks.os, "pread", counted)
+    rows = np.array([1, 12, 25, 3])
+    np.testing.assert_array_equal(reader.rows(rows), data[rows])
+    assert len(preads) == 3 + 4  # 3 shard indexes, 4 pieces
+    preads.clear()
+    np.testing.assert_array_equal(reader.rows(rows[::-1]), data[rows[::-1]])
+    assert len(preads) == 4  # the indexes are kept
+    # The second shard rewritten with other values (its pieces may move): read from its new index.
+    data[10:20] = rng.standard_normal((10, 8)).astype(np.float16)
+    zarr.open_group(tmp_path / "c.zarr", mode="a")["features"][10:20] = data[10:20]
+    preads.clear()
+    np.testing.assert_array_equal(reader.rows(rows), data[rows])
+    assert len(preads) == 1 + 4
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_finite_rows_equal_isfinite(dtype: str) -> None:
+    rng = np.random.default_rng(8)
+    block = rng.standard_normal((40, 3, 5)).astype(dtype)
+    finfo = np.finfo(dtype)
+    specials = [np.inf, -np.inf, np.nan, -np.nan, finfo.max, finfo.min, finfo.tiny / 4, -0.0, finfo.smallest_normal]
+    for row, value in zip(range(0, 40, 4), specials, strict=False):
+        block[row, rng.integers(3), rng.integers(5)] = value
+    expected = np.isfinite(block.reshape(40, -1)).all(axis=1)
+    assert not expected.all() and expected.any()
+    np.testing.assert_array_equal(finite_rows(block), expected)
