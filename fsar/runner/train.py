@@ -18,6 +18,7 @@ A head that reads class names (:attr:`Head.uses_class_text`) gets the embeddings
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -297,10 +298,8 @@ def _run_epoch(head: Head, batches: Iterator[Step], text: ClassText | None, conf
 
     ``batches`` hold this rank's share of each step's episodes; the loss of a step (and the gradient) is the
     sum over the ranks of :func:`_shared_loss`, i.e. one process's loss over all the step's episodes.
-    On a CPU the step's freed temporaries stay in the heap for the next step (:mod:`fsar.heap`).
+    On a CPU each step's freed temporaries stay in the heap for the next step (:func:`fsar.heap.retained`).
     """
-    if device.type == "cpu":
-        heap.retain_freed_blocks()
     per_step = _per_step(config, settings)
     steps = config.episodes_per_epoch // per_step
     mine = len(range(per_step)[world.part(per_step)])
@@ -310,34 +309,35 @@ def _run_epoch(head: Head, batches: Iterator[Step], text: ClassText | None, conf
     head.train()
     total, parts_sum = 0.0, dict[str, float]()
     bar = tqdm(batches, total=steps, desc=str(progress), unit="step", disable=not progress, leave=False)
-    for i, (query, support, names, batch) in enumerate(bar, 1):
-        set_lr(optimiser, settings, (epoch - 1) * config.episodes_per_epoch + (i - 1) * per_step)
-        query = {m: x.to(device, torch.float32, non_blocking=True) for m, x in query.items()}
-        support = {m: x.to(device, torch.float32, non_blocking=True) for m, x in support.items()}
-        optimiser.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
-            loss, parts = head.loss(query, support, labels, config.way, targets, **text_kwargs(text, names, device))
-            extra = None
-            if batch is not None:
-                videos, video_labels, picked = batch
-                extra, extra_parts = head.batch_loss({m: x.to(device, torch.float32) for m, x in videos.items()},
-                                                     video_labels.to(device), **text_kwargs(text, picked, device))
-                parts = parts | extra_parts
-            loss = _shared_loss(loss, extra, mine / per_step, world)
-        step_loss = distributed.sum_value(loss, world)  # the same on every rank, so all of them stop together
-        if not math.isfinite(step_loss):
-            raise CheckpointError(f"loss became {step_loss} at epoch {epoch}, step {i}: lower --lr")
-        scaler.scale(loss).backward()
-        distributed.sum_gradients(params, world)  # before unscaling and clipping, which then see the whole step
-        if settings.clip_norm:
-            scaler.unscale_(optimiser)
-            torch.nn.utils.clip_grad_norm_(head.parameters(), settings.clip_norm)
-        scaler.step(optimiser)
-        scaler.update()
-        total += step_loss
-        for k, v in parts.items():
-            parts_sum[k] = parts_sum.get(k, 0.0) + v
-        bar.set_postfix(loss=f"{total / i:.4f}", **{k: f"{v / i:.3f}" for k, v in parts_sum.items() if k != "loss"})
+    with heap.retained() if device.type == "cpu" else contextlib.nullcontext():
+        for i, (query, support, names, batch) in enumerate(bar, 1):
+            set_lr(optimiser, settings, (epoch - 1) * config.episodes_per_epoch + (i - 1) * per_step)
+            query = {m: x.to(device, torch.float32, non_blocking=True) for m, x in query.items()}
+            support = {m: x.to(device, torch.float32, non_blocking=True) for m, x in support.items()}
+            optimiser.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+                loss, parts = head.loss(query, support, labels, config.way, targets, **text_kwargs(text, names, device))
+                extra = None
+                if batch is not None:
+                    videos, video_labels, picked = batch
+                    extra, extra_parts = head.batch_loss({m: x.to(device, torch.float32) for m, x in videos.items()},
+                                                         video_labels.to(device), **text_kwargs(text, picked, device))
+                    parts = parts | extra_parts
+                loss = _shared_loss(loss, extra, mine / per_step, world)
+            step_loss = distributed.sum_value(loss, world)  # the same on every rank, so all of them stop together
+            if not math.isfinite(step_loss):
+                raise CheckpointError(f"loss became {step_loss} at epoch {epoch}, step {i}: lower --lr")
+            scaler.scale(loss).backward()
+            distributed.sum_gradients(params, world)  # before unscaling and clipping, which then see the whole step
+            if settings.clip_norm:
+                scaler.unscale_(optimiser)
+                torch.nn.utils.clip_grad_norm_(head.parameters(), settings.clip_norm)
+            scaler.step(optimiser)
+            scaler.update()
+            total += step_loss
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{total / i:.4f}", **{k: f"{v / i:.3f}" for k, v in parts_sum.items() if k != "loss"})
     bar.close()
     return total / max(1, steps)
 
