@@ -15,8 +15,8 @@ back when it ends.
 
 The kept blocks cost something when the process forks (DataLoader workers): parent and child then
 share every page copy-on-write, and the parent's next batch copies each page it writes, which can double
-the time of a run's first chunk; :func:`trim` before the fork hands the free blocks back instead. Both are
-process-wide; elsewhere than glibc (musl, macOS, Windows) they do nothing.
+the time of a run's first chunk; :func:`trim` before the fork hands the free blocks back instead. Each
+setting is process-wide; elsewhere than glibc (musl, macOS, Windows) they do nothing.
 """
 
 from __future__ import annotations
