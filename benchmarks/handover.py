@@ -30,7 +30,7 @@ import torch
 
 from benchmarks._common import Table, machine_line, ratio
 from benchmarks.extract import CHUNK_VIDEOS, INPUTS, make_dataset
-from fsar import heap
+from fsar import _heap as heap
 from fsar.datasets.catalog import VideoEntry, load_dataset
 from fsar.extract.ring import available as ring_available
 from fsar.extract.run import TASK_VIDEOS, decoded_videos

@@ -22,7 +22,7 @@ Flow (``modality="flow"``): inputs are 2-channel images (x, y displacement, see
 2016, sec. 3.2): the RGB filters averaged over input channels and replicated over the 2 flow channels.
 
 On the CPU, :func:`load_backbone` makes the process keep large freed blocks for reuse
-(:func:`fsar.heap.retain_freed_blocks`): batches then stop page-faulting their activations in anew.
+(:func:`fsar._heap.retain_freed_blocks`): batches then stop page-faulting their activations in anew.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import torchvision
 from numpy.typing import NDArray
 from torch import nn
 
-from fsar import heap
+from fsar import _heap as heap
 from fsar.extract.backbone_names import (
     DEFAULT_BACKBONE,
     EFFICIENTNET_LITE0,

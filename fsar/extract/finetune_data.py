@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from fsar import heap
+from fsar import _heap as heap
 from fsar.extract.flow import FlowMethod
 from fsar.extract.source import SourceConfig, load_video
 from fsar.extract.transforms import CropConfig

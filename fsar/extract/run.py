@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fsar import __version__, heap
+from fsar import __version__
+from fsar import _heap as heap
 from fsar._device import resolve_device
 from fsar._platform import usable_cores
 from fsar.cache.create import create_cache
@@ -196,7 +197,7 @@ def decoded_videos(jobs: list[tuple[int, VideoEntry]], config: SourceConfig, wor
     # no worker waits for one (see FrameRing).
     slots = (prefetch * workers + 1) * TASK_VIDEOS + 1
     shared = FrameRing(slots, slot_bytes(config)) if ring and ring_available() else None
-    heap.trim()  # the workers fork below: share no free blocks with them (see fsar.heap)
+    heap.trim()  # the workers fork below: share no free blocks with them (see fsar._heap)
     loader = torch.utils.data.DataLoader(_Source(jobs, config, shared), batch_size=TASK_VIDEOS, shuffle=False,
                                          collate_fn=_as_list, num_workers=workers, prefetch_factor=prefetch,
                                          persistent_workers=False,

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from fsar import heap
+from fsar import _heap as heap
 from fsar._device import resolve_device
 from fsar.cache.store import FeatureCache, open_cache
 from fsar.episodes import EpisodeError, EpisodeList, load_episodes, save_episodes
@@ -298,7 +298,7 @@ def _run_epoch(head: Head, batches: Iterator[Step], text: ClassText | None, conf
 
     ``batches`` hold this rank's share of each step's episodes; the loss of a step (and the gradient) is the
     sum over the ranks of :func:`_shared_loss`, i.e. one process's loss over all the step's episodes.
-    On a CPU each step's freed temporaries stay in the heap for the next step (:func:`fsar.heap.retained`).
+    On a CPU each step's freed temporaries stay in the heap for the next step (:func:`fsar._heap.retained`).
     """
     per_step = _per_step(config, settings)
     steps = config.episodes_per_epoch // per_step

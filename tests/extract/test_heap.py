@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fsar import heap
+from fsar import _heap as heap
 from fsar.datasets.synthetic import synthesize
 from fsar.extract import run
 from fsar.extract.run import ExtractConfig, run_extraction
@@ -19,7 +19,7 @@ from fsar.extract.run import ExtractConfig, run_extraction
 PROBE = """
 import sys
 import numpy as np
-from fsar import heap
+from fsar import _heap as heap
 from fsar.extract.backbone import load_backbone
 
 def rss() -> int:
@@ -86,7 +86,7 @@ def test_the_heap_is_trimmed_before_decode_workers_fork(tmp_path: Path, monkeypa
 SCOPED = """
 import sys
 import numpy as np
-from fsar import heap
+from fsar import _heap as heap
 
 def released() -> int:
     def rss() -> int:
