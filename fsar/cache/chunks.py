@@ -17,6 +17,7 @@ it: callers that must not accept that check :meth:`FeatureCache.missing_chunks` 
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -237,7 +238,7 @@ class _File:
 def finite_rows(block: NDArray[Any]) -> NDArray[np.bool_]:
     """Whether each row (first axis) of ``block`` holds only finite values. float16 is tested on its exponent
     bits (all ones: inf or NaN), ten times faster than ``np.isfinite``, which converts each value."""
-    flat = block.reshape(len(block), -1)
+    flat = block.reshape(len(block), math.prod(block.shape[1:]))  # not -1: no rows is a valid block
     if flat.dtype == np.float16:
         return ((flat.view(np.uint16) & 0x7C00) != 0x7C00).all(axis=1)
     return np.isfinite(flat).all(axis=1)

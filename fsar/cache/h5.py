@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fsar.cache import schema
+from fsar.cache.chunks import finite_rows
 from fsar.cache.create import create_cache
 from fsar.cache.schema import CacheSpec, Status
 from fsar.cache.store import CacheError, FeatureCache, open_cache
@@ -182,8 +183,9 @@ def _feature_dtype(h5_path: Path, name: str, feats: NDArray[Any], asked: str) ->
     if feats.dtype.kind != "f":
         raise CacheError(f"{h5_path}: {name} holds {feats.dtype} values; expected floating point features "
                          f"(float16, float32 or float64)")
-    if not np.isfinite(feats).all():
-        bad = int((~np.isfinite(feats.reshape(len(feats), -1))).any(axis=1).sum())
+    finite = finite_rows(feats)
+    if not finite.all():
+        bad = int((~finite).sum())
         raise CacheError(f"{h5_path}: {name} holds NaN or inf values (in {bad} video(s)); they cannot be "
                          f"evaluated: fix the dump")
     stored = "float16" if asked == "float16" or feats.dtype == np.float16 else "float32"

@@ -244,3 +244,4 @@ def test_finite_rows_equal_isfinite(dtype: str) -> None:
     expected = np.isfinite(block.reshape(40, -1)).all(axis=1)
     assert not expected.all() and expected.any()
     np.testing.assert_array_equal(finite_rows(block), expected)
+    assert finite_rows(block[:0]).shape == (0,)

@@ -90,7 +90,8 @@ def test_values_beyond_float16_are_refused_when_float16_is_asked(tmp_path: Path)
 def test_non_finite_dumps_stay_refused(tmp_path: Path) -> None:
     feats = features()
     feats[3, 0, 0] = np.inf
-    with pytest.raises(CacheError, match="all_feats holds NaN or inf values"):
+    feats[5, 1, 2] = feats[5, 2, 1] = np.nan
+    with pytest.raises(CacheError, match=r"all_feats holds NaN or inf values \(in 2 video\(s\)\)"):
         import_h5(write_dump(tmp_path / "dump.h5", feats), tmp_path / "c.zarr", split="test")
 
 
