@@ -267,12 +267,14 @@ def tables(quick: bool = False, dim: int | None = None, folder: Path | None = No
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     full = size * 2048 / dim
+    rounds = sorted({h[3] for h in HEADS})
     result[0].notes = [
         f"cache made in {made_s:.0f} s, {size / 1e9:.2f} GB on disk (random features barely compress; at the "
         f"real D = 2,048 the same cache is about {full / 1e9:.0f} GB)",
-        "one epoch per head and mode, each in a fresh process, 2-4 interleaved rounds: episodes/s the median, "
-        "vs in memory the median (range) of each round's ratio; peak RSS = the highest VmHWM (torch, zarr and the "
-        "head included); load s = opening the training features (the whole split in memory; checks when streamed)",
+        f"one epoch per head and mode, each in a fresh process, {rounds[0]}-{rounds[-1]} interleaved rounds: "
+        "episodes/s the median, vs in memory the median (range) of each round's ratio; peak RSS = the highest VmHWM "
+        "(torch, zarr and the head included); load s = opening the training features (the whole split in memory; "
+        "checks when streamed)",
         f"goals: streamed peak RSS <= {RSS_GOAL_GB:g} GB, streamed episodes/s >= {RATE_GOAL:.0%} of in memory; "
         f"window = steps read ahead together (at most two windows held)",
     ]
